@@ -1,0 +1,418 @@
+"""The ``deeprestore`` command line (Typer).
+
+The CLI only parses arguments, loads presets, builds jobs and hands them to the engine through
+:mod:`deeprestore.jobs`; progress is drawn from the engine's callback. Every user error is one
+line on stderr and a non-zero exit code (2: usage, 1: an image failed), never a traceback
+(unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from deeprestore import __version__
+from deeprestore.engine import Progress as EngineProgress
+from deeprestore.images import IMAGE_SUFFIXES, ImageError
+from deeprestore.jobs import Job, JobError, check_outputs, run_job
+from deeprestore.presets import (
+    PresetError,
+    available_presets,
+    load_preset,
+    parse_override,
+)
+from deeprestore.settings import SettingsError
+from deeprestore.tasks import TASK_METHODS, TaskError, TaskOptions
+
+EXAMPLES_DENOISE = """
+[b]Examples[/b]
+
+  deeprestore denoise noisy.png                       [dim]# DeepRED, Table 1 preset[/dim]
+  deeprestore denoise noisy.png --method dip --iters 3000 -o out/
+  deeprestore denoise noisy.png --reference clean.png --json
+  deeprestore denoise *.png --set lam=0.3 --set denoiser=bm3d --seed 1
+"""
+
+app = typer.Typer(
+    name="deeprestore",
+    help="Image restoration with Deep Image Prior, DIP-TV and DeepRED (DIP + RED, via ADMM).",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+err_console = Console(stderr=True, highlight=False)
+
+try:  # Typer < 0.20 uses the click package; newer Typer vendors it as typer._click.
+    from click.exceptions import Abort as _ClickAbort
+    from click.exceptions import ClickException as _ClickException
+    from click.exceptions import Exit as _ClickExit
+
+    _EXIT_ERRORS: tuple[type[BaseException], ...] = (_ClickExit, typer.Exit)
+    _ABORT_ERRORS: tuple[type[BaseException], ...] = (_ClickAbort, typer.Abort)
+except ImportError:  # pragma: no cover - depends on the Typer version installed
+    from typer._click.exceptions import ClickException as _ClickException
+
+    _EXIT_ERRORS = (typer.Exit,)
+    _ABORT_ERRORS = (typer.Abort,)
+
+
+class UsageProblem(Exception):
+    """A usage error found after parsing: exit code 2, one line."""
+
+
+# ---------------------------------------------------------------- options shared by subcommands
+InputsArg = Annotated[
+    list[Path], typer.Argument(help="Degraded image file(s) or directories of images.",
+                               show_default=False)
+]
+OutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="Output directory (created if needed).")
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="Preset name (see `deeprestore presets`) or path to a TOML file. "
+        "Default: the task's Table 1 row.",
+        show_default=False,
+    ),
+]
+ItersOpt = Annotated[
+    int | None, typer.Option("--iters", min=1, help="Number of iterations (overrides the preset).",
+                             show_default=False)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one preset value, KEY=VALUE (repeatable).",
+                 show_default=False),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option("--reference", help="Clean image, to log PSNR/SSIM while restoring.",
+                 show_default=False),
+]
+RunsOpt = Annotated[
+    int | None, typer.Option("--runs", min=1, help="Independent runs averaged (different z).",
+                             show_default=False)
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed.", show_default=False)]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")
+]
+DenoiserOpt = Annotated[
+    str,
+    typer.Option("--denoiser",
+                 help="f(x) for deepred/red: auto, nlm, bm3d, nlm-torch, bm3d-torch "
+                 "(auto: the preset's, in torch on CUDA)."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON manifest per image.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", hidden=True)]
+
+
+def _resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageProblem(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageProblem(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageProblem(f"--device {name}: no CUDA GPU is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageProblem(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return device
+
+
+def _expand_inputs(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UsageProblem(f"{item}: the directory has no images")
+            files.extend(found)
+        else:
+            files.append(item)
+    return files
+
+
+def _check_sigma(sigma: float | None) -> None:
+    if sigma is not None and (math.isnan(sigma) or math.isinf(sigma) or sigma < 0):
+        raise UsageProblem(f"--sigma must be a finite number ≥ 0 (0–255 scale), got {sigma}")
+
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("PSNR {task.fields[psnr]}"),
+        TextColumn("{task.fields[speed]} it/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def _summary_line(manifest: dict[str, Any]) -> str:
+    text = (
+        f"{manifest['input']}: {manifest['method']} {manifest['iterations']} it "
+        f"{manifest['seconds']:.1f} s -> {manifest['output']}"
+    )
+    if manifest.get("psnr") is not None:
+        text += f"  PSNR {manifest['psnr']:.2f} dB"
+        if manifest.get("psnr_input") is not None:
+            text += f" (input {manifest['psnr_input']:.2f} dB)"
+    return text
+
+
+def run_restore(
+    task: TaskOptions,
+    inputs: list[Path],
+    *,
+    output: Path,
+    method: str,
+    preset_name: str | None,
+    iters: int | None,
+    sets: list[str] | None,
+    reference: Path | None,
+    runs: int | None,
+    seed: int | None,
+    device_name: str,
+    denoiser: str,
+    quiet: bool,
+    as_json: bool,
+    overwrite: bool,
+) -> int:
+    """Restore every input with one method; return the exit code (0 ok, 1 some image failed)."""
+    from deeprestore.denoisers import choose_denoiser
+
+    methods = TASK_METHODS[task.task]
+    if method not in methods:
+        raise UsageProblem(f"unknown method {method!r} for {task.task} (use {', '.join(methods)})")
+    preset = load_preset(preset_name or task.task)
+    if preset.task != task.task:
+        raise UsageProblem(f"preset {preset.name!r} is for {preset.task}, not {task.task}")
+    overrides: dict[str, Any] = dict(parse_override(text) for text in (sets or []))
+    if iters is not None:
+        overrides["iterations"] = iters
+    if runs is not None:
+        overrides["runs"] = runs
+    if seed is not None:
+        overrides["seed"] = seed
+    device = _resolve_device(device_name)
+    settings = preset.settings_for(method, overrides)
+    if denoiser != "auto" or "denoiser" not in overrides:
+        try:
+            settings.denoiser = choose_denoiser(denoiser, settings.denoiser, device)
+        except ValueError as err:
+            raise UsageProblem(str(err)) from None
+    settings.validate()
+    if reference is not None and not reference.exists():
+        raise UsageProblem(f"{reference}: reference image not found")
+    files = _expand_inputs(inputs)
+    command = "deeprestore " + shlex.join(sys.argv[1:]) if sys.argv else ""
+
+    tty = sys.stdout.isatty()
+    failures = 0
+    for path in files:
+        job = Job(
+            input=path, output_dir=output, method=method, settings=settings, task=task,
+            preset=preset.name, reference=reference, device=device, command=command,
+            overwrite=overwrite,
+        )
+        try:
+            existing = check_outputs(job)
+            if existing and not overwrite:
+                if not quiet:
+                    err_console.print(
+                        f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)"
+                    )
+                continue
+            manifest = _run_with_progress(job, quiet=quiet or not tty)
+        except (ImageError, JobError, TaskError, ValueError, FloatingPointError) as err:
+            failures += 1
+            err_console.print(f"deeprestore: error: {err}", soft_wrap=True)
+            continue
+        if as_json:
+            sys.stdout.write(json.dumps(manifest) + "\n")
+            sys.stdout.flush()
+        if not quiet:
+            line = _summary_line(manifest)
+            if as_json:
+                err_console.print(line, soft_wrap=True)
+            else:
+                print(line, flush=True)
+    return 1 if failures else 0
+
+
+def _run_with_progress(job: Job, quiet: bool) -> dict[str, Any]:
+    if quiet:
+        return run_job(job)
+    with _progress_bar() as bar:
+        task_id = bar.add_task(
+            f"{job.input.name} {job.method}", total=job.settings.iterations,
+            loss="-", psnr="-", speed="-",
+        )
+
+        def update(event: EngineProgress) -> None:
+            speed = event.iteration / event.seconds if event.seconds > 0 else 0.0
+            bar.update(
+                task_id,
+                completed=event.iteration,
+                total=event.total,
+                loss=f"{event.loss:.3g}",
+                psnr="-" if event.psnr is None else f"{event.psnr:.2f}",
+                speed=f"{speed:.1f}",
+            )
+
+        return run_job(job, callback=update)
+
+
+# ---------------------------------------------------------------- subcommands
+@app.command(epilog=EXAMPLES_DENOISE)
+def denoise(
+    inputs: InputsArg,
+    output: OutputOpt = Path("restored"),
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="deepred, dip, dip-tv, red, nlm or bm3d.")
+    ] = "deepred",
+    sigma: Annotated[
+        float | None,
+        typer.Option("--sigma", help="Noise std of the input on the 0–255 scale. [default: 25]",
+                     show_default=False),
+    ] = None,
+    preset: PresetOpt = None,
+    iters: ItersOpt = None,
+    sets: SetOpt = None,
+    reference: ReferenceOpt = None,
+    runs: RunsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    denoiser: DenoiserOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Remove Gaussian noise (H = identity)."""
+    _check_sigma(sigma)
+    loaded = load_preset(preset or "denoise")
+    default_sigma = float(loaded.degradation.get("sigma", 25.0))
+    task = TaskOptions("denoise", sigma if sigma is not None else default_sigma)
+    code = run_restore(
+        task, inputs, output=output, method=method, preset_name=preset, iters=iters, sets=sets,
+        reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
+        quiet=quiet, as_json=as_json, overwrite=overwrite,
+    )
+    raise typer.Exit(code)
+
+
+@app.command("presets")
+def presets_command(
+    name: Annotated[str | None, typer.Argument(help="Preset to print (omit to list all).")] = None,
+) -> None:
+    """List the presets, or print one (copy it, edit it, pass it with --preset)."""
+    if name is not None:
+        preset = load_preset(name)
+        sys.stdout.write(preset.text)
+        return
+    from rich.table import Table
+
+    table = Table("name", "task", "description", box=None, pad_edge=False)
+    for preset_name, path in available_presets().items():
+        preset = load_preset(path)
+        table.add_row(preset_name, preset.task, preset.description)
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path("demo"),
+    iters: ItersOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Denoise a bundled image (scikit-image's astronaut, 64×64 crop, σ = 25) with DeepRED."""
+    from deeprestore.demo import run_demo
+
+    run_demo(output, iterations=iters, device=_resolve_device(device), quiet=quiet)
+
+
+@app.command()
+def version() -> None:
+    """Print the version of deeprestore and torch."""
+    import torch
+
+    print(f"deeprestore {__version__} (torch {torch.__version__})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one line per error, exit codes 0/1/2, 130 on Ctrl-C."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="deeprestore", standalone_mode=False)
+    except _EXIT_ERRORS as stop:
+        code = getattr(stop, "exit_code", 0)
+    except _ClickException as err:
+        if type(err).__name__ == "NoArgsIsHelpError" and getattr(err, "ctx", None) is not None:
+            print(err.ctx.get_help())  # type: ignore[attr-defined]
+            code = 0
+        else:
+            message = " ".join(err.format_message().split())
+            err_console.print(f"deeprestore: error: {message}", soft_wrap=True, markup=False)
+            code = 2
+    except _ABORT_ERRORS:
+        err_console.print("deeprestore: interrupted", soft_wrap=True)
+        code = 130
+    except KeyboardInterrupt:
+        err_console.print("deeprestore: interrupted", soft_wrap=True)
+        code = 130
+    except (UsageProblem, PresetError, SettingsError, ImageError, TaskError, JobError) as err:
+        if debug:
+            raise
+        err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+        code = 2
+    except OSError as err:
+        if debug:
+            raise
+        err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,170 @@
+"""Non-local means in pure torch, matching scikit-image's fast mode as the DeepRED authors ran it.
+
+The reference is ``skimage.restoration.denoise_nl_means(ch, h=0.6 s, sigma=s, fast_mode=True,
+patch_size=5, patch_distance=6)`` applied to each channel on its own, with ``s = sigma / 255``
+(see :func:`deeprestore.denoisers.reference.nlm_skimage`). Its fast mode
+(``_fast_nl_means_denoising_2d`` in ``skimage/restoration/_nl_means_denoising.pyx``, Froment 2014)
+is reproduced here term by term, including its quirks:
+
+* padding: ``np.pad(mode="reflect")`` (mirror without repeating the edge pixel) by
+  ``offset + d + 1`` pixels, where ``offset = s // 2`` (``s`` made odd) and ``d`` is the search
+  distance; the shifted pixel values near the border come from that padded image;
+* patch distance: the integral-image box ``I[r+o, c+o] + I[r-o, c-o] - I[r-o, c+o] - I[r+o, c-o]``
+  sums the squared differences over the ``(s-1) x (s-1)`` box of rows ``r-o+1 .. r+o`` and columns
+  ``c-o+1 .. c+o`` (4 x 4 for ``s = 5``, not centred on the pixel), each term reduced by ``2 var``;
+  the sum is clamped at 0 and divided by ``h^2 s^2`` (with ``s^2``, not the box's ``(s-1)^2``);
+* weight: 0 when that normalised distance exceeds 5, else scikit-image's Schraudolph
+  approximation ``_fast_exp(-distance)`` (so the null shift weighs ``_fast_exp(0) ~ 0.9710``);
+  every shift of the ``(2d+1)^2`` window, the null one included, counts once (skimage visits half
+  of them with ``alpha = 1`` and the column ``t_col = 0`` twice with ``alpha = 0.5``);
+* output: the weighted mean of the shifted (padded) pixel values, normalised by the sum of weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+#: scikit-image's ``DISTANCE_CUTOFF``: shifts whose normalised patch distance exceeds it weigh 0.
+DISTANCE_CUTOFF = 5.0
+#: ``2^20 / ln 2`` and ``1023 * 2^20 - 60801``: scikit-image's ``fast_exp.h`` (Schraudolph 1999).
+_EXP_A = 1512775.3951951856938
+_EXP_BC = 1072632447
+#: Elements (images x pixels x shifts) processed at once; bounds the temporaries to ~4 MiB each
+#: (about 1 shift of a 512 x 512 x 3 image; whole windows of small images).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _fast_exp(y: torch.Tensor) -> torch.Tensor:
+    """scikit-image's ``_fast_exp`` (Schraudolph's exp approximation), bit for bit for float64 y.
+
+    The C code writes ``(int32)(EXP_A * y) + EXP_BC`` into the high word of a float64 whose low word
+    is 0. That float64 has 20 mantissa bits, so it is exactly a float32 with the same exponent; the
+    float32 bits are built directly so that this also runs on GPUs. Valid for y in [-87, 0].
+    y: any shape, float32 or float64; returns the same shape and dtype. For float32 y the product
+    ``EXP_A * y`` is rounded to float32 first, which can move the result by one 2^-20 step.
+    """
+    if y.dtype == torch.float64:
+        high = torch.trunc(y * _EXP_A).to(torch.int64) + _EXP_BC
+    else:  # float32 product: the integer part may differ by 1 (a 1e-6 relative change)
+        high = torch.trunc(y.float() * _EXP_A).to(torch.int32) + _EXP_BC
+    # float64 exponent bias 1023 -> float32 bias 127: subtract (1023 - 127) from the exponent field,
+    # then move the 20 mantissa bits to the top of float32's 23.
+    bits = ((high - ((1023 - 127) << 20)) << 3).to(torch.int32)
+    return bits.view(torch.float32).to(y.dtype)
+
+
+def _reflect_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
+    """Indices of ``np.pad(a, pad, mode="reflect")`` along an axis of length n (any pad, n >= 1)."""
+    idx = torch.arange(-pad, n + pad, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def nlm_torch(
+    x: torch.Tensor,
+    sigma: float,
+    *,
+    patch_size: int = 5,
+    patch_distance: int = 6,
+    h_factor: float = 0.6,
+) -> torch.Tensor:
+    """Fast non-local means, each channel on its own, matching scikit-image's fast mode.
+
+    Equivalent to ``denoise_nl_means(ch, h=h_factor * s, sigma=s, fast_mode=True,
+    patch_size=patch_size, patch_distance=patch_distance)`` on every (H, W) channel ``ch`` of every
+    image, with ``s = sigma / 255`` (see the module docstring for the exact formula).
+
+    Args:
+        x: (N, C, H, W) float tensor with values in [0, 1], on any device. Channels are denoised
+            independently (grayscale patch distances per channel, as the DeepRED authors did).
+        sigma: noise standard deviation on the 0-255 scale (>= 0); 0 returns a copy of ``x``.
+        patch_size: patch side in pixels (made odd like scikit-image: an even size gets + 1).
+        patch_distance: search radius in pixels; (2 * patch_distance + 1)^2 shifts are compared.
+        h_factor: filtering parameter ``h`` as a multiple of ``sigma`` (0.6: the authors' value).
+
+    Returns:
+        The denoised images, (N, C, H, W), same dtype and device as ``x``. Computed in float32
+        (float64 for float64 input).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point tensor, got {x.dtype}")
+    if not sigma >= 0:
+        raise ValueError(f"sigma must be a non-negative number (0-255 scale), got {sigma}")
+    if patch_size < 1 or patch_distance < 0:
+        raise ValueError(
+            f"need patch_size >= 1 and patch_distance >= 0, got {patch_size}, {patch_distance}"
+        )
+    if not h_factor > 0:
+        raise ValueError(f"h_factor must be positive, got {h_factor}")
+    if sigma == 0 or x.numel() == 0:
+        return x.clone()
+
+    n, c, height, width = x.shape
+    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    s = patch_size + 1 if patch_size % 2 == 0 else patch_size
+    offset = s // 2
+    d = patch_distance
+    box = 2 * offset  # side of scikit-image's integral-image box (s - 1)
+    sigma01 = sigma / 255.0
+    var2 = 2.0 * sigma01 * sigma01  # skimage subtracts 2 var per squared difference
+    h2s2 = (h_factor * sigma01) ** 2 * s * s
+
+    # Every pair (p, p + u) has one weight w_u(p) = w_{-u}(p + u): like skimage, compute it once
+    # for the half-window shifts u (dr > 0, or dr == 0 and dc > 0) on a grid extended by d, and
+    # credit it to both p (value x[p + u]) and p + u (value x[p]). The null shift has distance
+    # max(-box^2 * 2 var, 0) = 0, hence the constant weight _fast_exp(0).
+    ext_h, ext_w = height + 2 * d, width + 2 * d  # grid of pixels p in [-d, H + d) x [-d, W + d)
+    lo = max(offset - 1, 0)  # the box spans rows p - lo .. p + offset (skimage's off-centre box)
+    reg_h, reg_w = ext_h + lo + offset, ext_w + lo + offset
+    pad = 2 * d + offset  # enough for the box of p + u, p in the extended grid (skimage: o + d + 1)
+    img = x.detach().reshape(n * c, height, width).to(work_dtype)
+    padded = img.index_select(1, _reflect_index(height, pad, x.device))
+    padded = padded.index_select(2, _reflect_index(width, pad, x.device))  # (B, H + 2 pad, ...)
+    r0 = pad - d - lo  # padded index of the region's first row/column
+    ref = padded[:, r0 : r0 + reg_h, r0 : r0 + reg_w]
+
+    center_weight = float(_fast_exp(torch.zeros(1, dtype=work_dtype)).item())
+    center = padded[:, pad : pad + height, pad : pad + width]
+    num = center * center_weight
+    den = torch.full_like(num, center_weight)
+
+    shifts = [(dr, dc) for dr in range(0, d + 1) for dc in range(-d, d + 1) if dr > 0 or dc > 0]
+    per_shift = n * c * reg_h * reg_w
+    chunk = max(1, min(len(shifts), _CHUNK_ELEMENTS // max(per_shift, 1)))
+    zero = torch.zeros((), dtype=work_dtype, device=x.device)
+    for start in range(0, len(shifts), chunk):
+        part = shifts[start : start + chunk]
+        moved = torch.stack(
+            [padded[:, r0 + dr : r0 + dr + reg_h, r0 + dc : r0 + dc + reg_w] for dr, dc in part],
+            dim=1,
+        )  # (B, K, reg_h, reg_w): the region shifted by each u
+        if offset > 0:
+            # Box sums of squared differences over the box x box window: (B, K, ext_h, ext_w);
+            # avg_pool2d times the area matches skimage's integral image to float rounding.
+            dist = F.avg_pool2d((moved - ref.unsqueeze(1)).square_(), box, stride=1)
+            dist = dist.mul_(box * box).sub_(box * box * var2).clamp_(min=0.0).div_(h2s2)
+        else:  # skimage's empty box: distance 0 for every shift
+            dist = torch.zeros(n * c, len(part), ext_h, ext_w, dtype=work_dtype, device=x.device)
+        too_far = dist > DISTANCE_CUTOFF
+        # w_u(p) on the extended grid (the clamp only keeps the masked-out exponents in range)
+        weight = torch.where(too_far, zero, _fast_exp(-dist.clamp_(max=2 * DISTANCE_CUTOFF)))
+        # p = q: weight w_u(q), value x[q + u] (the same window of every shifted region)
+        w_here = weight[:, :, d : d + height, d : d + width]
+        v_here = moved[:, :, d + lo : d + lo + height, d + lo : d + lo + width]
+        num += (w_here * v_here).sum(dim=1)
+        den += w_here.sum(dim=1)
+        for k, (dr, dc) in enumerate(part):
+            # p = q - u: weight w_u(q - u) (= w_{-u}(q)), value x[q - u]
+            w_back = weight[:, k, d - dr : d - dr + height, d - dc : d - dc + width]
+            num.addcmul_(
+                w_back, padded[:, pad - dr : pad - dr + height, pad - dc : pad - dc + width]
+            )
+            den += w_back
+    out = num / den
+    return out.reshape(n, c, height, width).to(x.dtype)

@@ -1,0 +1,499 @@
+"""One engine for every method: Algorithm 1 of the DeepRED paper and its special cases.
+
+The engine sees a :class:`Problem` (the observation ``y``, the degradation operator ``H`` with
+``forward``/``adjoint``, the size of the unknown image, an optional reference) and a
+:class:`~deeprestore.settings.Settings`; it never knows which task it serves.
+
+Following SigPy's split, an *algorithm* does one iteration per :meth:`Algorithm.update` and says
+when it is :meth:`~Algorithm.done`; the :class:`Runner` drives it, logs every ``log_every``
+iterations (the only host↔device synchronisation of the loop) and reports progress through a
+callback. Methods (REFERENCE.md §1):
+
+- ``deepred``: ADMM — Adam step on Θ for ``½‖H T_Θ(z) − y‖² + µ/2 ‖x − T_Θ(z) − u‖²``, then J
+  x-updates (fixed point, Eq. 11, or steepest descent, Eq. 12) with the denoiser refreshed every
+  ``denoise_every`` rounds, then ``u ← u − x + T_Θ(z)``;
+- ``dip``: the Θ-step alone (λ = µ = 0: no x, no u, no denoiser);
+- ``dip-tv``: the Θ-step on ``½‖H T_Θ(z) − y‖² + λ_TV · TV(T_Θ(z))``;
+- ``red``: RED without a network, fixed-point iterations on x;
+- ``nlm``, ``bm3d``, …: a classical baseline, computed once.
+
+Tensors are (N, C, H, W) floats in [0, 1] on the engine's device. Losses are divided by the
+number of pixels of x (paper's sums, rescaled; Adam is insensitive to the scale).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from deeprestore.denoisers import Denoiser, get_denoiser
+from deeprestore.networks import SkipNet, make_input
+from deeprestore.settings import NETWORK_METHODS, Settings
+
+
+class Operator(Protocol):
+    """A degradation operator H (see :mod:`deeprestore.operators`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class Problem:
+    """What is to be restored.
+
+    ``y``: observation (1, C, h, w) in [0, 1]; ``operator``: H, mapping (1, C, H, W) to y's
+    shape; ``x_init``: the starting point for x (1, C, H, W) (``y`` itself when H keeps the
+    size); ``sigma``: the noise std of y on the 0–255 scale (used by baselines that need it);
+    ``reference``: the clean image (1, C, H, W) for PSNR, if known; ``psnr``: the PSNR protocol.
+    """
+
+    y: torch.Tensor
+    operator: Operator
+    x_init: torch.Tensor
+    sigma: float = 0.0
+    reference: torch.Tensor | None = None
+    psnr: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return int(self.x_init.shape[1])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.x_init.shape[-2]), int(self.x_init.shape[-1])
+
+
+@dataclass
+class LogRow:
+    """One logged iteration: loss of the Θ-step (or RED objective), PSNR of the current estimate
+    against the reference (None without one), ‖x − T_Θ(z)‖ RMS per pixel (None when no x),
+    wall seconds since the start, and the age in iterations of the denoised image in use."""
+
+    iteration: int
+    loss: float
+    psnr: float | None
+    gap: float | None
+    seconds: float
+    denoiser_age: int | None = None
+
+
+@dataclass
+class Progress:
+    """What the engine reports to its callback every ``log_every`` iterations."""
+
+    iteration: int
+    total: int
+    loss: float
+    psnr: float | None
+    seconds: float
+
+
+@dataclass
+class Result:
+    """The restored image (1, C, H, W) on the CPU, the log and a few counters."""
+
+    image: torch.Tensor
+    log: list[LogRow]
+    iterations: int
+    seconds: float
+    denoiser_calls: int = 0
+    denoiser: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Algorithm:
+    """One iterative method. ``update()`` does one iteration and returns device tensors
+    ``(loss, gap)``; ``estimate()`` is the current restored image (1, C, H, W)."""
+
+    total: int = 1
+    iteration: int = 0
+    denoiser_calls: int = 0
+    denoiser_name: str | None = None
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def estimate(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        return self.iteration >= self.total
+
+    def denoiser_age(self) -> int | None:
+        return None
+
+
+def total_variation(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Isotropic total variation Σ sqrt(|∂h x|² + |∂v x|²) of (N, C, H, W), per channel, summed.
+
+    Forward differences; the last row/column has no difference across the border.
+    """
+    dh = torch.zeros_like(x)
+    dv = torch.zeros_like(x)
+    dh[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dv[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    return torch.sqrt(dh**2 + dv**2 + eps).sum()
+
+
+class _Run:
+    """State of one independent run of a network method (its own z, Θ, Adam, x, u, EMA)."""
+
+    def __init__(
+        self, problem: Problem, settings: Settings, seed: int, device: torch.device
+    ) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        height, width = problem.size
+        self.z = make_input(
+            settings.input_channels,
+            height,
+            width,
+            scale=settings.input_scale,
+            kind=settings.input_kind,
+            generator=generator,
+            device=device,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = SkipNet(settings.input_channels, problem.channels).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        if device.type == "cpu":
+            self.noise_generator = generator
+        else:
+            self.noise_generator = torch.Generator(device=device).manual_seed(seed)
+        self.x = problem.x_init.clone()
+        self.u = torch.zeros_like(self.x)
+        self.denoised = self.x.clone()
+        self.ema: torch.Tensor | None = None
+        self.out: torch.Tensor | None = None
+
+
+class NetworkAlgorithm(Algorithm):
+    """DIP, DIP-TV and DeepRED: Algorithm 1 with ``runs`` independent runs in lock-step."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        settings: Settings,
+        device: torch.device,
+        denoiser: Denoiser | None,
+    ) -> None:
+        self.problem = problem
+        self.settings = settings
+        self.device = device
+        self.total = settings.iterations
+        self.admm = settings.method == "deepred" and (settings.lam > 0 or settings.mu > 0)
+        self.use_denoiser = self.admm and settings.lam > 0
+        self.denoiser = denoiser if self.use_denoiser else None
+        self.denoiser_name = denoiser.name if self.denoiser is not None else None
+        self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
+        self.pixels = float(problem.x_init.numel())
+        self.runs = [
+            _Run(problem, settings, settings.seed * 1000 + r, device)
+            for r in range(settings.runs)
+        ]
+        self._last_denoise = 0
+
+    def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.settings
+        run.optimizer.zero_grad(set_to_none=True)
+        z = run.z
+        if s.sigma_noise > 0:
+            noise = torch.randn(
+                z.shape, generator=run.noise_generator, device=z.device, dtype=z.dtype
+            )
+            z = z + s.sigma_noise * noise
+        out = run.net(z)
+        residual = self.problem.operator.forward(out) - self.problem.y
+        loss = 0.5 * residual.pow(2).sum()
+        if self.admm and s.mu > 0:
+            loss = loss + 0.5 * s.mu * (run.x - out - run.u).pow(2).sum()
+        if s.method == "dip-tv" and s.tv_weight > 0:
+            loss = loss + s.tv_weight * total_variation(out)
+        loss = loss / self.pixels
+        loss.backward()
+        run.optimizer.step()
+        return out.detach(), loss.detach()
+
+    def _denoise(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.denoiser is not None
+        self.denoiser_calls += 1
+        return self.denoiser(x, self.sigma_f)
+
+    def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
+        s = self.settings
+        lam, mu = s.lam, s.mu
+        for _ in range(s.inner_steps):
+            if self.use_denoiser and refresh:
+                run.denoised = self._denoise(run.x)
+            target = out + run.u
+            if s.x_update == "fixed-point":
+                run.x = (lam * run.denoised + mu * target) / (lam + mu)
+            else:
+                grad = lam * (run.x - run.denoised) + mu * (run.x - target)
+                run.x = run.x - s.x_step * grad
+            if s.clip_x:
+                run.x = run.x.clamp(0.0, 1.0)
+        run.u = run.u - run.x + out
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.iteration += 1
+        refresh = (self.iteration - 1) % self.settings.denoise_every == 0
+        if refresh and self.use_denoiser:
+            self._last_denoise = self.iteration
+        losses = []
+        gaps = []
+        for run in self.runs:
+            out, loss = self._theta_step(run)
+            if self.admm:
+                self._x_update(run, out, refresh)
+                gaps.append(torch.sqrt(torch.mean((run.x - out) ** 2)))
+            w = self.settings.ema
+            run.ema = out.clone() if run.ema is None else run.ema.mul_(w).add_(out, alpha=1 - w)
+            run.out = out
+            losses.append(loss)
+        loss = torch.stack(losses).mean()
+        gap = torch.stack(gaps).mean() if gaps else None
+        return loss, gap
+
+    def _run_estimate(self, run: _Run) -> torch.Tensor:
+        kind = self.settings.output
+        if kind == "ema" or (not self.admm and kind in ("x", "x-u")):
+            assert run.ema is not None
+            return run.ema
+        if kind == "network":
+            assert run.out is not None
+            return run.out
+        if kind == "x":
+            return run.x
+        return (run.x - run.u).clamp(0.0, 1.0)
+
+    def estimate(self) -> torch.Tensor:
+        if self.iteration == 0:
+            return self.problem.x_init
+        estimates = [self._run_estimate(run) for run in self.runs]
+        return estimates[0] if len(estimates) == 1 else torch.stack(estimates).mean(dim=0)
+
+    def denoiser_age(self) -> int | None:
+        if not self.use_denoiser:
+            return None
+        return self.iteration - self._last_denoise
+
+
+class REDAlgorithm(Algorithm):
+    """RED without a network (Romano et al.): minimise ``½‖Hx − y‖² + λ/2 xᵀ(x − f(x))``.
+
+    Fixed-point iterations: ``(HᵀH + λI) x_{k+1} = Hᵀy + λ f(x_k)``. For H = I this is the closed
+    form ``x = (y + λ f(x)) / (1 + λ)``; otherwise the linear system is solved by
+    ``cg_steps`` conjugate-gradient steps warm-started at x_k (HᵀH + λI is symmetric positive
+    definite, so CG converges; it needs only H and Hᵀ, no inverse).
+    """
+
+    def __init__(self, problem: Problem, settings: Settings, denoiser: Denoiser) -> None:
+        self.problem = problem
+        self.settings = settings
+        self.total = settings.iterations
+        self.denoiser = denoiser
+        self.denoiser_name = denoiser.name
+        self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
+        self.x = problem.x_init.clone()
+        self.identity = getattr(problem.operator, "is_identity", False) or (
+            type(problem.operator).__name__ == "Identity"
+        )
+        self.hty = problem.operator.adjoint(problem.y)
+
+    def _normal(self, v: torch.Tensor) -> torch.Tensor:
+        op = self.problem.operator
+        return op.adjoint(op.forward(v)) + self.settings.lam * v
+
+    def _solve(self, rhs: torch.Tensor) -> torch.Tensor:
+        x = self.x.clone()
+        r = rhs - self._normal(x)
+        p = r.clone()
+        rr = torch.sum(r * r)
+        for _ in range(self.settings.cg_steps):
+            ap = self._normal(p)
+            alpha = rr / torch.sum(p * ap).clamp_min(1e-30)
+            x = x + alpha * p
+            r = r - alpha * ap
+            rr_new = torch.sum(r * r)
+            p = r + (rr_new / rr.clamp_min(1e-30)) * p
+            rr = rr_new
+        return x
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.iteration += 1
+        lam = self.settings.lam
+        denoised = self.denoiser(self.x, self.sigma_f)
+        self.denoiser_calls += 1
+        rhs = self.hty + lam * denoised
+        self.x = rhs / (1.0 + lam) if self.identity else self._solve(rhs)
+        if self.settings.clip_x:
+            self.x = self.x.clamp(0.0, 1.0)
+        residual = self.problem.operator.forward(self.x) - self.problem.y
+        prior = torch.sum(self.x * (self.x - denoised))
+        loss = (0.5 * residual.pow(2).sum() + 0.5 * lam * prior) / float(self.x.numel())
+        return loss, None
+
+    def estimate(self) -> torch.Tensor:
+        return self.x
+
+
+class OneShotAlgorithm(Algorithm):
+    """A classical baseline computed once: ``image = function(problem)``."""
+
+    def __init__(
+        self, problem: Problem, function: Callable[[Problem], torch.Tensor], name: str
+    ) -> None:
+        self.problem = problem
+        self.function = function
+        self.name = name
+        self.total = 1
+        self.result = problem.x_init
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.iteration += 1
+        self.result = self.function(self.problem).clamp(0.0, 1.0)
+        loss = 0.5 * torch.mean((self.problem.operator.forward(self.result) - self.problem.y) ** 2)
+        return loss, None
+
+    def estimate(self) -> torch.Tensor:
+        return self.result
+
+
+def _denoiser_baseline(name: str) -> Callable[[Problem], torch.Tensor]:
+    def run(problem: Problem) -> torch.Tensor:
+        return get_denoiser(name)(problem.y, problem.sigma)
+
+    return run
+
+
+def make_algorithm(
+    problem: Problem,
+    settings: Settings,
+    device: torch.device,
+    denoiser: Denoiser | None = None,
+    baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
+) -> Algorithm:
+    """The algorithm object for ``settings.method`` (see the module docstring)."""
+    method = settings.method
+    if method in NETWORK_METHODS:
+        if method == "deepred" and settings.lam > 0 and denoiser is None:
+            denoiser = get_denoiser(settings.denoiser)
+        return NetworkAlgorithm(problem, settings, device, denoiser)
+    if method == "red":
+        return REDAlgorithm(problem, settings, denoiser or get_denoiser(settings.denoiser))
+    if method in ("nlm", "bm3d"):
+        algorithm = OneShotAlgorithm(problem, _denoiser_baseline(method), method)
+        algorithm.denoiser_name = method
+        return algorithm
+    if baselines and method in baselines:
+        return OneShotAlgorithm(problem, baselines[method], method)
+    raise ValueError(f"method {method!r} is not available for this problem")
+
+
+class Runner:
+    """Drives an :class:`Algorithm` to the end, logging every ``log_every`` iterations."""
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        problem: Problem,
+        log_every: int,
+        callback: ProgressCallback | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.problem = problem
+        self.log_every = log_every
+        self.callback = callback
+        self.log: list[LogRow] = []
+
+    def _measure(self) -> torch.Tensor | None:
+        if self.problem.reference is None or self.problem.psnr is None:
+            return None
+        return self.problem.psnr(self.algorithm.estimate(), self.problem.reference)
+
+    def run(self) -> Result:
+        """Iterate until done; return the result with the log."""
+        algorithm = self.algorithm
+        start = time.perf_counter()
+        while not algorithm.done():
+            loss, gap = algorithm.update()
+            it = algorithm.iteration
+            if it % self.log_every == 0 or algorithm.done():
+                with torch.no_grad():
+                    psnr = self._measure()
+                values = [loss, *(v for v in (psnr, gap) if v is not None)]
+                numbers = torch.stack([v.float().reshape(()) for v in values]).tolist()
+                loss_value = numbers.pop(0)
+                psnr_value = numbers.pop(0) if psnr is not None else None
+                gap_value = numbers.pop(0) if gap is not None else None
+                seconds = time.perf_counter() - start
+                row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
+                             algorithm.denoiser_age())
+                self.log.append(row)
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"the loss became {loss_value} at iteration {it}")
+                if self.callback is not None:
+                    self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
+        image = algorithm.estimate().detach().float().clamp(0.0, 1.0).cpu()
+        return Result(
+            image=image,
+            log=self.log,
+            iterations=algorithm.iteration,
+            seconds=time.perf_counter() - start,
+            denoiser_calls=algorithm.denoiser_calls,
+            denoiser=algorithm.denoiser_name,
+        )
+
+
+def restore(
+    problem: Problem,
+    settings: Settings,
+    *,
+    device: torch.device | str = "cpu",
+    callback: ProgressCallback | None = None,
+    denoiser: Denoiser | None = None,
+    baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
+) -> Result:
+    """Run ``settings.method`` on ``problem`` and return the restored image and its log.
+
+    ``problem``'s tensors are moved to ``device``; ``callback`` receives a :class:`Progress`
+    every ``settings.log_every`` iterations; ``denoiser`` overrides ``settings.denoiser``;
+    ``baselines`` maps extra one-shot method names to functions of the problem.
+    """
+    settings.validate()
+    device = torch.device(device)
+    problem = _to_device(problem, device)
+    algorithm = make_algorithm(problem, settings, device, denoiser, baselines)
+    return Runner(algorithm, problem, settings.log_every, callback).run()
+
+
+def _to_device(problem: Problem, device: torch.device) -> Problem:
+    def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to(device=device, dtype=torch.float32)
+
+    operator = problem.operator
+    if hasattr(operator, "to"):
+        operator = operator.to(device)
+    moved_y = move(problem.y)
+    moved_x = move(problem.x_init)
+    assert moved_y is not None and moved_x is not None
+    return Problem(
+        y=moved_y,
+        operator=operator,
+        x_init=moved_x,
+        sigma=problem.sigma,
+        reference=move(problem.reference),
+        psnr=problem.psnr,
+        extra=problem.extra,
+    )

@@ -1,0 +1,134 @@
+"""Reading and writing images (imageio), and moving them between numpy and torch.
+
+In memory an image is a float64 numpy array (H, W, C) in [0, 1] plus what is needed to write it
+back as the input was: its bit depth (8 or 16) and, for RGBA, the untouched alpha channel.
+Torch tensors are (1, C, H, W) float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: File suffixes taken as images when a directory is given.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+MIN_SIDE = 8
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or written (one-line message naming the file)."""
+
+
+@dataclass
+class Image:
+    """Pixels (H, W, C) float64 in [0, 1], C = 1 or 3; bit depth 8 or 16; alpha (H, W) or None."""
+
+    pixels: np.ndarray
+    bit_depth: int = 8
+    alpha: np.ndarray | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+
+def from_array(array: np.ndarray, where: str = "image") -> Image:
+    """Turn an array from imageio (H, W), (H, W, C) of uint8/uint16/float into an :class:`Image`."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ImageError(f"{where}: unsupported image shape {a.shape} (need H×W, H×W×3 or H×W×4)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageError(f"{where}: the image is empty ({a.shape[1]}×{a.shape[0]} pixels)")
+    if a.dtype == np.uint8:
+        depth, scaled = 8, a.astype(np.float64) / 255.0
+    elif a.dtype == np.uint16:
+        depth, scaled = 16, a.astype(np.float64) / 65535.0
+    elif a.dtype == bool:
+        depth, scaled = 8, a.astype(np.float64)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)):
+            raise ImageError(f"{where}: the image has NaN or infinite values")
+        depth, scaled = 8, np.clip(a.astype(np.float64), 0.0, 1.0)
+    elif np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        depth = 16 if info.max > 255 else 8
+        scaled = np.clip(a.astype(np.float64) / (65535.0 if depth == 16 else 255.0), 0.0, 1.0)
+    else:
+        raise ImageError(f"{where}: unsupported pixel type {a.dtype}")
+    alpha = None
+    if scaled.ndim == 3 and scaled.shape[2] == 4:
+        alpha = scaled[:, :, 3].copy()
+        scaled = scaled[:, :, :3]
+    if scaled.ndim == 2:
+        scaled = scaled[:, :, None]
+    return Image(np.ascontiguousarray(scaled), depth, alpha)
+
+
+def read_image(path: str | Path) -> Image:
+    """Read an image file (PNG, JPEG, TIFF, BMP, WebP) into an :class:`Image`."""
+    import imageio.v3 as iio
+
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"{p}: no such file")
+    if p.is_dir():
+        raise ImageError(f"{p}: is a directory, not an image")
+    if p.stat().st_size == 0:
+        raise ImageError(f"{p}: the file is empty")
+    try:
+        array = iio.imread(p)
+    except Exception as err:  # imageio raises many kinds for bad files
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImageError(f"{p}: cannot read it as an image ({reason})") from None
+    if array.ndim == 4:  # animated / multi-page: keep the first frame
+        array = array[0]
+    return from_array(array, str(p))
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, C) array in [0, 1] → (1, C, H, W) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float()[None]
+
+
+def to_array(tensor: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) tensor → (H, W, C) float64 array in [0, 1]."""
+    return tensor.detach()[0].to("cpu", torch.float64).clamp(0, 1).numpy().transpose(1, 2, 0)
+
+
+def quantise(image: Image) -> np.ndarray:
+    """The integer array to save: uint8 or uint16, (H, W) for one channel, RGBA with alpha."""
+    scale = 65535.0 if image.bit_depth == 16 else 255.0
+    dtype = np.uint16 if image.bit_depth == 16 else np.uint8
+    pixels = np.clip(image.pixels, 0.0, 1.0)
+    if image.alpha is not None:
+        pixels = np.concatenate([pixels, image.alpha[:, :, None]], axis=2)
+    out = np.round(pixels * scale).astype(dtype)
+    return out[:, :, 0] if out.shape[2] == 1 else out
+
+
+def encode_image(image: Image, suffix: str) -> bytes:
+    """The file contents of ``image`` in the format of ``suffix`` (".png", ".jpg", ...)."""
+    import imageio.v3 as iio
+
+    array = quantise(image)
+    fmt = suffix.lower()
+    if fmt in (".jpg", ".jpeg"):
+        if image.bit_depth == 16:
+            array = np.round(array / 257.0).astype(np.uint8)
+        if array.ndim == 3 and array.shape[2] == 4:
+            array = array[:, :, :3]
+        return iio.imwrite("<bytes>", array, extension=fmt, quality=95)
+    return iio.imwrite("<bytes>", array, extension=fmt)

@@ -1,0 +1,131 @@
+"""One restoration job: read an input, build the task's problem, run the engine, write outputs.
+
+This is the glue between the command line and the engine; it owns file names and the manifest.
+Outputs for ``photo.png`` restored with ``deepred`` into ``OUT/``:
+
+- ``OUT/photo_deepred.png``: the restored image (same channels and bit depth as the input);
+- ``OUT/photo_deepred.csv``: the log (see :data:`deeprestore.writers.CSV_COLUMNS`);
+- ``OUT/photo_deepred.json``: the manifest (inputs, every effective parameter, versions, PSNR).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deeprestore import __version__
+from deeprestore.engine import ProgressCallback, restore
+from deeprestore.images import Image, read_image, to_array
+from deeprestore.metrics import ssim
+from deeprestore.settings import Settings
+from deeprestore.tasks import TaskOptions, build_problem
+from deeprestore.writers import write_csv, write_image, write_json
+
+
+class JobError(ValueError):
+    """A job that cannot run (bad output path, existing outputs, …); one-line message."""
+
+
+@dataclass
+class Job:
+    """Everything needed to restore one input file."""
+
+    input: Path
+    output_dir: Path
+    method: str
+    settings: Settings
+    task: TaskOptions
+    preset: str
+    reference: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    overwrite: bool = False
+    command: str = ""
+
+    def outputs(self) -> dict[str, Path]:
+        """The output files: ``image``, ``csv`` and ``json``."""
+        stem = f"{self.input.stem}_{self.method}"
+        suffix = self.input.suffix.lower() if self.input.suffix else ".png"
+        if suffix in (".jpg", ".jpeg", ".webp"):
+            suffix = ".png"  # restored pixels are not re-compressed lossily
+        return {
+            "image": self.output_dir / f"{stem}{suffix}",
+            "csv": self.output_dir / f"{stem}.csv",
+            "json": self.output_dir / f"{stem}.json",
+        }
+
+
+def check_outputs(job: Job) -> list[Path]:
+    """Refuse outputs that would overwrite the input; return outputs that already exist."""
+    source = job.input.resolve()
+    for path in job.outputs().values():
+        if path.resolve() == source:
+            raise JobError(f"{job.input}: the output {path} would overwrite the input")
+    return [p for p in job.outputs().values() if p.exists()]
+
+
+def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any]:
+    """Restore ``job.input``; write image, CSV and manifest; return the manifest."""
+    started = datetime.now(timezone.utc)
+    observed = read_image(job.input)
+    reference = read_image(job.reference) if job.reference is not None else None
+    task_problem = build_problem(job.task, observed, reference)
+    tic = time.perf_counter()
+    result = restore(
+        task_problem.problem,
+        job.settings,
+        device=job.device,
+        callback=callback,
+        baselines=task_problem.baselines,
+    )
+    wall = time.perf_counter() - tic
+
+    restored = Image(to_array(result.image), observed.bit_depth, observed.alpha)
+    outputs = job.outputs()
+    psnr = psnr_input = ssim_value = None
+    problem = task_problem.problem
+    if problem.reference is not None and problem.psnr is not None:
+        ref = problem.reference
+        psnr = float(problem.psnr(result.image, ref))
+        ssim_value = ssim(result.image, ref, task_problem.protocol)
+        if problem.y.shape == ref.shape:
+            psnr_input = float(problem.psnr(problem.y, ref))
+    manifest: dict[str, Any] = {
+        "input": str(job.input),
+        "output": str(outputs["image"]),
+        "log": str(outputs["csv"]),
+        "task": job.task.task,
+        "method": job.method,
+        "preset": job.preset,
+        "degradation": task_problem.info,
+        "parameters": job.settings.to_dict(),
+        "denoiser": result.denoiser,
+        "denoiser_calls": result.denoiser_calls,
+        "seed": job.settings.seed,
+        "device": str(job.device),
+        "iterations": result.iterations,
+        "seconds": round(wall, 3),
+        "psnr_protocol": task_problem.protocol,
+        "reference": str(job.reference) if job.reference is not None else None,
+        "psnr": psnr,
+        "psnr_input": psnr_input,
+        "ssim": ssim_value,
+        "size": {"width": restored.width, "height": restored.height,
+                 "channels": restored.channels, "bit_depth": restored.bit_depth},
+        "started": started.isoformat(timespec="seconds"),
+        "command": job.command,
+        "versions": {
+            "deeprestore": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    write_image(outputs["image"], restored)
+    write_csv(outputs["csv"], result.log)
+    write_json(outputs["json"], manifest)
+    return manifest

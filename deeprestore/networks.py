@@ -1,0 +1,170 @@
+"""The Deep Image Prior "skip" encoder-decoder and its random input.
+
+The network knows nothing of tasks: it maps a noise tensor ``z`` of shape (N, C_in, H, W) to an
+image of shape (N, C_out, H, W) in [0, 1] (sigmoid output). The architecture follows the DIP
+authors' ``skip`` network as used by DIP, DIP-TV and DeepRED (REFERENCE.md §3): 5 scales, 128
+channels down and up, 4 skip channels, 3×3 convolutions with reflection padding, stride-2
+convolutions to go down, bilinear upsampling, BatchNorm and LeakyReLU(0.2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Spatial sizes are padded to a multiple of this (2 ** number of scales).
+SIZE_MULTIPLE = 32
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Convolution with reflection padding ("same" size for stride 1, halves it for stride 2)."""
+    pad = (kernel - 1) // 2
+    layers: list[nn.Module] = []
+    if pad:
+        layers.append(nn.ReflectionPad2d(pad))
+    layers.append(nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=0, bias=True))
+    return nn.Sequential(*layers)
+
+
+def _bn_act(channels: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, inplace=True)]
+
+
+class _Scale(nn.Module):
+    """One scale of the skip network: concat(skip branch, down→deeper→up branch) → up block."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_down: int,
+        c_up: int,
+        c_skip: int,
+        deeper: _Scale | None,
+        upsample_mode: str,
+    ) -> None:
+        super().__init__()
+        self.skip = (
+            nn.Sequential(_conv(c_in, c_skip, 1), *_bn_act(c_skip)) if c_skip > 0 else None
+        )
+        down: list[nn.Module] = [
+            _conv(c_in, c_down, 3, stride=2),
+            *_bn_act(c_down),
+            _conv(c_down, c_down, 3),
+            *_bn_act(c_down),
+        ]
+        if deeper is not None:
+            down.append(deeper)
+        self.down = nn.Sequential(*down)
+        self.upsample_mode = upsample_mode
+        c_deeper = deeper.c_up if deeper is not None else c_down
+        self.c_up = c_up
+        self.up = nn.Sequential(
+            nn.BatchNorm2d(c_skip + c_deeper),
+            _conv(c_skip + c_deeper, c_up, 3),
+            *_bn_act(c_up),
+            _conv(c_up, c_up, 1),
+            *_bn_act(c_up),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        deeper = self.down(x)
+        if self.upsample_mode in ("bilinear", "bicubic"):
+            deeper = F.interpolate(
+                deeper, scale_factor=2.0, mode=self.upsample_mode, align_corners=False
+            )
+        else:
+            deeper = F.interpolate(deeper, scale_factor=2.0, mode=self.upsample_mode)
+        if self.skip is not None:
+            deeper = torch.cat([self.skip(x), deeper], dim=1)
+        return self.up(deeper)
+
+
+class SkipNet(nn.Module):
+    """DIP "skip" network (REFERENCE.md §3) that accepts any spatial size.
+
+    Input ``z``: (N, in_channels, H, W), any H, W ≥ 1. It is padded by reflection to a multiple of
+    32 (bottom and right; at least 64 so the deepest scale is 2×2 and BatchNorm sees more than one
+    value per channel), passed through the encoder-decoder, and the output is cropped back, so the
+    result is (N, out_channels, H, W) with values in (0, 1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 32,
+        out_channels: int = 3,
+        channels: int = 128,
+        skip_channels: int = 4,
+        scales: int = 5,
+        upsample_mode: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.multiple = 2**scales
+        deeper: _Scale | None = None
+        # Build from the deepest scale outwards; only the outermost sees `in_channels`.
+        for level in reversed(range(scales)):
+            c_in = in_channels if level == 0 else channels
+            deeper = _Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode)
+        assert deeper is not None
+        self.body = deeper
+        self.head = nn.Sequential(_conv(channels, out_channels, 1), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        height, width = z.shape[-2:]
+        padded = pad_to_multiple(z, self.multiple, minimum=2 * self.multiple)
+        out = self.head(self.body(padded))
+        return out[..., :height, :width]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> torch.Tensor:
+    """Pad (N, C, H, W) at the bottom/right by reflection so H and W are multiples of ``multiple``
+    and at least ``minimum``.
+
+    Reflection needs the pad to be smaller than the size, so large pads (tiny images) are done in
+    several reflections.
+    """
+    height, width = x.shape[-2:]
+    target_h = max(-(-height // multiple) * multiple, minimum)
+    target_w = max(-(-width // multiple) * multiple, minimum)
+    while x.shape[-2] < target_h or x.shape[-1] < target_w:
+        cur_h, cur_w = x.shape[-2:]
+        pad_h = min(target_h - cur_h, cur_h - 1)
+        pad_w = min(target_w - cur_w, cur_w - 1)
+        if pad_h <= 0 and pad_w <= 0:  # a 1-pixel side cannot be reflected
+            x = F.pad(x, (0, target_w - cur_w, 0, target_h - cur_h), mode="replicate")
+            break
+        x = F.pad(x, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode="reflect")
+    return x
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def make_input(
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    scale: float = 0.1,
+    kind: str = "gaussian",
+    generator: torch.Generator | None = None,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Random network input z of shape (batch, channels, height, width).
+
+    ``kind="gaussian"``: i.i.d. N(0, scale²) (the DeepRED paper); ``kind="uniform"``: i.i.d.
+    U[0, scale) (the DIP/DeepRED reference code).
+    """
+    shape = (batch, channels, height, width)
+    if kind == "gaussian":
+        z = torch.randn(shape, generator=generator) * scale
+    elif kind == "uniform":
+        z = torch.rand(shape, generator=generator) * scale
+    else:
+        raise ValueError(f"unknown input kind {kind!r} (use 'gaussian' or 'uniform')")
+    return z.to(device)

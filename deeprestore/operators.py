@@ -1,0 +1,551 @@
+"""Degradation operators ``H`` as linear operators on image tensors.
+
+Every operator maps a tensor laid out ``(N, C, H, W)`` (batch, channels, height, width; pixel
+values in whatever units the caller uses, typically [0, 1]) to another ``(N, C, H', W')`` tensor
+on the same device and with the same dtype. ``forward`` applies ``H`` and ``adjoint`` applies its
+exact adjoint ``Hᵀ`` (so that ``<H x, y> = <x, Hᵀ y>``). Both are built from differentiable torch
+operations, so gradients flow through them with autograd.
+
+Operators compose with ``@``: ``(A @ B)(x) == A(B(x))`` (``B`` is applied first).
+
+This module knows nothing about networks or restoration tasks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LinearOperator",
+    "Identity",
+    "Blur",
+    "Downsample",
+    "Mask",
+    "Compose",
+    "named_kernel",
+    "load_kernel",
+    "lanczos2_kernel",
+    "bicubic_kernel",
+    "KNOWN_KERNELS",
+]
+
+KNOWN_KERNELS: tuple[str, ...] = ("uniform9", "gauss25")
+
+Hw = tuple[int, int]
+
+
+def _check_4d(x: torch.Tensor, who: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"{who}: expected a tensor laid out (N, C, H, W), got shape {tuple(x.shape)}"
+        )
+
+
+class LinearOperator:
+    """Base class of a linear operator ``H`` acting on ``(N, C, H, W)`` tensors.
+
+    Subclasses implement :meth:`forward`, :meth:`adjoint`, :meth:`output_shape` and, where the
+    spatial size can be inverted, :meth:`input_shape`. ``op(x)`` is ``op.forward(x)`` and
+    ``A @ B`` is the composition ``A∘B`` (``B`` first).
+    """
+
+    name: str = "linear_operator"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``H`` to ``x`` of shape (N, C, H, W)."""
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint ``Hᵀ`` to ``y`` of shape (N, C, H', W')."""
+        raise NotImplementedError
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """Spatial size (height, width) in pixels of ``H x`` for ``x`` of spatial size input_hw."""
+        raise NotImplementedError
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """Spatial size (height, width) of ``x`` such that ``H x`` has spatial size output_hw."""
+        raise NotImplementedError(f"{self.name}: input_shape is not defined")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description of the operator, for run manifests."""
+        return {"name": self.name}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    def __matmul__(self, other: LinearOperator) -> Compose:
+        if not isinstance(other, LinearOperator):
+            return NotImplemented
+        return Compose(self, other)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()})"
+
+
+class Identity(LinearOperator):
+    """The identity ``H = I`` (denoising). Forward and adjoint return ``x`` unchanged."""
+
+    name = "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` (N, C, H, W) unchanged."""
+        _check_4d(x, "Identity")
+        return x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Return ``y`` (N, C, H, W) unchanged."""
+        _check_4d(y, "Identity")
+        return y
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """Same spatial size."""
+        return (int(input_hw[0]), int(input_hw[1]))
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """Same spatial size."""
+        return (int(output_hw[0]), int(output_hw[1]))
+
+
+# --------------------------------------------------------------------------------------------
+# Blur kernels
+# --------------------------------------------------------------------------------------------
+
+
+def named_kernel(name: str) -> np.ndarray:
+    """Return a named blur kernel as a float64 (kh, kw) array summing to 1.
+
+    ``uniform9``: 9×9 box, every entry 1/81. ``gauss25``: 25×25 Gaussian with standard deviation
+    1.6 pixels centred at (12, 12), normalised to sum 1 (MATLAB ``fspecial('gaussian', 25, 1.6)``).
+    """
+    if name == "uniform9":
+        return np.full((9, 9), 1.0 / 81.0, dtype=np.float64)
+    if name == "gauss25":
+        r = np.arange(25, dtype=np.float64) - 12.0
+        g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * 1.6**2))
+        return g / g.sum()
+    raise ValueError(f"unknown kernel name {name!r}; known kernels: {', '.join(KNOWN_KERNELS)}")
+
+
+def _read_text_matrix(path: Path) -> np.ndarray:
+    rows: list[list[float]] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            rows.append([float(v) for v in line.replace(",", " ").split()])
+    if not rows:
+        return np.zeros((0, 0))
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError("rows have different lengths")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def load_kernel(path: str | Path) -> np.ndarray:
+    """Load a blur kernel from a file and return it as a float64 (kh, kw) array summing to 1.
+
+    Formats: ``.npy`` (a 2-D array), ``.txt``/``.csv`` (a matrix, one row per line, entries
+    separated by whitespace or commas; ``#`` starts a comment), or any grayscale image imageio
+    reads (PNG, TIFF, ...; an RGB(A) image is reduced to the mean of its R, G, B channels). The
+    kernel is normalised to sum 1. Negative entries are clipped to 0 before normalising.
+
+    Raises ``FileNotFoundError`` if the file does not exist and a one-line ``ValueError`` naming
+    the file if it cannot be parsed, is empty, is not 2-D, has non-finite entries or a sum <= 0.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"kernel file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            k = np.asarray(np.load(p, allow_pickle=False), dtype=np.float64)
+        elif suffix in (".txt", ".csv"):
+            k = _read_text_matrix(p)
+        else:
+            import imageio.v3 as iio
+
+            k = np.asarray(iio.imread(p), dtype=np.float64)
+            if k.ndim == 3 and k.shape[-1] in (3, 4):
+                k = k[..., :3].mean(axis=-1)
+            elif k.ndim == 3 and k.shape[-1] == 1:
+                k = k[..., 0]
+    except Exception as exc:  # noqa: BLE001 - re-raised as a one-line ValueError
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"kernel file {str(p)!r}: cannot read it ({msg})") from exc
+    if k.size == 0:
+        raise ValueError(f"kernel file {str(p)!r} is empty")
+    if k.ndim != 2:
+        raise ValueError(f"kernel file {str(p)!r} is not 2-D (shape {k.shape})")
+    if not np.all(np.isfinite(k)):
+        raise ValueError(f"kernel file {str(p)!r} has non-finite entries")
+    total = float(k.sum())
+    if total <= 0.0:
+        raise ValueError(f"kernel file {str(p)!r} sums to {total:g} <= 0; cannot normalise it")
+    k = np.clip(k, 0.0, None)
+    return k / k.sum()
+
+
+def _as_kernel_array(kernel: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(kernel, torch.Tensor):
+        k = kernel.detach().cpu().to(torch.float64).numpy()
+    else:
+        k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim != 2 or k.size == 0:
+        raise ValueError(f"blur kernel must be a non-empty 2-D array (kh, kw), got shape {k.shape}")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("blur kernel has non-finite entries")
+    return k
+
+
+class Blur(LinearOperator):
+    """Circular (periodic) convolution with a fixed kernel, computed with the FFT.
+
+    ``kernel``: (kh, kw) array or tensor; it is used as given (not renormalised). Its entry at
+    index (kh//2, kw//2) is the zero shift, so a delta kernel at that index is exactly the
+    identity; ``y[i, j] = sum_{a,b} k[a, b] x[(i - a + kh//2) mod H, (j - b + kw//2) mod W]``.
+    The adjoint is the circular correlation (conjugate transfer function). Works on
+    (N, C, H, W) tensors with H >= kh and W >= kw; output has the same shape.
+    """
+
+    name = "blur"
+
+    def __init__(self, kernel: torch.Tensor | np.ndarray, label: str | None = None) -> None:
+        self.kernel = _as_kernel_array(kernel)
+        self.label = label
+        self._cache: dict[tuple[int, int, str, torch.dtype], torch.Tensor] = {}
+
+    def _transfer(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        kh, kw = self.kernel.shape
+        if kh > h or kw > w:
+            raise ValueError(
+                f"blur kernel is {kh}x{kw} but the image is only {h}x{w}; "
+                "the kernel must not be larger than the image"
+            )
+        key = (h, w, str(device), dtype)
+        tf = self._cache.get(key)
+        if tf is None:
+            padded = np.zeros((h, w), dtype=np.float64)
+            padded[:kh, :kw] = self.kernel
+            padded = np.roll(padded, shift=(-(kh // 2), -(kw // 2)), axis=(0, 1))
+            kt = torch.from_numpy(padded).to(device=device, dtype=dtype)
+            tf = torch.fft.rfft2(kt)
+            self._cache[key] = tf
+        return tf
+
+    def _apply(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        _check_4d(x, "Blur")
+        if not x.is_floating_point():
+            raise TypeError(f"Blur: expected a floating-point tensor, got {x.dtype}")
+        h, w = x.shape[-2:]
+        tf = self._transfer(h, w, x.device, x.dtype)
+        if conj:
+            tf = tf.conj()
+        return torch.fft.irfft2(torch.fft.rfft2(x) * tf, s=(h, w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Circular convolution of every (H, W) plane of ``x`` (N, C, H, W) with the kernel."""
+        return self._apply(x, conj=False)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Circular correlation of every plane of ``y`` (N, C, H, W) with the kernel."""
+        return self._apply(y, conj=True)
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """Same spatial size."""
+        return (int(input_hw[0]), int(input_hw[1]))
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """Same spatial size."""
+        return (int(output_hw[0]), int(output_hw[1]))
+
+    def describe(self) -> dict[str, Any]:
+        """Name, optional label, kernel shape and sum, boundary convention."""
+        d: dict[str, Any] = {
+            "name": self.name,
+            "kernel_shape": [int(s) for s in self.kernel.shape],
+            "kernel_sum": float(self.kernel.sum()),
+            "boundary": "circular",
+        }
+        if self.label is not None:
+            d["label"] = self.label
+        return d
+
+
+# --------------------------------------------------------------------------------------------
+# Downsampling
+# --------------------------------------------------------------------------------------------
+
+_FACTORS: tuple[int, ...] = (2, 4, 8)
+_KINDS: tuple[str, ...] = ("lanczos2", "bicubic")
+
+
+def _half_phase_taps(factor: int) -> np.ndarray:
+    """Tap positions in low-resolution pixel units for the 4*factor-tap, phase-0.5 kernels."""
+    k = np.arange(4 * factor, dtype=np.float64)
+    return (k + 0.5 - 2.0 * factor) / factor
+
+
+def lanczos2_kernel(factor: int) -> np.ndarray:
+    """The DIP authors' Lanczos-2 downsampling kernel (phase 0.5), float64 (4f, 4f), sum 1.
+
+    Entry (i, j) is ``L(d_i) L(d_j)`` normalised, with ``L(d) = 2 sin(πd) sin(πd/2) / (πd)²`` and
+    ``d_i = (i + 0.5 - 2f) / f`` — identical to ``get_kernel(f, 'lanczos', 0.5, 4f + 1, support=2)``
+    in deep-image-prior's ``models/downsampler.py``.
+    """
+    d = _half_phase_taps(factor)
+    support = 2.0
+    v = support * np.sin(np.pi * d) * np.sin(np.pi * d / support) / (np.pi * np.pi * d * d)
+    k2 = np.outer(v, v)
+    return k2 / k2.sum()
+
+
+def bicubic_kernel(factor: int) -> np.ndarray:
+    """Antialiased bicubic downsampling kernel (Keys cubic, a = -0.5, stretched by ``factor``).
+
+    float64 (4f, 4f), separable, sum 1, taps at the same half-pixel phase as
+    :func:`lanczos2_kernel` (the sampling geometry of PIL's antialiased bicubic resize).
+    """
+    t = np.abs(_half_phase_taps(factor))
+    a = -0.5
+    v = np.where(
+        t <= 1.0,
+        (a + 2.0) * t**3 - (a + 3.0) * t**2 + 1.0,
+        np.where(t < 2.0, a * t**3 - 5.0 * a * t**2 + 8.0 * a * t - 4.0 * a, 0.0),
+    )
+    k2 = np.outer(v, v)
+    return k2 / k2.sum()
+
+
+class Downsample(LinearOperator):
+    """Downsampling by ``factor`` (2, 4 or 8): replicate padding, fixed filter, stride ``factor``.
+
+    ``kind="lanczos2"`` is the DIP authors' SR model ``Downsampler(kernel_type='lanczos2',
+    phase=0.5, preserve_size=True)``: a (4f × 4f) Lanczos-2 kernel (x4: 16×16, x8: 32×32),
+    replicate padding of 3f/2 pixels per side, stride f. ``kind="bicubic"`` uses
+    :func:`bicubic_kernel` with the same geometry. Input (N, C, H, W) with H and W divisible by
+    ``factor``; output (N, C, H/f, W/f). Forward is a depthwise convolution (groups=C); the
+    adjoint is its exact transpose: ``conv_transpose2d`` followed by folding the replicated border
+    back onto the edge pixels (``index_add``), all in closed form (no autograd needed).
+    """
+
+    name = "downsample"
+
+    def __init__(self, factor: int, kind: str = "lanczos2") -> None:
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
+            raise ValueError(f"factor must be 2, 4 or 8 (got {factor!r})")
+        if int(factor) not in _FACTORS:
+            raise ValueError(f"factor must be 2, 4 or 8 (got {factor})")
+        if kind not in _KINDS:
+            known = ", ".join(_KINDS)
+            raise ValueError(f"unknown downsampling kind {kind!r}; known kinds: {known}")
+        self.factor = int(factor)
+        self.kind = kind
+        self.kernel = (
+            lanczos2_kernel(self.factor) if kind == "lanczos2" else bicubic_kernel(self.factor)
+        )
+        self.pad = (self.kernel.shape[0] - self.factor) // 2  # DIP: (kernel_size - factor) / 2
+        self._wcache: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
+        self._icache: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _weight(self, c: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (c, str(device), dtype)
+        w = self._wcache.get(key)
+        if w is None:
+            k = torch.from_numpy(self.kernel).to(device=device, dtype=dtype)
+            w = k.expand(c, 1, *k.shape).contiguous()
+            self._wcache[key] = w
+        return w
+
+    def _index(self, n: int, device: torch.device) -> torch.Tensor:
+        """Source index of each replicate-padded position along an axis of length ``n``."""
+        key = (n, str(device))
+        idx = self._icache.get(key)
+        if idx is None:
+            idx = torch.arange(-self.pad, n + self.pad, device=device).clamp_(0, n - 1)
+            self._icache[key] = idx
+        return idx
+
+    def _check_hw(self, h: int, w: int) -> None:
+        f = self.factor
+        if h % f or w % f or h < f or w < f:
+            raise ValueError(
+                f"Downsample x{f}: the image is {h}x{w}, but both sides must be positive "
+                f"multiples of {f} (crop it first)"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H/f, W/f): replicate pad, depthwise filter, stride f."""
+        _check_4d(x, "Downsample")
+        h, w = x.shape[-2:]
+        self._check_hw(h, w)
+        xp = x.index_select(-2, self._index(h, x.device)).index_select(-1, self._index(w, x.device))
+        wt = self._weight(x.shape[1], x.device, x.dtype)
+        return F.conv2d(xp, wt, stride=self.factor, groups=x.shape[1])
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) -> (N, C, h*f, w*f): exact transpose of :meth:`forward`."""
+        _check_4d(y, "Downsample")
+        f = self.factor
+        h, w = y.shape[-2] * f, y.shape[-1] * f
+        wt = self._weight(y.shape[1], y.device, y.dtype)
+        zp = F.conv_transpose2d(y, wt, stride=f, groups=y.shape[1])
+        # zp is (N, C, h + 2 pad, w + 2 pad): fold the replicated border back (adjoint of gather)
+        n_, c_ = zp.shape[:2]
+        z = zp.new_zeros((n_, c_, h, zp.shape[-1])).index_add(-2, self._index(h, y.device), zp)
+        return z.new_zeros((n_, c_, h, w)).index_add(-1, self._index(w, y.device), z)
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """(H, W) -> (H/f, W/f); H and W must be multiples of f."""
+        h, w = int(input_hw[0]), int(input_hw[1])
+        self._check_hw(h, w)
+        return (h // self.factor, w // self.factor)
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """(h, w) -> (h*f, w*f)."""
+        return (int(output_hw[0]) * self.factor, int(output_hw[1]) * self.factor)
+
+    def describe(self) -> dict[str, Any]:
+        """Name, factor, kind, kernel size, padding."""
+        return {
+            "name": self.name,
+            "factor": self.factor,
+            "kind": self.kind,
+            "kernel_shape": [int(s) for s in self.kernel.shape],
+            "stride": self.factor,
+            "padding": "replicate",
+            "pad": self.pad,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Masks
+# --------------------------------------------------------------------------------------------
+
+
+class Mask(LinearOperator):
+    """Elementwise binary mask (inpainting): ``H x = x * m``, self-adjoint and idempotent.
+
+    ``mask``: (H, W) (same for every channel) or (C, H, W) (per channel); 1 = known pixel,
+    0 = missing. Values must be 0/1 (any numeric dtype) or bool. Inputs (N, C, H, W) must match
+    the mask's spatial size (and channel count for a per-channel mask).
+    """
+
+    name = "mask"
+
+    def __init__(self, mask: torch.Tensor | np.ndarray) -> None:
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if m.ndim not in (2, 3) or m.size == 0:
+            raise ValueError(f"mask must be (H, W) or (C, H, W), got shape {m.shape}")
+        if m.dtype != np.bool_ and not np.all((m == 0) | (m == 1)):
+            bad = np.unique(m[(m != 0) & (m != 1)])[:5]
+            raise ValueError(f"mask values must be 0 or 1 (or bool); found e.g. {bad.tolist()}")
+        self.mask = m.astype(np.float64)
+        self._cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    @property
+    def hw(self) -> Hw:
+        """Spatial size (H, W) of the mask."""
+        return (int(self.mask.shape[-2]), int(self.mask.shape[-1]))
+
+    def _m(self, x: torch.Tensor) -> torch.Tensor:
+        _check_4d(x, "Mask")
+        if tuple(x.shape[-2:]) != self.hw:
+            raise ValueError(
+                f"mask is {self.hw[0]}x{self.hw[1]} but the image is {x.shape[-2]}x{x.shape[-1]}"
+            )
+        if self.mask.ndim == 3 and self.mask.shape[0] != x.shape[1]:
+            raise ValueError(
+                f"per-channel mask has {self.mask.shape[0]} channels but the image has {x.shape[1]}"
+            )
+        key = (str(x.device), x.dtype)
+        m = self._cache.get(key)
+        if m is None:
+            m = torch.from_numpy(self.mask).to(device=x.device, dtype=x.dtype)
+            self._cache[key] = m
+        return m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * m`` for ``x`` (N, C, H, W)."""
+        return x * self._m(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``y * m`` (the mask is self-adjoint)."""
+        return y * self._m(y)
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """Same spatial size (must equal the mask's)."""
+        return (int(input_hw[0]), int(input_hw[1]))
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """Same spatial size."""
+        return (int(output_hw[0]), int(output_hw[1]))
+
+    def describe(self) -> dict[str, Any]:
+        """Name, mask shape, fraction of known entries."""
+        return {
+            "name": self.name,
+            "mask_shape": [int(s) for s in self.mask.shape],
+            "known_fraction": float(self.mask.mean()),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Composition
+# --------------------------------------------------------------------------------------------
+
+
+class Compose(LinearOperator):
+    """Composition ``Compose(A, B, C) = A∘B∘C``: ``C`` is applied first, ``A`` last.
+
+    The adjoint is ``Cᵀ∘Bᵀ∘Aᵀ``. Nested compositions are flattened. With no operators it is the
+    identity.
+    """
+
+    name = "compose"
+
+    def __init__(self, *ops: LinearOperator) -> None:
+        flat: list[LinearOperator] = []
+        for op in ops:
+            if not isinstance(op, LinearOperator):
+                got = type(op).__name__
+                raise TypeError(f"Compose expects LinearOperator instances, got {got}")
+            flat.extend(op.ops if isinstance(op, Compose) else [op])
+        self.ops: tuple[LinearOperator, ...] = tuple(flat)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the operators right to left."""
+        for op in reversed(self.ops):
+            x = op.forward(x)
+        return x
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoints left to right."""
+        for op in self.ops:
+            y = op.adjoint(y)
+        return y
+
+    def output_shape(self, input_hw: Hw) -> Hw:
+        """Chain of the operators' output shapes (right to left)."""
+        hw = (int(input_hw[0]), int(input_hw[1]))
+        for op in reversed(self.ops):
+            hw = op.output_shape(hw)
+        return hw
+
+    def input_shape(self, output_hw: Hw) -> Hw:
+        """Chain of the operators' input shapes (left to right)."""
+        hw = (int(output_hw[0]), int(output_hw[1]))
+        for op in self.ops:
+            hw = op.input_shape(hw)
+        return hw
+
+    def describe(self) -> dict[str, Any]:
+        """Name and the list of operator descriptions, outermost (applied last) first."""
+        return {"name": self.name, "ops": [op.describe() for op in self.ops]}

@@ -1,0 +1,139 @@
+"""The parameters of one restoration run, with their types, defaults and checks.
+
+A :class:`Settings` is what the engine receives: one method and every number it needs. Presets
+(``presets/*.toml``) and the command line only *produce* Settings; the engine never reads TOML.
+Units: ``sigma_f`` is on the 0–255 scale; ``sigma_noise`` and ``input_scale`` are on the [0, 1]
+scale of the network input; ``lr`` is Adam's learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+#: Methods the engine runs. Network methods fit a DIP skip network; the others do not.
+NETWORK_METHODS = ("deepred", "dip", "dip-tv")
+METHODS = (*NETWORK_METHODS, "red", "nlm", "bm3d", "bicubic", "biharmonic", "wiener")
+
+X_UPDATES = ("fixed-point", "steepest-descent")
+OUTPUTS = ("ema", "network", "x", "x-u")
+INPUT_KINDS = ("gaussian", "uniform")
+DENOISER_MODES = ("sync", "async")
+PRECISIONS = ("float32", "tf32", "bf16")
+
+
+class SettingsError(ValueError):
+    """A parameter that is unknown, of the wrong type or out of range (message names the key)."""
+
+
+@dataclass
+class Settings:
+    """Every parameter of one run of one method (see docs/algorithm.md for their roles)."""
+
+    method: str = "deepred"
+    # --- optimisation of the network T_Θ(z) (DIP, DIP-TV, DeepRED) ---
+    iterations: int = 5000  #: outer iterations (ADMM rounds / Adam steps)
+    lr: float = 0.01  #: Adam learning rate
+    sigma_noise: float = 0.033  #: std of the fresh noise added to z every step ([0, 1] scale)
+    input_channels: int = 32  #: channels of z
+    input_scale: float = 0.1  #: z ~ N(0, input_scale²) (or U[0, input_scale) if uniform)
+    input_kind: str = "gaussian"  #: "gaussian" (paper) or "uniform" (reference code)
+    ema: float = 0.99  #: weight of the exponential moving average of network outputs
+    runs: int = 1  #: independent runs (different z and weights) whose outputs are averaged
+    seed: int = 0  #: seeds every random draw; same seed + CPU → identical output
+    output: str = "ema"  #: what is returned: "ema", "network", "x" or "x-u"
+    # --- RED / ADMM (DeepRED, RED) ---
+    denoiser: str = "nlm"  #: f(x): "nlm", "bm3d" (or their "-torch" versions)
+    sigma_f: float | None = 3.0  #: σ given to the denoiser, 0–255 scale (None: the input's σ)
+    lam: float = 0.5  #: λ, weight of the RED prior
+    mu: float = 0.5  #: µ, the ADMM penalty
+    denoise_every: int = 10  #: apply f every this many iterations (reuse the last f(x) between)
+    inner_steps: int = 1  #: J, x-updates per ADMM round
+    x_update: str = "fixed-point"  #: "fixed-point" (Eq. 11) or "steepest-descent" (Eq. 12)
+    x_step: float = 0.5  #: c, the step of the steepest-descent x-update
+    clip_x: bool = True  #: clip x to [0, 1] after its update (the authors' code does)
+    denoiser_mode: str = "sync"  #: "sync": Algorithm 1's order; "async": background denoiser
+    # --- DIP-TV ---
+    tv_weight: float = 0.0  #: λ of DIP-TV: weight of the isotropic TV of T_Θ(z)
+    # --- RED without a network: CG inner solves for H ≠ I ---
+    cg_steps: int = 10  #: conjugate-gradient steps per RED iteration when H is not the identity
+    # --- logging and speed ---
+    log_every: int = 10  #: one CSV row (and one host↔device sync) every this many iterations
+    precision: str = "float32"  #: "float32", "tf32" or "bf16" (network only)
+    compile: bool = False  #: torch.compile the network step
+
+    def validate(self) -> Settings:
+        """Check ranges and choices; raise :class:`SettingsError` naming the first bad key."""
+        _choice("method", self.method, METHODS)
+        _choice("x_update", self.x_update, X_UPDATES)
+        _choice("output", self.output, OUTPUTS)
+        _choice("input_kind", self.input_kind, INPUT_KINDS)
+        _choice("denoiser_mode", self.denoiser_mode, DENOISER_MODES)
+        _choice("precision", self.precision, PRECISIONS)
+        for key in ("iterations", "runs", "input_channels", "denoise_every", "inner_steps",
+                    "log_every", "cg_steps"):
+            if getattr(self, key) < 1:
+                raise SettingsError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("lr", "sigma_noise", "input_scale", "lam", "mu", "x_step", "tv_weight"):
+            value = getattr(self, key)
+            if not math.isfinite(value) or value < 0:
+                raise SettingsError(f"{key} must be a finite number ≥ 0, got {value}")
+        if self.sigma_f is not None and (not math.isfinite(self.sigma_f) or self.sigma_f < 0):
+            raise SettingsError(f"sigma_f must be a finite number ≥ 0, got {self.sigma_f}")
+        if not 0 <= self.ema < 1:
+            raise SettingsError(f"ema must be in [0, 1), got {self.ema}")
+        if self.lr <= 0:
+            raise SettingsError(f"lr must be > 0, got {self.lr}")
+        from deeprestore.denoisers import DENOISERS
+
+        _choice("denoiser", self.denoiser, tuple(DENOISERS))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (JSON/TOML-friendly)."""
+        return dataclasses.asdict(self)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SettingsError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+SETTING_TYPES: dict[str, tuple[type, ...]] = {}
+for _field in fields(Settings):
+    _annotation = str(_field.type)
+    if _annotation.startswith("float"):
+        SETTING_TYPES[_field.name] = (float,)
+    elif _annotation == "int":
+        SETTING_TYPES[_field.name] = (int,)
+    elif _annotation == "bool":
+        SETTING_TYPES[_field.name] = (bool,)
+    else:
+        SETTING_TYPES[_field.name] = (str,)
+
+
+def coerce_setting(key: str, value: Any, where: str = "") -> Any:
+    """Check that ``value`` fits setting ``key`` and return it in the field's type.
+
+    Integers are accepted for float settings; booleans are never taken for numbers. Raises
+    :class:`SettingsError` naming the key (and ``where`` it came from) on an unknown key or a
+    wrong type.
+    """
+    place = f" in {where}" if where else ""
+    if key not in SETTING_TYPES:
+        known = ", ".join(sorted(SETTING_TYPES))
+        raise SettingsError(f"unknown setting {key!r}{place} (known: {known})")
+    (kind,) = SETTING_TYPES[key]
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    raise SettingsError(
+        f"setting {key!r}{place} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+    )

@@ -1,0 +1,71 @@
+"""Writing a run's outputs: restored image, CSV log, JSON manifest — never half-written.
+
+Every file is written to a temporary file in its target directory and renamed into place
+(``os.replace`` is atomic on one file system), so an interrupted run leaves either the old file
+or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from deeprestore.engine import LogRow
+from deeprestore.images import Image, encode_image
+
+CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: Path, image: Image) -> None:
+    """Save ``image`` in the format of ``path``'s suffix, atomically."""
+    atomic_write_bytes(path, encode_image(image, path.suffix))
+
+
+def log_csv(rows: Iterable[LogRow]) -> str:
+    """The CSV text of a run's log (columns :data:`CSV_COLUMNS`; empty cells where unknown)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow(
+            [
+                row.iteration,
+                f"{row.loss:.8g}",
+                "" if row.psnr is None else f"{row.psnr:.4f}",
+                "" if row.gap is None else f"{row.gap:.6g}",
+                f"{row.seconds:.3f}",
+                "" if row.denoiser_age is None else row.denoiser_age,
+            ]
+        )
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, rows: Iterable[LogRow]) -> None:
+    """Write the log CSV atomically."""
+    atomic_write_bytes(path, log_csv(rows).encode("utf-8"))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON document (the manifest) atomically, pretty-printed."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
