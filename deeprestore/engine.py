@@ -145,6 +145,31 @@ def total_variation(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return torch.sqrt(dh**2 + dv**2 + eps).sum()
 
 
+def fixed_point_update(
+    denoised: torch.Tensor, out: torch.Tensor, u: torch.Tensor, lam: float, mu: float
+) -> torch.Tensor:
+    """Eq. 11: ``x = (λ f(x) + µ (T_Θ(z) + u)) / (λ + µ)``. All tensors (N, C, H, W)."""
+    return (lam * denoised + mu * (out + u)) / (lam + mu)
+
+
+def steepest_descent_update(
+    x: torch.Tensor,
+    denoised: torch.Tensor,
+    out: torch.Tensor,
+    u: torch.Tensor,
+    lam: float,
+    mu: float,
+    step: float,
+) -> torch.Tensor:
+    """Eq. 12: ``x − c [λ (x − f(x)) + µ (x − T_Θ(z) − u)]`` with step ``c``."""
+    return x - step * (lam * (x - denoised) + mu * (x - out - u))
+
+
+def dual_update(u: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The scaled dual (Lagrange multiplier) update ``u ← u − x + T_Θ(z)``."""
+    return u - x + out
+
+
 class _Run:
     """State of one independent run of a network method (its own z, Θ, Adam, x, u, EMA)."""
 
@@ -235,15 +260,13 @@ class NetworkAlgorithm(Algorithm):
         for _ in range(s.inner_steps):
             if self.use_denoiser and refresh:
                 run.denoised = self._denoise(run.x)
-            target = out + run.u
             if s.x_update == "fixed-point":
-                run.x = (lam * run.denoised + mu * target) / (lam + mu)
+                run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
             else:
-                grad = lam * (run.x - run.denoised) + mu * (run.x - target)
-                run.x = run.x - s.x_step * grad
+                run.x = steepest_descent_update(run.x, run.denoised, out, run.u, lam, mu, s.x_step)
             if s.clip_x:
                 run.x = run.x.clamp(0.0, 1.0)
-        run.u = run.u - run.x + out
+        run.u = dual_update(run.u, run.x, out)
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.iteration += 1
@@ -370,9 +393,9 @@ class OneShotAlgorithm(Algorithm):
         return self.result
 
 
-def _denoiser_baseline(name: str) -> Callable[[Problem], torch.Tensor]:
+def _denoiser_baseline(name: str, sigma: float | None) -> Callable[[Problem], torch.Tensor]:
     def run(problem: Problem) -> torch.Tensor:
-        return get_denoiser(name)(problem.y, problem.sigma)
+        return get_denoiser(name)(problem.y, problem.sigma if sigma is None else sigma)
 
     return run
 
@@ -393,7 +416,8 @@ def make_algorithm(
     if method == "red":
         return REDAlgorithm(problem, settings, denoiser or get_denoiser(settings.denoiser))
     if method in ("nlm", "bm3d"):
-        algorithm = OneShotAlgorithm(problem, _denoiser_baseline(method), method)
+        baseline = _denoiser_baseline(method, settings.sigma_f)
+        algorithm = OneShotAlgorithm(problem, baseline, method)
         algorithm.denoiser_name = method
         return algorithm
     if baselines and method in baselines:

@@ -46,7 +46,7 @@ class Settings:
     output: str = "ema"  #: what is returned: "ema", "network", "x" or "x-u"
     # --- RED / ADMM (DeepRED, RED) ---
     denoiser: str = "nlm"  #: f(x): "nlm", "bm3d" (or their "-torch" versions)
-    sigma_f: float | None = 3.0  #: σ given to the denoiser, 0–255 scale (None: the input's σ)
+    sigma_f: float | None = None  #: σ given to f, 0–255 scale (None: the input's σ)
     lam: float = 0.5  #: λ, weight of the RED prior
     mu: float = 0.5  #: µ, the ADMM penalty
     denoise_every: int = 10  #: apply f every this many iterations (reuse the last f(x) between)

@@ -1,0 +1,62 @@
+"""Shared fixtures: small test images written to disk, and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deeprestore.cli import main
+from deeprestore.demo import demo_images
+from deeprestore.images import Image
+from deeprestore.writers import write_image
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``deeprestore ARGS`` in-process; return exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        else:  # pragma: no cover - main always exits
+            code = 0
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo_pair() -> tuple[np.ndarray, np.ndarray]:
+    """The demo's clean 64×64 RGB crop and its σ = 25 noisy version (float64, [0, 1])."""
+    return demo_images()
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path, demo_pair: tuple[np.ndarray, np.ndarray]) -> dict[str, Path]:
+    """16×16 crops on disk: noisy/clean RGB PNGs, a grey PNG and an RGB JPEG."""
+    clean, noisy = demo_pair
+    paths = {
+        "clean": tmp_path / "clean.png",
+        "noisy": tmp_path / "noisy.png",
+        "grey": tmp_path / "grey.png",
+        "jpeg": tmp_path / "noisy.jpg",
+    }
+    write_image(paths["clean"], Image(clean[:16, :16]))
+    write_image(paths["noisy"], Image(noisy[:16, :16]))
+    write_image(paths["grey"], Image(noisy[:16, :16].mean(axis=2, keepdims=True)))
+    write_image(paths["jpeg"], Image(noisy[:16, :16]))
+    return paths

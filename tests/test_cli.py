@@ -1,0 +1,149 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+FAST = ("--iters", "3", "--set", "log_every=1")
+
+
+def test_denoise_writes_image_log_and_manifest(run_cli, tiny_images, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("denoise", tiny_images["noisy"], "--reference", tiny_images["clean"],
+                     "-o", out, "--quiet", *FAST)
+    assert result.code == 0, result.err
+    image = out / "noisy_deepred.png"
+    restored = iio.imread(image)
+    assert restored.shape == (16, 16, 3) and restored.dtype == np.uint8
+    with open(out / "noisy_deepred.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[:5] == ["iteration", "loss", "psnr", "gap", "seconds"]
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["psnr"]) > 0 and float(r["gap"]) >= 0 for r in rows)
+    manifest = json.loads((out / "noisy_deepred.json").read_text())
+    assert manifest["method"] == "deepred" and manifest["task"] == "denoise"
+    assert manifest["preset"] == "denoise" and manifest["iterations"] == 3
+    assert manifest["parameters"]["lam"] == 0.5 and manifest["parameters"]["iterations"] == 3
+    assert manifest["seed"] == 0 and manifest["device"] == "cpu"
+    assert manifest["psnr"] == pytest.approx(float(rows[-1]["psnr"]), abs=0.05)
+    assert manifest["psnr_input"] < 25 and manifest["versions"]["torch"]
+    assert manifest["denoiser"] == "nlm" and manifest["denoiser_calls"] == 1
+
+
+def test_psnr_column_is_empty_without_reference(run_cli, tiny_images, tmp_path):
+    result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path, "-m", "dip", "-q", *FAST)
+    assert result.code == 0, result.err
+    rows = list(csv.DictReader(open(tmp_path / "noisy_dip.csv")))
+    assert rows and all(r["psnr"] == "" and r["gap"] == "" for r in rows)
+    manifest = json.loads((tmp_path / "noisy_dip.json").read_text())
+    assert manifest["psnr"] is None
+
+
+def test_json_prints_one_manifest_per_image(run_cli, tiny_images, tmp_path):
+    result = run_cli("denoise", tiny_images["noisy"], tiny_images["grey"], "-o", tmp_path,
+                     "--json", "-m", "nlm")
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
+    manifests = [json.loads(line) for line in lines]
+    assert [Path(m["input"]).name for m in manifests] == ["noisy.png", "grey.png"]
+    assert all(m["method"] == "nlm" for m in manifests)
+
+
+@pytest.mark.parametrize(("key", "shape"), [("grey", (16, 16)), ("jpeg", (16, 16, 3))])
+def test_output_keeps_the_channels(run_cli, tiny_images, tmp_path, key, shape):
+    result = run_cli("denoise", tiny_images[key], "-o", tmp_path, "-q", *FAST)
+    assert result.code == 0, result.err
+    (image,) = tmp_path.glob("*_deepred.png")
+    assert iio.imread(image).shape == shape
+
+
+def test_sixteen_bit_input_gives_sixteen_bit_output(run_cli, tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "deep.png"
+    iio.imwrite(src, rng.integers(0, 65535, (12, 12), dtype=np.uint16))
+    result = run_cli("denoise", src, "-o", tmp_path / "o", "-m", "nlm", "-q")
+    assert result.code == 0, result.err
+    assert iio.imread(tmp_path / "o" / "deep_nlm.png").dtype == np.uint16
+
+
+def test_same_seed_same_files_other_seed_differs(run_cli, tiny_images, tmp_path):
+    outs = []
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path / name, "--seed", seed,
+                         "-q", *FAST)
+        assert result.code == 0, result.err
+        outs.append((tmp_path / name / "noisy_deepred.png").read_bytes())
+    assert outs[0] == outs[1]
+    assert outs[0] != outs[2]
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(run_cli, tiny_images, tmp_path):
+    assert run_cli("denoise", tiny_images["noisy"], "-o", tmp_path, "-m", "nlm").code == 0
+    image = tmp_path / "noisy_nlm.png"
+    image.write_bytes(b"sentinel")
+    again = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path, "-m", "nlm")
+    assert again.code == 0 and "skipped" in again.err
+    assert image.read_bytes() == b"sentinel"
+    forced = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path, "-m", "nlm", "--overwrite")
+    assert forced.code == 0 and image.read_bytes() != b"sentinel"
+
+
+def test_one_bad_input_fails_and_the_others_still_run(run_cli, tiny_images, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    result = run_cli("denoise", broken, tiny_images["noisy"], "-o", tmp_path / "o", "-m", "nlm")
+    assert result.code == 1
+    assert "broken.png" in result.err and len(result.err.strip().splitlines()) == 1
+    assert (tmp_path / "o" / "noisy_nlm.png").exists()
+    assert not list((tmp_path / "o").glob("broken*"))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--method", "magic"), "unknown method 'magic'"),
+        (("--sigma", "-3"), "--sigma"),
+        (("--sigma", "nan"), "--sigma"),
+        (("--preset", "nosuch"), "unknown preset"),
+        (("--set", "lamda=1"), "unknown setting 'lamda'"),
+        (("--set", "iterations=x"), "iterations"),
+        (("--device", "tpu"), "device"),
+        (("--denoiser", "wavelet"), "unknown denoiser"),
+        (("--bogus",), "No such option"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(run_cli, tiny_images, tmp_path, args, needle):
+    result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path / "o", *args)
+    assert result.code == 2
+    assert needle in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_input_file_fails_with_one_line(run_cli, tmp_path):
+    result = run_cli("denoise", tmp_path / "nope.png", "-o", tmp_path / "o")
+    assert result.code == 1
+    assert "nope.png" in result.err and "no such file" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_presets_lists_and_prints(run_cli):
+    listing = run_cli("presets")
+    assert listing.code == 0 and "denoise" in listing.out and "denoise-quick" in listing.out
+    printed = run_cli("presets", "denoise")
+    assert printed.code == 0 and "sigma_f = 3.0" in printed.out and "[methods.deepred]" in printed.out
+    assert run_cli("presets", "nosuch").code == 2
+
+
+def test_console_script_help_and_exit_code(tiny_images, tmp_path):
+    help_text = subprocess.run([sys.executable, "-m", "deeprestore", "denoise", "--help"],
+                               capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--method" in help_text.stdout
+    bad = subprocess.run([sys.executable, "-m", "deeprestore", "denoise", str(tiny_images["noisy"]),
+                          "--method", "magic"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

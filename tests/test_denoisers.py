@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from deeprestore.denoisers import DENOISERS, choose_denoiser, get_denoiser
+from deeprestore.metrics import psnr_rgb
+
+
+@pytest.fixture(scope="module")
+def pair(demo_pair):
+    clean, noisy = demo_pair
+    to = lambda a: torch.from_numpy(np.ascontiguousarray(a[:32, :32].transpose(2, 0, 1)))[None]
+    return to(clean).float(), to(noisy).float()
+
+
+@pytest.mark.parametrize("name", ["nlm", "bm3d"])
+def test_reference_denoisers_improve_psnr(pair, name):
+    clean, noisy = pair
+    out = get_denoiser(name)(noisy, 25.0)
+    assert out.shape == noisy.shape and out.dtype == noisy.dtype
+    assert psnr_rgb(out, clean) > psnr_rgb(noisy, clean) + 3.0
+
+
+@pytest.mark.parametrize("name", ["nlm", "bm3d"])
+def test_reference_denoisers_on_grey_and_batches(pair, name):
+    clean, noisy = pair
+    grey_noisy = noisy.mean(dim=1, keepdim=True)
+    grey_clean = clean.mean(dim=1, keepdim=True)
+    out = get_denoiser(name)(grey_noisy, 25.0)
+    assert out.shape == grey_noisy.shape
+    assert psnr_rgb(out, grey_clean) > psnr_rgb(grey_noisy, grey_clean)
+    batch = torch.cat([noisy, noisy.flip(-1)])
+    both = get_denoiser(name)(batch, 25.0)
+    assert torch.allclose(both[0], get_denoiser(name)(noisy, 25.0)[0], atol=1e-6)
+
+
+def test_sigma_zero_is_identity_and_negative_sigma_is_refused(pair):
+    _, noisy = pair
+    assert torch.equal(get_denoiser("nlm")(noisy, 0.0), noisy)
+    with pytest.raises(ValueError, match="sigma"):
+        get_denoiser("nlm")(noisy, -1.0)
+
+
+def test_stronger_sigma_smooths_more(pair):
+    _, noisy = pair
+    weak = get_denoiser("nlm")(noisy, 5.0)
+    strong = get_denoiser("nlm")(noisy, 30.0)
+    assert (strong - noisy).abs().mean() > (weak - noisy).abs().mean()
+
+
+def test_choose_denoiser():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_denoiser("auto", "nlm", cpu) == "nlm"
+    assert choose_denoiser("auto", "bm3d", cuda) == "bm3d-torch"
+    assert choose_denoiser("auto", "nlm-torch", cpu) == "nlm"
+    assert choose_denoiser("bm3d", "nlm", cuda) == "bm3d"
+    with pytest.raises(ValueError, match="unknown denoiser"):
+        choose_denoiser("wavelet", "nlm", cpu)
+    assert set(DENOISERS) == {"nlm", "bm3d", "nlm-torch", "bm3d-torch"}

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from deeprestore.denoisers import Denoiser
+from deeprestore.engine import (
+    Problem,
+    dual_update,
+    fixed_point_update,
+    restore,
+    steepest_descent_update,
+    total_variation,
+)
+from deeprestore.metrics import psnr_rgb
+from deeprestore.operators import Identity
+from deeprestore.settings import Settings
+
+
+def test_fixed_point_update_against_hand_computed_values():
+    denoised = torch.tensor([0.2, 0.4]).view(1, 1, 1, 2)
+    out = torch.tensor([0.6, 0.1]).view(1, 1, 1, 2)
+    u = torch.tensor([0.1, -0.1]).view(1, 1, 1, 2)
+    # λ = 0.5, µ = 1.5: x = (0.5 f + 1.5 (T + u)) / 2
+    x = fixed_point_update(denoised, out, u, 0.5, 1.5)
+    expected = [(0.5 * 0.2 + 1.5 * 0.7) / 2.0, (0.5 * 0.4 + 1.5 * 0.0) / 2.0]  # 0.575, 0.1
+    assert x.flatten().tolist() == pytest.approx(expected, abs=1e-7)
+
+
+def test_steepest_descent_update_against_hand_computed_values():
+    x = torch.tensor([0.5]).view(1, 1, 1, 1)
+    denoised = torch.tensor([0.3]).view(1, 1, 1, 1)
+    out = torch.tensor([0.4]).view(1, 1, 1, 1)
+    u = torch.tensor([0.05]).view(1, 1, 1, 1)
+    # grad = λ (0.5 − 0.3) + µ (0.5 − 0.4 − 0.05) = 0.5·0.2 + 2·0.05 = 0.2; x − 0.25·0.2 = 0.45
+    new = steepest_descent_update(x, denoised, out, u, 0.5, 2.0, 0.25)
+    assert new.item() == pytest.approx(0.45, abs=1e-7)
+
+
+def test_dual_update_against_hand_computed_values():
+    u = torch.tensor([0.1, 0.0])
+    x = torch.tensor([0.5, 0.2])
+    out = torch.tensor([0.45, 0.3])
+    assert dual_update(u, x, out).tolist() == pytest.approx([0.05, 0.1], abs=1e-7)
+
+
+def test_total_variation_of_a_step_edge():
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., :, 2:] = 1.0  # one vertical edge of height 4, jump 1
+    assert total_variation(x, eps=0.0).item() == pytest.approx(4.0)
+    assert total_variation(torch.full((1, 3, 5, 5), 0.3), eps=0.0).item() == 0.0
+
+
+def _problem(size: int = 16, seed: int = 0) -> Problem:
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.rand(1, 3, size, size, generator=g) * 0.5 + 0.25
+    noisy = (clean + 0.1 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    return Problem(noisy, Identity(), noisy.clone(), 25.0, clean, psnr_rgb)
+
+
+def _fast(**kw) -> Settings:
+    base = {"iterations": 4, "log_every": 2, "seed": 3, "sigma_f": 10.0}
+    base.update(kw)
+    return Settings(**base)
+
+
+def test_deepred_with_lambda_and_mu_zero_is_dip_bit_for_bit():
+    problem = _problem()
+    dip = restore(problem, _fast(method="dip"))
+    deepred = restore(problem, _fast(method="deepred", lam=0.0, mu=0.0))
+    assert torch.equal(dip.image, deepred.image)
+    assert [r.loss for r in dip.log] == [r.loss for r in deepred.log]
+    assert deepred.denoiser_calls == 0
+
+
+def test_deepred_with_lambda_zero_never_calls_the_denoiser():
+    calls = []
+
+    def spy(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        calls.append(sigma)
+        return x
+
+    spy_denoiser = Denoiser("spy", spy, "any", "records calls")
+    restore(_problem(), _fast(method="deepred", lam=0.0, mu=0.5), denoiser=spy_denoiser)
+    assert calls == []
+    restore(_problem(), _fast(method="deepred", denoise_every=2), denoiser=spy_denoiser)
+    assert calls == [10.0, 10.0]  # iterations 1 and 3 of 4
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    problem = _problem()
+    a = restore(problem, _fast(method="deepred"))
+    b = restore(problem, _fast(method="deepred"))
+    c = restore(problem, _fast(method="deepred", seed=4))
+    assert torch.equal(a.image, b.image)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_runs_are_averaged():
+    problem = _problem()
+    one = restore(problem, _fast(method="dip", runs=1, output="network"))
+    two = restore(problem, _fast(method="dip", runs=2, output="network"))
+    # run 0 of the two-run job is the single run; the average differs from it
+    assert not torch.equal(one.image, two.image)
+    assert two.image.shape == one.image.shape
+
+
+def test_red_identity_fixed_point_closed_form():
+    problem = _problem()
+    constant = Denoiser("half", lambda x, s: torch.full_like(x, 0.5), "any", "constant 0.5")
+    result = restore(
+        problem, Settings(method="red", iterations=1, lam=3.0, clip_x=False), denoiser=constant
+    )
+    expected = (problem.y + 3.0 * 0.5) / 4.0
+    assert torch.allclose(result.image, expected.clamp(0, 1), atol=1e-6)
+
+
+def test_log_rows_every_log_every_and_at_the_end():
+    result = restore(_problem(), _fast(method="deepred", iterations=5, log_every=2))
+    assert [r.iteration for r in result.log] == [2, 4, 5]
+    assert all(r.psnr is not None and r.gap is not None for r in result.log)
+    assert [r.seconds for r in result.log] == sorted(r.seconds for r in result.log)
+    dip = restore(_problem(), _fast(method="dip"))
+    assert all(r.gap is None for r in dip.log)
+
+
+def test_progress_callback_is_called_per_log_row():
+    events = []
+    restore(_problem(), _fast(method="dip", iterations=6, log_every=3), callback=events.append)
+    assert [(e.iteration, e.total) for e in events] == [(3, 6), (6, 6)]

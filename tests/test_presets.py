@@ -1,0 +1,140 @@
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deeprestore.presets import (
+    PresetError,
+    available_presets,
+    load_preset,
+    parse_override,
+)
+from deeprestore.settings import SettingsError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_denoise_preset_holds_table_1_denoising_row():
+    preset = load_preset("denoise")
+    deepred = preset.settings_for("deepred")
+    assert preset.task == "denoise"
+    assert preset.degradation["sigma"] == 25.0
+    assert deepred.sigma_noise == 0.033
+    assert deepred.lr == 0.01
+    assert deepred.denoiser == "nlm"
+    assert deepred.sigma_f == 3.0
+    assert deepred.lam == 0.5
+    assert deepred.mu == 0.5
+    assert deepred.iterations == 5000
+    assert deepred.denoise_every == 10
+    assert deepred.inner_steps == 1
+    assert deepred.x_update == "fixed-point"
+    assert deepred.input_channels == 32 and deepred.input_scale == 0.1
+    assert deepred.ema == 0.99
+
+
+def test_methods_override_defaults():
+    preset = load_preset("denoise")
+    dip = preset.settings_for("dip")
+    assert dip.method == "dip" and dip.runs == 2 and dip.iterations == 3000
+    assert dip.lr == 0.01  # inherited from [defaults]
+    assert preset.settings_for("dip-tv").tv_weight > 0
+    assert preset.settings_for("nlm").sigma_f is None  # the input's σ
+
+
+def test_every_shipped_preset_loads_for_every_method_it_names():
+    presets = available_presets()
+    assert {"denoise", "denoise-quick"} <= set(presets)
+    for name in presets:
+        preset = load_preset(name)
+        for method in preset.methods:
+            assert preset.settings_for(method).method == method
+
+
+def test_overrides_and_their_types():
+    preset = load_preset("denoise")
+    settings = preset.settings_for("deepred", dict([parse_override("lam=0.25"),
+                                                    parse_override("denoiser=bm3d"),
+                                                    parse_override("iterations=7")]))
+    assert (settings.lam, settings.denoiser, settings.iterations) == (0.25, "bm3d", 7)
+    assert parse_override("clip_x=false") == ("clip_x", False)
+    assert parse_override("lam=1") == ("lam", 1)  # ints are accepted for floats
+    assert preset.settings_for("deepred", {"lam": 1}).lam == 1.0
+    with pytest.raises(SettingsError, match="'lamda'"):
+        parse_override("lamda=0.3")
+    with pytest.raises(SettingsError, match="'iterations'.*int"):
+        parse_override("iterations=2.5")
+    with pytest.raises(SettingsError, match="KEY=VALUE"):
+        parse_override("lam")
+    with pytest.raises(SettingsError, match="denoiser"):
+        preset.settings_for("deepred", {"denoiser": "wavelet"})
+    with pytest.raises(SettingsError, match="lam"):
+        preset.settings_for("deepred", {"lam": -1.0})
+
+
+def test_a_user_copy_is_accepted(tmp_path: Path):
+    copy = tmp_path / "mine.toml"
+    copy.write_text(load_preset("denoise").text.replace("lam = 0.5", "lam = 0.7"))
+    preset = load_preset(copy)
+    assert preset.settings_for("deepred").lam == 0.7
+    assert preset.path == copy
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[defaults]\nlamb = 1\n", "unknown setting 'lamb'"),
+        ("[defaults]\niterations = 'many'\n", "'iterations'.*must be int"),
+        ("[defaults]\nclip_x = 1\n", "'clip_x'.*must be bool"),
+        ("colour = 'red'\n", "unknown key 'colour'"),
+        ("[methods.dipp]\n", "unknown method 'methods.dipp'"),
+        ("[methods.dip]\nlr = -1.0\n", "lr"),
+        ("[degradation]\nsigma = 'high'\n", "degradation.sigma"),
+        ("[degradation]\nblur = 3\n", "degradation.blur"),
+        ("task = 'colourise'\n", "task"),
+        ("[defaults\n", "does not parse"),
+    ],
+)
+def test_bad_presets_name_the_key(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PresetError, match=message) as info:
+        load_preset(path)
+    assert "\n" not in str(info.value).strip() or "does not parse" in message
+
+
+def test_unknown_preset_names_the_known_ones():
+    with pytest.raises(PresetError, match="unknown preset 'nosuch'.*denoise"):
+        load_preset("nosuch")
+    with pytest.raises(PresetError, match="not found"):
+        load_preset("missing/file.toml")
+
+
+def test_the_wheel_carries_every_preset(tmp_path: Path):
+    """A non-editable install (the built wheel) must find every preset of presets/."""
+    pytest.importorskip("hatchling")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheel"), str(ROOT)],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "wheel").glob("deeprestore-*.whl")
+    shipped = {Path(p).name for p in (ROOT / "presets").glob("*.toml")}
+    with zipfile.ZipFile(wheel) as archive:
+        names = {Path(n).name for n in archive.namelist() if n.startswith("deeprestore/presets/")}
+        archive.extractall(tmp_path / "site")
+    assert shipped and shipped <= names
+    probe = (
+        "import deeprestore.presets as p, sys; "
+        "found = p.available_presets(); "
+        "assert all(str(v).startswith(sys.argv[1]) for v in found.values()), found; "
+        "[p.load_preset(n) for n in found]; print(sorted(found))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "site")],
+        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=True,
+    )
+    assert sorted(p.removesuffix(".toml") for p in shipped) == eval(done.stdout)
