@@ -31,13 +31,21 @@ from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import IMAGE_SUFFIXES, ImageError
 from deeprestore.jobs import Job, JobError, check_outputs, run_job
 from deeprestore.presets import (
+    Preset,
     PresetError,
     available_presets,
     load_preset,
     parse_override,
 )
-from deeprestore.settings import SettingsError
-from deeprestore.tasks import TASK_METHODS, TaskError, TaskOptions
+from deeprestore.settings import Settings, SettingsError
+from deeprestore.tasks import (
+    TASK_METHODS,
+    TaskError,
+    TaskOptions,
+    check_factor,
+    load_blur_kernel,
+    read_sidecar,
+)
 
 EXAMPLES_DENOISE = """
 [b]Examples[/b]
@@ -59,6 +67,7 @@ app = typer.Typer(
 )
 
 err_console = Console(stderr=True, highlight=False)
+_ARGV: list[str] = []  # the command line, for manifests
 
 try:  # Typer < 0.20 uses the click package; newer Typer vendors it as typer._click.
     from click.exceptions import Abort as _ClickAbort
@@ -197,8 +206,35 @@ def _summary_line(manifest: dict[str, Any]) -> str:
     return text
 
 
+def default_preset(options: TaskOptions) -> str:
+    """The Table 1 preset of a task (the blur or the factor picks the row)."""
+    if options.task == "deblur":
+        return "deblur-gauss" if options.kernel == "gauss25" else "deblur-uniform"
+    if options.task == "superres":
+        return "superres-x8" if options.factor == 8 else "superres-x4"
+    return options.task
+
+
+def _check_task_flags(flags: TaskOptions) -> None:
+    """Flag values that are wrong whatever the image: usage errors (exit 2)."""
+    if flags.factor is not None:
+        try:
+            check_factor(flags.factor)
+        except TaskError as err:
+            raise UsageProblem(f"--factor: {err}") from None
+    if flags.kernel is not None and not Path(flags.kernel).exists():
+        try:
+            load_blur_kernel(flags.kernel)
+        except TaskError as err:
+            raise UsageProblem(f"--kernel: {err}") from None
+    if flags.mask is not None and not Path(flags.mask).exists():
+        raise UsageProblem(f"--mask: file not found: {flags.mask}")
+    if flags.downsampler not in (None, "lanczos2", "bicubic"):
+        raise UsageProblem(f"--downsampler must be lanczos2 or bicubic, got {flags.downsampler}")
+
+
 def run_restore(
-    task: TaskOptions,
+    flags: TaskOptions,
     inputs: list[Path],
     *,
     output: Path,
@@ -215,15 +251,20 @@ def run_restore(
     as_json: bool,
     overwrite: bool,
 ) -> int:
-    """Restore every input with one method; return the exit code (0 ok, 1 some image failed)."""
+    """Restore every input with one method.
+
+    Task options come from the flags, then the input's ``degrade`` sidecar, then the preset's
+    ``[degradation]`` table. Returns the exit code: 0 all done, 1 an image failed, 2 an image
+    did not fit the task options (wrong-size mask, kernel larger than the image, ...).
+    """
     from deeprestore.denoisers import choose_denoiser
 
-    methods = TASK_METHODS[task.task]
+    task = flags.task
+    _check_sigma(flags.sigma)
+    _check_task_flags(flags)
+    methods = TASK_METHODS[task]
     if method not in methods:
-        raise UsageProblem(f"unknown method {method!r} for {task.task} (use {', '.join(methods)})")
-    preset = load_preset(preset_name or task.task)
-    if preset.task != task.task:
-        raise UsageProblem(f"preset {preset.name!r} is for {preset.task}, not {task.task}")
+        raise UsageProblem(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
     overrides: dict[str, Any] = dict(parse_override(text) for text in (sets or []))
     if iters is not None:
         overrides["iterations"] = iters
@@ -232,38 +273,63 @@ def run_restore(
     if seed is not None:
         overrides["seed"] = seed
     device = _resolve_device(device_name)
-    settings = preset.settings_for(method, overrides)
-    if denoiser != "auto" or "denoiser" not in overrides:
+    presets: dict[str, Preset] = {}
+
+    def settings_for(name: str) -> tuple[Preset, Settings]:
+        if name not in presets:
+            preset = load_preset(name)
+            if preset.task != task:
+                raise UsageProblem(f"preset {preset.name!r} is for {preset.task}, not {task}")
+            presets[name] = preset
+        preset = presets[name]
+        settings = preset.settings_for(method, overrides)
         try:
-            settings.denoiser = choose_denoiser(denoiser, settings.denoiser, device)
+            if denoiser != "auto" or "denoiser" not in overrides:  # --set denoiser=X is exact
+                settings.denoiser = choose_denoiser(denoiser, settings.denoiser, device)
         except ValueError as err:
             raise UsageProblem(str(err)) from None
-    settings.validate()
+        return preset, settings.validate()
+
+    if preset_name is not None:
+        settings_for(preset_name)  # a bad preset is a usage error before any work
+    else:
+        settings_for(default_preset(flags))
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")
     files = _expand_inputs(inputs)
-    command = "deeprestore " + shlex.join(sys.argv[1:]) if sys.argv else ""
+    command = "deeprestore " + shlex.join(_ARGV)
 
     tty = sys.stdout.isatty()
-    failures = 0
+    failures = usage_failures = 0
     for path in files:
-        job = Job(
-            input=path, output_dir=output, method=method, settings=settings, task=task,
-            preset=preset.name, reference=reference, device=device, command=command,
-            overwrite=overwrite,
-        )
         try:
+            sidecar = read_sidecar(path)
+            if sidecar.get("task") not in (None, task):
+                sidecar = {}
+            known = flags.merged(sidecar, source_names=("sidecar",))
+            preset, settings = settings_for(preset_name or default_preset(known))
+            options = known.merged(preset.degradation, source_names=("preset",))
+            job = Job(
+                input=path, output_dir=output, method=method, settings=settings, task=options,
+                preset=preset.name, reference=reference, device=device, command=command,
+                overwrite=overwrite,
+            )
             existing = check_outputs(job)
             if existing and not overwrite:
                 if not quiet:
                     err_console.print(
-                        f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)"
+                        f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)",
+                        soft_wrap=True, markup=False,
                     )
                 continue
             manifest = _run_with_progress(job, quiet=quiet or not tty)
-        except (ImageError, JobError, TaskError, ValueError, FloatingPointError) as err:
+        except TaskError as err:
+            usage_failures += 1
+            err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
+            continue
+        except (ImageError, JobError, ValueError, FloatingPointError, OSError) as err:
             failures += 1
-            err_console.print(f"deeprestore: error: {err}", soft_wrap=True)
+            err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
             continue
         if as_json:
             sys.stdout.write(json.dumps(manifest) + "\n")
@@ -271,10 +337,10 @@ def run_restore(
         if not quiet:
             line = _summary_line(manifest)
             if as_json:
-                err_console.print(line, soft_wrap=True)
+                err_console.print(line, soft_wrap=True, markup=False)
             else:
                 print(line, flush=True)
-    return 1 if failures else 0
+    return 2 if usage_failures else (1 if failures else 0)
 
 
 def _run_with_progress(job: Job, quiet: bool) -> dict[str, Any]:
@@ -327,16 +393,223 @@ def denoise(
     debug: DebugOpt = False,
 ) -> None:
     """Remove Gaussian noise (H = identity)."""
-    _check_sigma(sigma)
-    loaded = load_preset(preset or "denoise")
-    default_sigma = float(loaded.degradation.get("sigma", 25.0))
-    task = TaskOptions("denoise", sigma if sigma is not None else default_sigma)
     code = run_restore(
-        task, inputs, output=output, method=method, preset_name=preset, iters=iters, sets=sets,
+        TaskOptions("denoise", sigma=sigma), inputs, output=output, method=method,
+        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
+        quiet=quiet, as_json=as_json, overwrite=overwrite,
+    )
+    raise typer.Exit(code)
+
+
+EXAMPLES_DEBLUR = """
+[b]Examples[/b]
+
+  deeprestore deblur blurred.png --kernel uniform9           [dim]# Table 1 uniform row[/dim]
+  deeprestore deblur blurred.png --kernel gauss25 --sigma 1.41
+  deeprestore deblur blurred.png --kernel my_kernel.npy --method dip
+  deeprestore degrade clean.png -o in/ --task deblur && deeprestore deblur in/clean.png
+"""
+
+EXAMPLES_SUPERRES = """
+[b]Examples[/b]
+
+  deeprestore superres small.png --factor 4                   [dim]# output is 4x larger[/dim]
+  deeprestore superres small.png --factor 8 --method dip
+  deeprestore degrade hr.png -o in/ --task superres --factor 4 && \\
+    deeprestore superres in/hr.png --reference hr.png
+"""
+
+EXAMPLES_INPAINT = """
+[b]Examples[/b]
+
+  deeprestore inpaint damaged.png --mask mask.png             [dim]# mask: nonzero = known[/dim]
+  deeprestore degrade clean.png -o in/ --task inpaint --mask random:0.5 && \\
+    deeprestore inpaint in/clean.png --reference clean.png
+"""
+
+EXAMPLES_DEGRADE = """
+[b]Examples[/b]
+
+  deeprestore degrade clean.png -o in/ --task denoise --sigma 25
+  deeprestore degrade clean.png -o in/ --task deblur --kernel gauss25
+  deeprestore degrade clean.png -o in/ --task superres --factor 8
+  deeprestore degrade clean.png -o in/ --task inpaint --mask holes:0.2 --seed 3
+"""
+
+SigmaOpt = Annotated[
+    float | None,
+    typer.Option("--sigma", help="Noise std of the input on the 0–255 scale.", show_default=False),
+]
+
+
+def _method_option(task: str) -> Any:
+    return typer.Option("--method", "-m", help=", ".join(TASK_METHODS[task]) + ".")
+
+
+@app.command(epilog=EXAMPLES_DEBLUR)
+def deblur(
+    inputs: InputsArg,
+    kernel: Annotated[
+        str | None,
+        typer.Option("--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, "
+                     ".csv, grey PNG). [default: uniform9]", show_default=False),
+    ] = None,
+    sigma: SigmaOpt = None,
+    output: OutputOpt = Path("restored"),
+    method: Annotated[str, _method_option("deblur")] = "deepred",
+    preset: PresetOpt = None,
+    iters: ItersOpt = None,
+    sets: SetOpt = None,
+    reference: ReferenceOpt = None,
+    runs: RunsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    denoiser: DenoiserOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
+    code = run_restore(
+        TaskOptions("deblur", sigma=sigma, kernel=kernel), inputs, output=output, method=method,
+        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
+        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
+    )
+    raise typer.Exit(code)
+
+
+@app.command(epilog=EXAMPLES_SUPERRES)
+def superres(
+    inputs: InputsArg,
+    factor: Annotated[
+        int | None,
+        typer.Option("--factor", "-f", help="Upscaling factor: 2, 4 or 8. [default: 4]",
+                     show_default=False),
+    ] = None,
+    downsampler: Annotated[
+        str | None,
+        typer.Option("--downsampler", help="H: lanczos2 (DIP's, default) or bicubic.",
+                     show_default=False),
+    ] = None,
+    sigma: SigmaOpt = None,
+    output: OutputOpt = Path("restored"),
+    method: Annotated[str, _method_option("superres")] = "deepred",
+    preset: PresetOpt = None,
+    iters: ItersOpt = None,
+    sets: SetOpt = None,
+    reference: ReferenceOpt = None,
+    runs: RunsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    denoiser: DenoiserOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
+    code = run_restore(
+        TaskOptions("superres", sigma=sigma, factor=factor, downsampler=downsampler), inputs,
+        output=output, method=method, preset_name=preset, iters=iters, sets=sets,
         reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
         quiet=quiet, as_json=as_json, overwrite=overwrite,
     )
     raise typer.Exit(code)
+
+
+@app.command(epilog=EXAMPLES_INPAINT)
+def inpaint(
+    inputs: InputsArg,
+    mask: Annotated[
+        str | None,
+        typer.Option("--mask", help="Mask image of the input's size: nonzero = known pixel, "
+                     "0 = to fill in.", show_default=False),
+    ] = None,
+    sigma: SigmaOpt = None,
+    output: OutputOpt = Path("restored"),
+    method: Annotated[str, _method_option("inpaint")] = "deepred",
+    preset: PresetOpt = None,
+    iters: ItersOpt = None,
+    sets: SetOpt = None,
+    reference: ReferenceOpt = None,
+    runs: RunsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    denoiser: DenoiserOpt = "auto",
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Fill in missing pixels (H = binary mask)."""
+    code = run_restore(
+        TaskOptions("inpaint", sigma=sigma, mask=mask), inputs, output=output, method=method,
+        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
+        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
+    )
+    raise typer.Exit(code)
+
+
+@app.command(epilog=EXAMPLES_DEGRADE)
+def degrade(
+    inputs: Annotated[list[Path], typer.Argument(help="Clean image file(s) or directories.",
+                                                 show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")] = Path(
+        "degraded"
+    ),
+    task: Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, superres or "
+                                      "inpaint.")] = "denoise",
+    sigma: Annotated[
+        float | None,
+        typer.Option("--sigma", help="Noise std, 0–255 scale. [default: 25 denoise, √2 deblur, "
+                     "0 superres/inpaint]", show_default=False),
+    ] = None,
+    kernel: Annotated[str | None, typer.Option("--kernel", "-k", help="deblur: uniform9, "
+                                               "gauss25 or a file. [default: uniform9]",
+                                               show_default=False)] = None,
+    factor: Annotated[int | None, typer.Option("--factor", "-f", help="superres: 2, 4 or 8. "
+                                               "[default: 4]", show_default=False)] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help="inpaint: PATH, text, random:P or "
+                                             "holes:P (P = missing fraction). [default: "
+                                             "random:0.5]", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the noise and random masks.")] = 0,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make degraded inputs exactly as the papers did, with a NAME.degrade.json sidecar."""
+    from deeprestore.degrade import degrade_file
+    from deeprestore.tasks import TASKS
+
+    if task not in TASKS:
+        raise UsageProblem(f"unknown task {task!r} (use {', '.join(TASKS)})")
+    _check_sigma(sigma)
+    _check_task_flags(TaskOptions(task, kernel=kernel, factor=factor))
+    if mask is not None and ":" not in mask and mask != "text" and not Path(mask).exists():
+        raise UsageProblem(f"--mask: file not found: {mask}")
+    failures = usage_failures = 0
+    for path in _expand_inputs(inputs):
+        try:
+            params = degrade_file(path, output, task, sigma=sigma, kernel=kernel, factor=factor,
+                                  mask=mask, seed=seed, overwrite=overwrite)
+        except FileExistsError as err:
+            if not quiet:
+                err_console.print(f"{path}: skipped, {err}", soft_wrap=True, markup=False)
+            continue
+        except TaskError as err:
+            usage_failures += 1
+            err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
+            continue
+        except (ImageError, ValueError, OSError) as err:
+            failures += 1
+            err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+            continue
+        if as_json:
+            print(json.dumps(params), flush=True)
+        elif not quiet:
+            print(f"{path}: {task} -> {output / params['image']}", flush=True)
+    raise typer.Exit(2 if usage_failures else (1 if failures else 0))
 
 
 @app.command("presets")
@@ -381,6 +654,7 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one line per error, exit codes 0/1/2, 130 on Ctrl-C."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = args
     debug = "--debug" in args
     command = typer.main.get_command(app)
     try:

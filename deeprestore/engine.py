@@ -189,7 +189,13 @@ class _Run:
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = SkipNet(settings.input_channels, problem.channels).to(device)
+            self.net = SkipNet(
+                settings.input_channels,
+                problem.channels,
+                channels=settings.net_channels,
+                skip_channels=settings.skip_channels,
+                upsample_mode=settings.upsample,
+            ).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
         if device.type == "cpu":
             self.noise_generator = generator

@@ -85,7 +85,9 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
     )
     wall = time.perf_counter() - tic
 
-    restored = Image(to_array(result.image), observed.bit_depth, observed.alpha)
+    pixels = to_array(result.image)
+    same_size = pixels.shape[:2] == observed.pixels.shape[:2]
+    restored = Image(pixels, observed.bit_depth, observed.alpha if same_size else None)
     outputs = job.outputs()
     psnr = psnr_input = ssim_value = None
     problem = task_problem.problem
@@ -93,8 +95,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
         ref = problem.reference
         psnr = float(problem.psnr(result.image, ref))
         ssim_value = ssim(result.image, ref, task_problem.protocol)
-        if problem.y.shape == ref.shape:
-            psnr_input = float(problem.psnr(problem.y, ref))
+        psnr_input = float(problem.psnr(problem.x_init, ref))
     manifest: dict[str, Any] = {
         "input": str(job.input),
         "output": str(outputs["image"]),

@@ -22,6 +22,7 @@ OUTPUTS = ("ema", "network", "x", "x-u")
 INPUT_KINDS = ("gaussian", "uniform")
 DENOISER_MODES = ("sync", "async")
 PRECISIONS = ("float32", "tf32", "bf16")
+UPSAMPLE_MODES = ("bilinear", "nearest")
 
 
 class SettingsError(ValueError):
@@ -38,6 +39,9 @@ class Settings:
     lr: float = 0.01  #: Adam learning rate
     sigma_noise: float = 0.033  #: std of the fresh noise added to z every step ([0, 1] scale)
     input_channels: int = 32  #: channels of z
+    net_channels: int = 128  #: channels of the skip network's down and up convolutions
+    skip_channels: int = 4  #: channels of its skip connections
+    upsample: str = "bilinear"  #: its upsampling: "bilinear" or "nearest"
     input_scale: float = 0.1  #: z ~ N(0, input_scale²) (or U[0, input_scale) if uniform)
     input_kind: str = "gaussian"  #: "gaussian" (paper) or "uniform" (reference code)
     ema: float = 0.99  #: weight of the exponential moving average of network outputs
@@ -72,10 +76,13 @@ class Settings:
         _choice("input_kind", self.input_kind, INPUT_KINDS)
         _choice("denoiser_mode", self.denoiser_mode, DENOISER_MODES)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("upsample", self.upsample, UPSAMPLE_MODES)
         for key in ("iterations", "runs", "input_channels", "denoise_every", "inner_steps",
-                    "log_every", "cg_steps"):
+                    "log_every", "cg_steps", "net_channels"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.skip_channels < 0:
+            raise SettingsError(f"skip_channels must be ≥ 0, got {self.skip_channels}")
         for key in ("lr", "sigma_noise", "input_scale", "lam", "mu", "x_step", "tv_weight"):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:

@@ -1,28 +1,55 @@
 """Tasks: turn an observed image and task options into an engine :class:`Problem`.
 
-A task knows its degradation operator H, how x starts, which PSNR protocol the paper used and
-which classical baselines exist. The engine itself never sees the task.
+A task knows its degradation operator H, how x starts, which PSNR protocol the paper used
+(REFERENCE.md §5) and which classical baselines exist. The engine itself never sees the task.
+
+| task | H | x starts at | PSNR | baseline |
+|---|---|---|---|---|
+| denoise | identity | y | RGB | nlm, bm3d |
+| deblur | circular blur (FFT) | y | Y channel | wiener (Fourier Tikhonov) |
+| superres | DIP Lanczos-2 downsampler | bicubic upscale of y | Y channel | bicubic |
+| inpaint | binary mask | y with holes | RGB | biharmonic |
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from deeprestore.degradations import bicubic_upscale, parse_mask_spec
 from deeprestore.engine import Problem
-from deeprestore.images import Image, to_tensor
+from deeprestore.images import Image, to_array, to_tensor
 from deeprestore.metrics import psnr_function
-from deeprestore.operators import Identity
+from deeprestore.operators import (
+    KNOWN_KERNELS,
+    Blur,
+    Downsample,
+    Identity,
+    LinearOperator,
+    Mask,
+    load_kernel,
+    named_kernel,
+)
 
-#: Task → (PSNR protocol, methods offered on the command line).
+TASKS = ("denoise", "deblur", "superres", "inpaint")
 TASK_PROTOCOL = {"denoise": "rgb", "deblur": "y", "superres": "y", "inpaint": "rgb"}
 NETWORK_AND_RED = ("deepred", "dip", "dip-tv", "red")
 TASK_METHODS: dict[str, tuple[str, ...]] = {
     "denoise": (*NETWORK_AND_RED, "nlm", "bm3d"),
+    "deblur": (*NETWORK_AND_RED, "wiener"),
+    "superres": (*NETWORK_AND_RED, "bicubic"),
+    "inpaint": (*NETWORK_AND_RED, "biharmonic"),
 }
+#: Noise std (0–255 scale) assumed when neither a flag, a sidecar nor a preset says.
+DEFAULT_SIGMA = {"denoise": 25.0, "deblur": 2**0.5, "superres": 0.0, "inpaint": 0.0}
+FACTORS = (2, 4, 8)
+SIDECAR_SUFFIX = ".degrade.json"
 
 
 class TaskError(ValueError):
@@ -31,48 +58,122 @@ class TaskError(ValueError):
 
 @dataclass
 class TaskOptions:
-    """What the observed image went through. ``sigma``: noise std on the 0–255 scale."""
+    """What the observed image went through.
+
+    ``sigma``: noise std on the 0–255 scale; ``kernel``: a named kernel (``uniform9``,
+    ``gauss25``) or a kernel file (deblur); ``factor``: 2, 4 or 8 and ``downsampler``
+    (``lanczos2`` or ``bicubic``) for superres; ``mask``: mask image file, nonzero = known
+    (inpaint); ``crop``: (top, left, height, width) of the high-resolution image that was kept
+    before downscaling (from a ``degrade`` sidecar), to crop a reference the same way.
+    """
 
     task: str = "denoise"
-    sigma: float = 25.0
+    sigma: float | None = None
+    kernel: str | None = None
+    factor: int | None = None
+    downsampler: str | None = None
+    mask: str | None = None
+    crop: tuple[int, int, int, int] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def merged(self, *fallbacks: dict[str, Any], source_names: tuple[str, ...] = ()) -> TaskOptions:
+        """Fill unset fields from ``fallbacks`` in order (flags win over sidecar over preset)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sources"}
+        sources = {k: self.sources.get(k, "flag") for k, v in values.items()
+                   if v is not None and k != "task"}
+        for name, fallback in zip(source_names or ("fallback",) * len(fallbacks), fallbacks,
+                                  strict=False):
+            for key, value in fallback.items():
+                if key in values and values[key] is None and value is not None:
+                    values[key] = tuple(value) if key == "crop" else value
+                    sources[key] = name
+        return TaskOptions(**values, sources=sources)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-friendly description for the manifest."""
-        return {"task": self.task, "sigma": self.sigma}
+        """JSON-friendly description for the manifest (only what applies to the task)."""
+        keys = {"denoise": ("sigma",), "deblur": ("sigma", "kernel"),
+                "superres": ("sigma", "factor", "downsampler", "crop"),
+                "inpaint": ("sigma", "mask")}[self.task]
+        info: dict[str, Any] = {"task": self.task}
+        for key in keys:
+            value = getattr(self, key)
+            info[key] = list(value) if isinstance(value, tuple) else value
+        if self.sources:
+            info["from"] = {k: v for k, v in self.sources.items() if k in keys}
+        return info
 
 
 @dataclass
 class TaskProblem:
-    """The engine problem plus what the writers need: baselines, protocol, reference."""
+    """The engine problem plus what the writers need: baselines, protocol, info."""
 
     problem: Problem
     protocol: str
     baselines: dict[str, Callable[[Problem], torch.Tensor]]
-    reference: Image | None
     info: dict[str, Any]
 
 
-def build_problem(options: TaskOptions, observed: Image, reference: Image | None) -> TaskProblem:
-    """The :class:`Problem` for ``observed`` under ``options`` (reference: clean image or None)."""
-    y = to_tensor(observed.pixels)
-    ref_tensor = None
-    if reference is not None:
-        ref_tensor = to_tensor(_match_channels(reference, observed.channels).pixels)
-        if ref_tensor.shape[-2:] != y.shape[-2:]:
+def sidecar_path(image_path: Path) -> Path:
+    """Where ``degrade`` writes the parameters of ``image_path``: ``NAME.degrade.json``."""
+    return image_path.with_name(image_path.stem + SIDECAR_SUFFIX)
+
+
+def read_sidecar(image_path: Path) -> dict[str, Any]:
+    """The ``degrade`` sidecar of ``image_path`` ({} when there is none); mask paths resolved."""
+    path = sidecar_path(image_path)
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TaskError(f"{path}: cannot read the degrade sidecar ({err})") from None
+    if not isinstance(data, dict):
+        raise TaskError(f"{path}: the degrade sidecar is not a JSON object")
+    if data.get("mask"):
+        data["mask"] = str(path.parent / data["mask"])
+    if data.get("kernel_file"):
+        data["kernel"] = data["kernel_file"]
+    return data
+
+
+def load_blur_kernel(spec: str) -> np.ndarray:
+    """A named kernel (``uniform9``, ``gauss25``) or a kernel file, as a (kh, kw) array."""
+    if spec in KNOWN_KERNELS:
+        return named_kernel(spec)
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        raise TaskError(f"unknown kernel {spec!r} (use {', '.join(KNOWN_KERNELS)} or a file)")
+    try:
+        return load_kernel(path)
+    except FileNotFoundError:
+        raise TaskError(f"kernel file not found: {spec}") from None
+    except ValueError as err:
+        raise TaskError(str(err)) from None
+
+
+def check_factor(factor: int | None) -> int:
+    """The superres factor, which must be 2, 4 or 8."""
+    if factor not in FACTORS:
+        raise TaskError(f"factor must be 2, 4 or 8, got {factor}")
+    return int(factor)
+
+
+def operator_for(options: TaskOptions, hr_size: tuple[int, int], channels: int) -> LinearOperator:
+    """H for ``options`` acting on images of (height, width) ``hr_size``."""
+    task = options.task
+    if task == "denoise":
+        return Identity()
+    if task == "deblur":
+        kernel = load_blur_kernel(options.kernel or "uniform9")
+        if kernel.shape[0] > hr_size[0] or kernel.shape[1] > hr_size[1]:
             raise TaskError(
-                f"the reference is {reference.width}x{reference.height} but the input is "
-                f"{observed.width}x{observed.height}"
+                f"the blur kernel is {kernel.shape[1]}x{kernel.shape[0]} but the image is only "
+                f"{hr_size[1]}x{hr_size[0]}"
             )
-    protocol = TASK_PROTOCOL[options.task]
-    problem = Problem(
-        y=y,
-        operator=Identity(),
-        x_init=y.clone(),
-        sigma=options.sigma,
-        reference=ref_tensor,
-        psnr=psnr_function(protocol),
-    )
-    return TaskProblem(problem, protocol, {}, reference, options.describe())
+        return Blur(kernel)
+    if task == "superres":
+        return Downsample(check_factor(options.factor), kind=options.downsampler or "lanczos2")
+    raise TaskError(f"no operator for task {task!r}")
 
 
 def _match_channels(image: Image, channels: int) -> Image:
@@ -80,6 +181,127 @@ def _match_channels(image: Image, channels: int) -> Image:
     if image.channels == channels:
         return image
     if channels == 1:
-        grey = image.pixels @ [0.299, 0.587, 0.114]
+        grey = image.pixels @ np.array([0.299, 0.587, 0.114])
         return Image(grey[:, :, None], image.bit_depth)
     return Image(image.pixels.repeat(3, axis=2), image.bit_depth)
+
+
+def _reference_tensor(
+    reference: Image | None, options: TaskOptions, size: tuple[int, int], channels: int
+) -> torch.Tensor | None:
+    """The reference at the size of x; for superres, cropped the way ``degrade`` cropped it."""
+    if reference is None:
+        return None
+    pixels = _match_channels(reference, channels).pixels
+    if pixels.shape[:2] != size and options.task == "superres":
+        if options.crop is not None:
+            top, left, height, width = options.crop
+            pixels = pixels[top : top + height, left : left + width]
+        else:  # same centre crop as `degrade`
+            factor = check_factor(options.factor)
+            extra_h, extra_w = pixels.shape[0] % factor, pixels.shape[1] % factor
+            pixels = pixels[extra_h // 2 : pixels.shape[0] - (extra_h - extra_h // 2),
+                            extra_w // 2 : pixels.shape[1] - (extra_w - extra_w // 2)]
+    if pixels.shape[:2] != size:
+        raise TaskError(
+            f"the reference is {reference.width}x{reference.height} but the restored image will "
+            f"be {size[1]}x{size[0]}"
+        )
+    return to_tensor(pixels)
+
+
+def wiener_deconvolution(y: torch.Tensor, kernel: np.ndarray, sigma: float) -> torch.Tensor:
+    """Fourier-domain Tikhonov/Wiener deconvolution of (N, C, H, W) ``y`` (circular blur).
+
+    ``X = conj(K) Y / (|K|² + α |L|²)`` with L the discrete Laplacian and
+    ``α = max((σ/255)², 1e-6) · 100`` (σ on the 0–255 scale): a regularised inverse filter that
+    only needs the blur and the noise level.
+    """
+    blur = Blur(kernel)
+    height, width = y.shape[-2:]
+    delta = torch.zeros(1, 1, height, width, dtype=torch.float64)
+    delta[..., 0, 0] = 1.0
+    k_hat = torch.fft.fft2(blur.forward(delta))
+    laplacian = torch.zeros(1, 1, height, width, dtype=torch.float64)
+    laplacian[..., 0, 0] = 4.0
+    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+        laplacian[..., dy % height, dx % width] -= 1.0
+    l_hat = torch.fft.fft2(laplacian)
+    alpha = max((sigma / 255.0) ** 2, 1e-6) * 100.0
+    y_hat = torch.fft.fft2(y.to(torch.float64))
+    x_hat = torch.conj(k_hat) * y_hat / (k_hat.abs() ** 2 + alpha * l_hat.abs() ** 2)
+    return torch.fft.ifft2(x_hat).real.to(y.dtype)
+
+
+def biharmonic_inpaint(y: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    """scikit-image's biharmonic inpainting of (1, C, H, W) ``y`` where ``mask`` (H, W) is 0."""
+    from skimage.restoration import inpaint_biharmonic
+
+    image = to_array(y)
+    missing = mask < 0.5
+    if image.shape[2] == 1:
+        filled = inpaint_biharmonic(image[:, :, 0], missing)[:, :, None]
+    else:
+        filled = inpaint_biharmonic(image, missing, channel_axis=-1)
+    return to_tensor(np.asarray(filled))
+
+
+def load_mask(spec: str, height: int, width: int) -> np.ndarray:
+    """A mask (H, W) float {0, 1} from an image file (nonzero = known pixel)."""
+    if not Path(spec).exists():
+        raise TaskError(f"mask file not found: {spec}")
+    try:
+        return parse_mask_spec(spec, height, width, np.random.default_rng(0))
+    except ValueError as err:
+        raise TaskError(f"{spec}: {err}") from None
+
+
+def build_problem(options: TaskOptions, observed: Image, reference: Image | None) -> TaskProblem:
+    """The :class:`Problem` for ``observed`` under ``options`` (reference: clean image or None)."""
+    task = options.task
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    sigma = options.sigma if options.sigma is not None else DEFAULT_SIGMA[task]
+    options = TaskOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)},
+                             "sigma": sigma})
+    y = to_tensor(observed.pixels)
+    channels = observed.channels
+    baselines: dict[str, Callable[[Problem], torch.Tensor]] = {}
+    size = (observed.height, observed.width)
+    if task == "superres":
+        factor = check_factor(options.factor)
+        options.factor = factor
+        options.downsampler = options.downsampler or "lanczos2"
+        size = (observed.height * factor, observed.width * factor)
+        operator = operator_for(options, size, channels)
+        x_init = to_tensor(bicubic_upscale(observed.pixels, factor))
+        baselines["bicubic"] = lambda problem: problem.x_init
+    elif task == "inpaint":
+        if options.mask is None:
+            raise TaskError("inpainting needs a mask: --mask MASK.png (nonzero = known pixel)")
+        mask = load_mask(options.mask, observed.height, observed.width)
+        operator = Mask(mask)
+        y = operator.forward(y)
+        x_init = y.clone()
+        baselines["biharmonic"] = lambda problem: biharmonic_inpaint(problem.y.cpu(), mask).to(
+            problem.y.device
+        )
+    else:
+        operator = operator_for(options, size, channels)
+        x_init = y.clone()
+        if task == "deblur":
+            kernel = load_blur_kernel(options.kernel or "uniform9")
+            options.kernel = options.kernel or "uniform9"
+            baselines["wiener"] = lambda problem: wiener_deconvolution(problem.y, kernel, sigma)
+    protocol = TASK_PROTOCOL[task]
+    problem = Problem(
+        y=y,
+        operator=operator,
+        x_init=x_init,
+        sigma=sigma,
+        reference=_reference_tensor(reference, options, size, channels),
+        psnr=psnr_function(protocol),
+    )
+    info = options.describe()
+    info["operator"] = operator.describe()
+    return TaskProblem(problem, protocol, baselines, info)

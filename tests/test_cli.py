@@ -37,7 +37,7 @@ def test_denoise_writes_image_log_and_manifest(run_cli, tiny_images, tmp_path):
 def test_psnr_column_is_empty_without_reference(run_cli, tiny_images, tmp_path):
     result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path, "-m", "dip", "-q", *FAST)
     assert result.code == 0, result.err
-    rows = list(csv.DictReader(open(tmp_path / "noisy_dip.csv")))
+    rows = list(csv.DictReader((tmp_path / "noisy_dip.csv").read_text().splitlines()))
     assert rows and all(r["psnr"] == "" and r["gap"] == "" for r in rows)
     manifest = json.loads((tmp_path / "noisy_dip.json").read_text())
     assert manifest["psnr"] is None
@@ -136,7 +136,8 @@ def test_presets_lists_and_prints(run_cli):
     listing = run_cli("presets")
     assert listing.code == 0 and "denoise" in listing.out and "denoise-quick" in listing.out
     printed = run_cli("presets", "denoise")
-    assert printed.code == 0 and "sigma_f = 3.0" in printed.out and "[methods.deepred]" in printed.out
+    assert printed.code == 0
+    assert "sigma_f = 3.0" in printed.out and "[methods.deepred]" in printed.out
     assert run_cli("presets", "nosuch").code == 2
 
 

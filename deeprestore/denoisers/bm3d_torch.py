@@ -82,11 +82,12 @@ an 8 GB GPU budget; lower ``chunk`` for tighter budgets.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 
 __all__ = ["bm3d_torch"]
 
@@ -227,7 +228,10 @@ def _haar_inv(x: torch.Tensor) -> torch.Tensor:
 
 
 def _ref_grid(length: int, block: int, step: int, device: torch.device) -> torch.Tensor:
-    """Reference block origins along one axis (int64): 0, step, ... plus ``length - block``."""
+    """Return reference block origins along one axis: 0, step, ..., then ``length - block``.
+
+    length, block, step in pixels; returns a 1-D int64 tensor on ``device``.
+    """
     last = length - block
     g = list(range(0, last + 1, step))
     if g[-1] != last:
@@ -342,9 +346,8 @@ def _stage(
     sq = _box_sum(guide * guide, b)
     gy = _ref_grid(hh, b, p.step, dev)
     gx = _ref_grid(ww, b, p.step, dev)
-    n_all = torch.arange(n, device=dev).repeat_interleave(gy.numel() * gx.numel())
-    ry_all = gy.repeat_interleave(gx.numel()).repeat(n)
-    rx_all = gx.repeat(gy.numel() * n)
+    ry_all = gy.repeat_interleave(gx.numel())  # reference origins of one image, raster order
+    rx_all = gx.repeat(gy.numel())
 
     t_fwd, t_inv, cstd = _transforms(b, pilot is None, dev)
     kw = torch.kaiser_window(b, periodic=False, beta=p.beta, dtype=torch.float64)
@@ -353,6 +356,8 @@ def _stage(
     offs = (ar_b[:, None] * ww + ar_b[None, :]).reshape(-1)  # (B*B,) pixel offsets in a block
     var = (sig * sig).view(c, 1, 1, 1)
     thr = (p.lam * sig).view(c, 1, 1, 1) * cstd  # (C, 1, 1, B*B) hard thresholds
+    g_max = 1 << (p.n_group.bit_length() - 1)
+    hscale = {1 << j: _haar_scale(1 << j, dev).view(1, -1, 1, 1) for j in range(g_max.bit_length())}
 
     # (C or 2C, N*H*W): noisy channels, then pilot channels (stage 2) so both gather at once.
     src = noisy if pilot is None else torch.cat([noisy, pilot], 1)
@@ -361,9 +366,10 @@ def _stage(
     ny, nx = hh - b + 1, ww - b + 1
     wpos = torch.zeros(c, n * ny * nx, device=dev, dtype=torch.float32)  # weight per block origin
 
-    for start in range(0, n_all.numel(), chunk):
-        sl = slice(start, start + chunk)
-        n_c, ry_c, rx_c = n_all[sl], ry_all[sl], rx_all[sl]
+    # Chunks never straddle two images, so an image gives the same result alone or in a batch.
+    for img, start in itertools.product(range(n), range(0, ry_all.numel(), chunk)):
+        ry_c, rx_c = ry_all[start : start + chunk], rx_all[start : start + chunk]
+        n_c = torch.full_like(ry_c, img)
         py, px, gsize = _match(guide, sq, n_c, ry_c, rx_c, p, b)
         base = n_c[:, None] * (hh * ww) + py * ww + px  # (R, K) flat block origins
         bpos = n_c[:, None] * (ny * nx) + py * nx + px  # (R, K) flat origins in the wpos grid
@@ -371,22 +377,22 @@ def _stage(
             sel = (gsize == gs).nonzero().squeeze(1)
             rs = sel.numel()
             idx = (base[sel, :gs].T[:, :, None] + offs).reshape(-1)  # (G*R*B*B,)
-            grp = flat.index_select(1, idx).view(-1, gs, rs, bb) @ t_fwd  # 2-D transform
-            hs = _haar_scale(gs, dev).view(1, gs, 1, 1)
-            spec = _haar_fwd(grp).mul_(hs)  # orthonormal 1-D Haar along the group axis
+            hs = hscale[gs]
+            # 2-D transform of every block (one GEMM), then orthonormal Haar along the group axis
+            spec = _haar_fwd(flat.index_select(1, idx).view(-1, gs, rs, bb) @ t_fwd).mul_(hs)
             if pilot is None:
                 keep = spec.abs() > thr
                 spec = spec * keep
                 nnz = keep.sum((1, 3), dtype=torch.float32).clamp(min=1.0)  # (C, R)
                 w = 1.0 / (var.view(c, 1) * nnz)
             else:
-                ps2 = spec[c:].square()
-                gain = ps2 / (ps2 + p.mu2 * var)
+                gain = spec[c:].square()  # pilot power spectrum
+                gain.div_(gain + p.mu2 * var)  # empirical Wiener gains
                 spec = spec[:c] * gain
-                w = 1.0 / (var.view(c, 1) * gain.square().sum((1, 3)).clamp(min=1e-12))
-            est = _haar_inv(spec.mul_(hs))  # inverse Haar
+                w = 1.0 / (var.view(c, 1) * gain.square_().sum((1, 3)).clamp(min=1e-12))
             wk = w.view(c, 1, rs, 1) * kaiser  # (C, 1, R, B*B)
-            est = (est.view(c, gs, rs, bb) @ t_inv) * wk  # inverse 2-D transform, weighted
+            # inverse Haar, inverse 2-D transform, weight * Kaiser window
+            est = (_haar_inv(spec.mul_(hs)).view(c, gs, rs, bb) @ t_inv).mul_(wk)
             num.index_add_(1, idx, est.view(c, -1))
             wpos.index_add_(1, bpos[sel, :gs].T.reshape(-1), w.repeat(1, gs))
     # Denominator: every block origin spreads its summed weight with the Kaiser window.
