@@ -395,8 +395,8 @@ def denoise(
     """Remove Gaussian noise (H = identity)."""
     code = run_restore(
         TaskOptions("denoise", sigma=sigma), inputs, output=output, method=method,
-        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
-        quiet=quiet, as_json=as_json, overwrite=overwrite,
+        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
+        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
     )
     raise typer.Exit(code)
 

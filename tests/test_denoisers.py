@@ -9,7 +9,10 @@ from deeprestore.metrics import psnr_rgb
 @pytest.fixture(scope="module")
 def pair(demo_pair):
     clean, noisy = demo_pair
-    to = lambda a: torch.from_numpy(np.ascontiguousarray(a[:32, :32].transpose(2, 0, 1)))[None]
+
+    def to(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a[:32, :32].transpose(2, 0, 1)))[None]
+
     return to(clean).float(), to(noisy).float()
 
 
