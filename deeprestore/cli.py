@@ -138,6 +138,14 @@ OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.")
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", hidden=True)]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option("--precision", help="Network arithmetic: float32 (default, as the paper), tf32 "
+                 "or bf16 (autocast; x and u stay float32).", show_default=False),
+]
+CompileOpt = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the network (see docs/performance.md).")
+]
 
 
 def _resolve_device(name: str) -> Any:
@@ -250,6 +258,8 @@ def run_restore(
     quiet: bool,
     as_json: bool,
     overwrite: bool,
+    precision: str | None = None,
+    compile_network: bool = False,
 ) -> int:
     """Restore every input with one method.
 
@@ -272,6 +282,10 @@ def run_restore(
         overrides["runs"] = runs
     if seed is not None:
         overrides["seed"] = seed
+    if precision is not None:
+        overrides["precision"] = precision
+    if compile_network:
+        overrides["compile"] = True
     device = _resolve_device(device_name)
     presets: dict[str, Preset] = {}
 
@@ -390,6 +404,8 @@ def denoise(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    precision: PrecisionOpt = None,
+    compile_network: CompileOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove Gaussian noise (H = identity)."""
@@ -397,6 +413,7 @@ def denoise(
         TaskOptions("denoise", sigma=sigma), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
+        precision=precision, compile_network=compile_network,
     )
     raise typer.Exit(code)
 
@@ -468,6 +485,8 @@ def deblur(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    precision: PrecisionOpt = None,
+    compile_network: CompileOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
@@ -475,6 +494,7 @@ def deblur(
         TaskOptions("deblur", sigma=sigma, kernel=kernel), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
+        precision=precision, compile_network=compile_network,
     )
     raise typer.Exit(code)
 
@@ -506,6 +526,8 @@ def superres(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    precision: PrecisionOpt = None,
+    compile_network: CompileOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
@@ -514,6 +536,7 @@ def superres(
         output=output, method=method, preset_name=preset, iters=iters, sets=sets,
         reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
         quiet=quiet, as_json=as_json, overwrite=overwrite,
+        precision=precision, compile_network=compile_network,
     )
     raise typer.Exit(code)
 
@@ -540,6 +563,8 @@ def inpaint(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     overwrite: OverwriteOpt = False,
+    precision: PrecisionOpt = None,
+    compile_network: CompileOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fill in missing pixels (H = binary mask)."""
@@ -547,6 +572,7 @@ def inpaint(
         TaskOptions("inpaint", sigma=sigma, mask=mask), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
+        precision=precision, compile_network=compile_network,
     )
     raise typer.Exit(code)
 

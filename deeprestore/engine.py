@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -132,6 +133,9 @@ class Algorithm:
     def denoiser_age(self) -> int | None:
         return None
 
+    def close(self) -> None:
+        """Release background resources (nothing by default)."""
+
 
 def total_variation(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Isotropic total variation Σ sqrt(|∂h x|² + |∂v x|²) of (N, C, H, W), per channel, summed.
@@ -196,7 +200,13 @@ class _Run:
                 skip_channels=settings.skip_channels,
                 upsample_mode=settings.upsample,
             ).to(device)
+        if device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self.z = self.z.contiguous(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
+        if settings.compile:
+            self.forward = torch.compile(self.net)  # type: ignore[assignment]
         if device.type == "cpu":
             self.noise_generator = generator
         else:
@@ -232,7 +242,13 @@ class NetworkAlgorithm(Algorithm):
             _Run(problem, settings, settings.seed * 1000 + r, device)
             for r in range(settings.runs)
         ]
-        self._last_denoise = 0
+        self._autocast = torch.bfloat16 if settings.precision == "bf16" else None
+        self._snapshot_at: int | None = None  # iteration whose x the f(x) in use was made from
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future[torch.Tensor] | None = None
+        self._pending_at = 0
+        if self.use_denoiser and settings.denoiser_mode == "async":
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
 
     def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.settings
@@ -243,7 +259,11 @@ class NetworkAlgorithm(Algorithm):
                 z.shape, generator=run.noise_generator, device=z.device, dtype=z.dtype
             )
             z = z + s.sigma_noise * noise
-        out = run.net(z)
+        if self._autocast is not None:
+            with torch.autocast(self.device.type, dtype=self._autocast):
+                out = run.forward(z).float()
+        else:
+            out = run.forward(z)
         residual = self.problem.operator.forward(out) - self.problem.y
         loss = 0.5 * residual.pow(2).sum()
         if self.admm and s.mu > 0:
@@ -260,12 +280,33 @@ class NetworkAlgorithm(Algorithm):
         self.denoiser_calls += 1
         return self.denoiser(x, self.sigma_f)
 
+    def _denoise_runs(self) -> None:
+        """Sync mode: f of every run's current x, in one batched call."""
+        denoised = self._denoise(torch.cat([run.x for run in self.runs]))
+        for run, image in zip(self.runs, denoised.split(1), strict=True):
+            run.denoised = image
+        self._snapshot_at = self.iteration
+
+    def _poll_background(self, refresh: bool) -> None:
+        """Async mode: apply a finished background result; start a new call on refresh rounds."""
+        if self._pending is not None and self._pending.done():
+            denoised = self._pending.result()
+            for run, image in zip(self.runs, denoised.split(1), strict=True):
+                run.denoised = image.to(run.x.device)
+            self._snapshot_at = self._pending_at
+            self._pending = None
+        if refresh and self._pending is None:
+            assert self._worker is not None
+            snapshot = torch.cat([run.x for run in self.runs]).clone()
+            self._pending = self._worker.submit(self._denoise, snapshot)
+            self._pending_at = self.iteration
+
     def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
         lam, mu = s.lam, s.mu
-        for _ in range(s.inner_steps):
-            if self.use_denoiser and refresh:
-                run.denoised = self._denoise(run.x)
+        for step in range(s.inner_steps):
+            if step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync":
+                run.denoised = self._denoise(run.x)  # J > 1: f of the newest x
             if s.x_update == "fixed-point":
                 run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
             else:
@@ -277,8 +318,12 @@ class NetworkAlgorithm(Algorithm):
     def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.iteration += 1
         refresh = (self.iteration - 1) % self.settings.denoise_every == 0
-        if refresh and self.use_denoiser:
-            self._last_denoise = self.iteration
+        if self.use_denoiser:
+            if self._worker is None:
+                if refresh:
+                    self._denoise_runs()
+            else:
+                self._poll_background(refresh)
         losses = []
         gaps = []
         for run in self.runs:
@@ -293,6 +338,13 @@ class NetworkAlgorithm(Algorithm):
         loss = torch.stack(losses).mean()
         gap = torch.stack(gaps).mean() if gaps else None
         return loss, gap
+
+    def close(self) -> None:
+        """Stop the background denoiser (waits for a call in flight)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+            self._worker = None
+            self._pending = None
 
     def _run_estimate(self, run: _Run) -> torch.Tensor:
         kind = self.settings.output
@@ -313,9 +365,9 @@ class NetworkAlgorithm(Algorithm):
         return estimates[0] if len(estimates) == 1 else torch.stack(estimates).mean(dim=0)
 
     def denoiser_age(self) -> int | None:
-        if not self.use_denoiser:
+        if not self.use_denoiser or self._snapshot_at is None:
             return None
-        return self.iteration - self._last_denoise
+        return self.iteration - self._snapshot_at
 
 
 class REDAlgorithm(Algorithm):
@@ -454,6 +506,12 @@ class Runner:
 
     def run(self) -> Result:
         """Iterate until done; return the result with the log."""
+        try:
+            return self._iterate()
+        finally:
+            self.algorithm.close()
+
+    def _iterate(self) -> Result:
         algorithm = self.algorithm
         start = time.perf_counter()
         while not algorithm.done():
@@ -503,9 +561,24 @@ def restore(
     """
     settings.validate()
     device = torch.device(device)
+    configure_backends(device, settings.precision)
     problem = _to_device(problem, device)
     algorithm = make_algorithm(problem, settings, device, denoiser, baselines)
     return Runner(algorithm, problem, settings.log_every, callback).run()
+
+
+def configure_backends(device: torch.device, precision: str) -> None:
+    """cuDNN autotuning on CUDA, and TF32 only when asked for (``precision="tf32"``).
+
+    ``float32`` (the default) turns TF32 off for both matmuls and convolutions so results follow
+    the paper's arithmetic; ``bf16`` autocasts the network (the ADMM variables stay float32).
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
 
 
 def _to_device(problem: Problem, device: torch.device) -> Problem:

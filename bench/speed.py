@@ -1,0 +1,246 @@
+"""Seconds per iteration of every method on the real engine, and where the time goes.
+
+    python bench/speed.py [--device cpu|cuda] [--sizes 64,128,256,512] [--iters N]
+                          [--warmup W] [--repeats R] [--methods ...] [--precisions ...]
+                          [--json PATH]
+
+For each size it builds a synthetic denoising problem (scikit-image's ``astronaut`` resized, σ = 25
+noise, fixed seed) and runs each method through :func:`deeprestore.engine.restore` for
+``warmup + iters`` iterations. The warm-up iterations are discarded: the time per iteration is
+measured between the progress events at iteration ``warmup`` and at the end, and the median over
+``repeats`` runs is reported, with the ratio to ``dip`` **measured in the same run**. Peak memory:
+CUDA max allocated on a GPU, the process's peak RSS (VmHWM, reset before each method) on a CPU.
+
+It also times the pieces alone: one network step (forward + backward + Adam), one denoiser call
+per denoiser, and the x/u updates.
+
+Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
+``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``), and ``deepred-nlm-torch`` /
+``deepred-bm3d-torch`` (the torch denoisers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from deeprestore.denoisers import get_denoiser
+from deeprestore.engine import (
+    Problem,
+    Progress,
+    dual_update,
+    fixed_point_update,
+    restore,
+)
+from deeprestore.metrics import psnr_rgb
+from deeprestore.networks import SkipNet
+from deeprestore.operators import Identity
+from deeprestore.settings import Settings
+
+METHODS: dict[str, dict[str, Any]] = {
+    "dip": {"method": "dip"},
+    "dip-tv": {"method": "dip-tv", "tv_weight": 0.01},
+    "deepred-nlm": {"method": "deepred", "denoiser": "nlm", "sigma_f": 3.0},
+    "deepred-nlm-async": {"method": "deepred", "denoiser": "nlm", "sigma_f": 3.0,
+                          "denoiser_mode": "async"},
+    "deepred-bm3d": {"method": "deepred", "denoiser": "bm3d", "sigma_f": 5.0},
+    "deepred-bm3d-async": {"method": "deepred", "denoiser": "bm3d", "sigma_f": 5.0,
+                           "denoiser_mode": "async"},
+    "deepred-nlm-torch": {"method": "deepred", "denoiser": "nlm-torch", "sigma_f": 3.0},
+    "deepred-bm3d-torch": {"method": "deepred", "denoiser": "bm3d-torch", "sigma_f": 5.0},
+    "red": {"method": "red", "denoiser": "nlm", "sigma_f": 15.0, "lam": 2.0},
+    "dip-runs2": {"method": "dip", "runs": 2},
+}
+DEFAULT_METHODS = "dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2"
+
+
+def make_problem(size: int, sigma: float = 25.0, seed: int = 0) -> Problem:
+    """A synthetic (1, 3, size, size) denoising problem with its clean reference."""
+    from skimage import data
+    from skimage.transform import resize
+
+    clean = resize(data.astronaut() / 255.0, (size, size), anti_aliasing=True)
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(clean + rng.normal(0, sigma / 255.0, clean.shape), 0, 1)
+
+    def to(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()).float()[None]
+
+    y = to(noisy)
+    return Problem(y, Identity(), y.clone(), sigma, to(clean), psnr_rgb)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_method(problem: Problem, overrides: dict[str, Any], device: torch.device, iters: int,
+                warmup: int, precision: str) -> tuple[float, float, float]:
+    """(seconds per iteration after warm-up, peak MiB, final PSNR) of one engine run."""
+    settings = Settings(iterations=warmup + iters, log_every=warmup, precision=precision,
+                        **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
+    stamps: dict[int, float] = {}
+
+    def on_progress(event: Progress) -> None:
+        stamps[event.iteration] = time.perf_counter()
+
+    _reset_peak(device)
+    result = restore(problem, settings, device=device, callback=on_progress)
+    _sync(device)
+    seconds = (stamps[warmup + iters] - stamps[warmup]) / iters
+    psnr = float(psnr_rgb(result.image, problem.reference)) if problem.reference is not None else 0
+    return seconds, _peak_mib(device), psnr
+
+
+def time_pieces(size: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Seconds of the pieces alone: a network step, denoiser calls, x/u updates."""
+    torch.manual_seed(0)
+    net = SkipNet(32, 3).to(device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    z = torch.randn(1, 32, size, size, device=device) * 0.1
+    y = torch.rand(1, 3, size, size, device=device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = ((net(z) - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+
+    def timed(fn: Callable[[], object], n: int) -> float:
+        fn()
+        _sync(device)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    pieces = {"network step": timed(step, max(repeats, 3))}
+    x = y.clone()
+    for name in ("nlm", "bm3d", "nlm-torch", "bm3d-torch"):
+        denoiser = get_denoiser(name)
+        try:
+            pieces[f"denoiser {name}"] = timed(lambda d=denoiser: d(x, 5.0), repeats)
+        except ImportError:
+            continue
+    u = torch.zeros_like(x)
+    pieces["x/u updates"] = timed(
+        lambda: dual_update(u, fixed_point_update(x, y, u, 0.5, 0.5), y), 20
+    )
+    return pieces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", default="64,128")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--methods", default=DEFAULT_METHODS)
+    parser.add_argument("--precisions", default="float32")
+    parser.add_argument("--no-pieces", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    names = args.methods.split(",")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    if "dip" not in names:
+        names.insert(0, "dip")
+    rows: list[dict[str, Any]] = []
+    pieces: dict[int, dict[str, float]] = {}
+    console = Console()
+    for size in (int(s) for s in args.sizes.split(",")):
+        problem = make_problem(size)
+        for precision in args.precisions.split(","):
+            measured: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+            for _ in range(args.repeats):
+                for name in names:
+                    measured[name].append(time_method(problem, METHODS[name], device, args.iters,
+                                                      args.warmup, precision))
+            dip_time = statistics.median(t for t, _, _ in measured["dip"])
+            for name in names:
+                seconds = statistics.median(t for t, _, _ in measured[name])
+                rows.append({
+                    "size": size, "method": name, "precision": precision,
+                    "seconds_per_iter": seconds, "ratio_to_dip": seconds / dip_time,
+                    "peak_mib": max(m for _, m, _ in measured[name]),
+                    "psnr": measured[name][-1][2],
+                })
+            console.print(f"size {size} {precision}: done", style="dim")
+        if not args.no_pieces:
+            pieces[size] = time_pieces(size, device, max(args.repeats, 2))
+    table = Table(title=f"seconds per iteration on {device} (torch {torch.__version__}, "
+                        f"{args.iters} timed iterations after {args.warmup} warm-up)")
+    for col in ("size", "method", "precision", "s / it", "× dip", "peak MiB", "PSNR"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["size"]), r["method"], r["precision"], f"{r['seconds_per_iter']:.4f}",
+                      f"{r['ratio_to_dip']:.2f}", f"{r['peak_mib']:.0f}", f"{r['psnr']:.2f}")
+    console.print(table)
+    if pieces:
+        ptable = Table(title="pieces alone (seconds per call)")
+        ptable.add_column("size", justify="right")
+        ptable.add_column("piece")
+        ptable.add_column("seconds", justify="right")
+        for size, items in pieces.items():
+            for piece, seconds in items.items():
+                ptable.add_row(str(size), piece, f"{seconds:.4f}")
+        console.print(ptable)
+    if args.json:
+        info = {"device": str(device), "torch": torch.__version__, "date": str(date.today()),
+                "machine": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(), "iters": args.iters, "warmup": args.warmup,
+                "repeats": args.repeats}
+        if device.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(device)
+        args.json.write_text(json.dumps({"info": info, "rows": rows,
+                                         "pieces": {str(k): v for k, v in pieces.items()}},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()
