@@ -22,6 +22,7 @@ Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -91,10 +92,8 @@ def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        try:
+        with contextlib.suppress(OSError):
             Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
 
 
 def _peak_mib(device: torch.device) -> float:
