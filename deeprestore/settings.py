@@ -43,7 +43,7 @@ class Settings:
     skip_channels: int = 4  #: channels of its skip connections
     upsample: str = "bilinear"  #: its upsampling: "bilinear" or "nearest"
     input_scale: float = 0.1  #: z ~ N(0, input_scale²) (or U[0, input_scale) if uniform)
-    input_kind: str = "gaussian"  #: "gaussian" (paper) or "uniform" (reference code)
+    input_kind: str = "uniform"  #: "uniform" (reference code, default) or "gaussian" (paper)
     ema: float = 0.99  #: weight of the exponential moving average of network outputs
     runs: int = 1  #: independent runs (different z and weights) whose outputs are averaged
     seed: int = 0  #: seeds every random draw; same seed + CPU → identical output
