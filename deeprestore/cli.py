@@ -143,6 +143,9 @@ PrecisionOpt = Annotated[
     typer.Option("--precision", help="Network arithmetic: float32 (default, as the paper), tf32 "
                  "or bf16 (autocast; x and u stay float32).", show_default=False),
 ]
+NoCompareOpt = Annotated[
+    bool, typer.Option("--no-compare", help="Do not write NAME_METHOD_compare.png.")
+]
 CompileOpt = Annotated[
     bool, typer.Option("--compile", help="torch.compile the network (see docs/performance.md).")
 ]
@@ -260,6 +263,7 @@ def run_restore(
     overwrite: bool,
     precision: str | None = None,
     compile_network: bool = False,
+    compare: bool = True,
 ) -> int:
     """Restore every input with one method.
 
@@ -326,7 +330,7 @@ def run_restore(
             job = Job(
                 input=path, output_dir=output, method=method, settings=settings, task=options,
                 preset=preset.name, reference=reference, device=device, command=command,
-                overwrite=overwrite,
+                overwrite=overwrite, compare=compare,
             )
             existing = check_outputs(job)
             if existing and not overwrite:
@@ -406,6 +410,7 @@ def denoise(
     overwrite: OverwriteOpt = False,
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
+    no_compare: NoCompareOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove Gaussian noise (H = identity)."""
@@ -413,7 +418,7 @@ def denoise(
         TaskOptions("denoise", sigma=sigma), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network,
+        precision=precision, compile_network=compile_network, compare=not no_compare,
     )
     raise typer.Exit(code)
 
@@ -487,6 +492,7 @@ def deblur(
     overwrite: OverwriteOpt = False,
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
+    no_compare: NoCompareOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
@@ -494,7 +500,7 @@ def deblur(
         TaskOptions("deblur", sigma=sigma, kernel=kernel), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network,
+        precision=precision, compile_network=compile_network, compare=not no_compare,
     )
     raise typer.Exit(code)
 
@@ -528,6 +534,7 @@ def superres(
     overwrite: OverwriteOpt = False,
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
+    no_compare: NoCompareOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
@@ -536,7 +543,7 @@ def superres(
         output=output, method=method, preset_name=preset, iters=iters, sets=sets,
         reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
         quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network,
+        precision=precision, compile_network=compile_network, compare=not no_compare,
     )
     raise typer.Exit(code)
 
@@ -565,6 +572,7 @@ def inpaint(
     overwrite: OverwriteOpt = False,
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
+    no_compare: NoCompareOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fill in missing pixels (H = binary mask)."""
@@ -572,7 +580,7 @@ def inpaint(
         TaskOptions("inpaint", sigma=sigma, mask=mask), inputs, output=output, method=method,
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network,
+        precision=precision, compile_network=compile_network, compare=not no_compare,
     )
     raise typer.Exit(code)
 
@@ -636,6 +644,99 @@ def degrade(
         elif not quiet:
             print(f"{path}: {task} -> {output / params['image']}", flush=True)
     raise typer.Exit(2 if usage_failures else (1 if failures else 0))
+
+
+EXAMPLES_REPRODUCE = """
+[b]Examples[/b]
+
+  deeprestore reproduce denoise --data ../shared/data --quick --images house,peppers -o out/
+  deeprestore reproduce superres-x4 --data ../shared/data --device cuda
+  deeprestore reproduce all --data ../shared/data --quick            [dim]# every table[/dim]
+"""
+
+
+@app.command(epilog=EXAMPLES_REPRODUCE)
+def reproduce(
+    table: Annotated[str, typer.Argument(help="denoise, superres-x4, superres-x8, "
+                                         "deblur-uniform, deblur-gauss, inpaint or all.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder with cbm3d9/, set5/, set14/, "
+                                       "ncsr4/ (the layout of shared/data).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")] = Path(
+        "reproduce"
+    ),
+    methods: Annotated[str | None, typer.Option("--methods", help="Comma-separated methods "
+                                                "(default: all of the table).",
+                                                show_default=False)] = None,
+    images: Annotated[str | None, typer.Option("--images", help="Comma-separated image names "
+                                               "(default: all of the table).",
+                                               show_default=False)] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Centre crops and -quick presets (minutes on a CPU; "
+                           "not comparable to the paper).")
+    ] = False,
+    device: DeviceOpt = "auto",
+    runs: RunsOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed (image i is degraded with "
+                                      "seed + i).")] = 0,
+    iters: ItersOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo finished (image, method) "
+                                        "pairs.")] = False,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Warn about missing "
+                                               "images and mark their rows instead of "
+                                               "failing.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce the DeepRED paper's tables (resumable): results.csv, results.md, grids."""
+    from deeprestore.reproduce import ReproduceError, ReproduceEvent, reproduce_table
+
+    def split(text: str | None) -> list[str] | None:
+        return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+    resolved = _resolve_device(device)
+    tty = sys.stderr.isatty() and not quiet
+
+    def progress(event: ReproduceEvent) -> None:
+        if event.kind == "missing":
+            err_console.print(f"warning: {event.message}", soft_wrap=True, markup=False)
+        elif event.kind in ("done", "skip") and not quiet:
+            where = f"{event.table}/{event.image} {event.method}"
+            psnr = (event.manifest or {}).get("psnr")
+            note = "skipped (done before)" if event.kind == "skip" else (
+                f"PSNR {psnr:.2f} dB" if psnr is not None else "done")
+            err_console.print(f"{where}: {note}", soft_wrap=True, markup=False)
+        elif event.kind == "table" and tty:
+            err_console.print(f"[bold]{event.table}[/bold] {event.message or ''}",
+                              soft_wrap=True)
+
+    try:
+        results = reproduce_table(
+            table, data, output, methods=split(methods), images=split(images), quick=quick,
+            device=resolved, runs=runs, seed=seed, force=force, skip_missing=skip_missing,
+            command="deeprestore " + shlex.join(_ARGV), progress=progress, iterations=iters,
+        )
+    except ReproduceError as err:
+        raise UsageProblem(str(err)) from None
+    print(f"results: {results}")
+
+
+@app.command()
+def plot(
+    csvs: Annotated[list[Path], typer.Argument(help="Run logs (NAME_METHOD.csv).",
+                                               show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write.")] = Path(
+        "runs.png"
+    ),
+) -> None:
+    """Plot loss (log scale) and PSNR against iteration, one line per run (needs matplotlib)."""
+    from deeprestore.plots import PlotError, PlotUnavailable, plot_runs
+
+    for path in csvs:
+        if not path.exists():
+            raise UsageProblem(f"{path}: no such file")
+    try:
+        print(plot_runs(csvs, output))
+    except (PlotUnavailable, PlotError) as err:
+        raise UsageProblem(str(err)) from None
 
 
 @app.command("presets")

@@ -46,6 +46,7 @@ class Job:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     overwrite: bool = False
     command: str = ""
+    compare: bool = True
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -58,6 +59,10 @@ class Job:
             "csv": self.output_dir / f"{stem}.csv",
             "json": self.output_dir / f"{stem}.json",
         }
+
+    def compare_path(self) -> Path:
+        """The side-by-side picture ``NAME_METHOD_compare.png`` (input | restored | reference)."""
+        return self.output_dir / f"{self.input.stem}_{self.method}_compare.png"
 
 
 def check_outputs(job: Job) -> list[Path]:
@@ -128,5 +133,22 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
     }
     write_image(outputs["image"], restored)
     write_csv(outputs["csv"], result.log)
+    if job.compare:
+        _write_compare(job, observed, restored, reference, psnr, psnr_input)
+        manifest["compare"] = str(job.compare_path())
     write_json(outputs["json"], manifest)
     return manifest
+
+
+def _write_compare(job: Job, observed: Image, restored: Image, reference: Image | None,
+                   psnr: float | None, psnr_input: float | None) -> None:
+    from deeprestore.plots import compare_image
+
+    def title(name: str, value: float | None) -> str:
+        return name if value is None else f"{name}\n{value:.2f} dB"
+
+    panels = [(title("input", psnr_input), observed.pixels),
+              (title(job.method, psnr), restored.pixels)]
+    if reference is not None:
+        panels.append(("reference", reference.pixels))
+    compare_image(panels, job.compare_path())

@@ -1,0 +1,223 @@
+"""N independent DIP "skip" networks computed in one forward pass (grouped convolutions).
+
+The N runs are stacked along the channel dimension: a per-run tensor of layout (1, C, H, W) becomes
+one tensor of layout (1, N*C, H, W) whose channels are run-major (run 0's C channels, then run 1's,
+…). Every convolution has ``groups=N``, so run r's output channels only see run r's input channels;
+BatchNorm normalises each channel on its own, so over N*C channels it is per-run automatically
+(statistics, affine parameters and running statistics alike); LeakyReLU, sigmoid, reflection
+padding and interpolation act per channel. The only operation that mixes channel blocks is the
+skip concatenation, done as (1, N, c, H, W) ⊕ (1, N, c', H, W) on dim 2 → (1, N*(c+c'), H, W).
+
+The module tree mirrors :class:`~deeprestore.networks.SkipNet` name for name, and every parameter
+and buffer of the batched net is the dim-0 concatenation of the N nets' tensors (a grouped conv
+weight (N*c_out, c_in, k, k) is N weights (c_out, c_in, k, k) stacked), so
+:meth:`BatchedSkipNet.from_nets` and :meth:`BatchedSkipNet.unbatch` are plain copies.
+
+With one Adam optimiser over the batched parameters and loss = Σ_r loss_r, run r's gradient is
+∂loss_r/∂Θ_r, and Adam is elementwise, so a step equals N separate Adam steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deeprestore.networks import SkipNet, pad_to_multiple
+
+
+def _conv(runs: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Grouped convolution with reflection padding: (1, runs*c_in, H, W) → (1, runs*c_out, H', W').
+
+    Same layout as ``networks._conv`` (a ReflectionPad2d, then a Conv2d at index -1).
+    """
+    pad = (kernel - 1) // 2
+    layers: list[nn.Module] = []
+    if pad:
+        layers.append(nn.ReflectionPad2d(pad))
+    layers.append(
+        nn.Conv2d(
+            runs * c_in, runs * c_out, kernel, stride=stride, padding=0, bias=True, groups=runs
+        )
+    )
+    return nn.Sequential(*layers)
+
+
+def _bn_act(channels: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, inplace=True)]
+
+
+def _cat_runs(runs: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-run channel concatenation: (B, runs*ca, H, W), (B, runs*cb, H, W) →
+    (B, runs*(ca+cb), H, W) with run r's block being [a_r, b_r]."""
+    return torch.cat([a.unflatten(1, (runs, -1)), b.unflatten(1, (runs, -1))], dim=2).flatten(1, 2)
+
+
+class _BatchedScale(nn.Module):
+    """One scale of N skip networks; mirrors ``networks._Scale`` (same attribute names)."""
+
+    def __init__(
+        self,
+        runs: int,
+        c_in: int,
+        c_down: int,
+        c_up: int,
+        c_skip: int,
+        deeper: _BatchedScale | None,
+        upsample_mode: str,
+    ) -> None:
+        super().__init__()
+        self.runs = runs
+        self.skip = (
+            nn.Sequential(_conv(runs, c_in, c_skip, 1), *_bn_act(runs * c_skip))
+            if c_skip > 0
+            else None
+        )
+        down: list[nn.Module] = [
+            _conv(runs, c_in, c_down, 3, stride=2),
+            *_bn_act(runs * c_down),
+            _conv(runs, c_down, c_down, 3),
+            *_bn_act(runs * c_down),
+        ]
+        if deeper is not None:
+            down.append(deeper)
+        self.down = nn.Sequential(*down)
+        self.upsample_mode = upsample_mode
+        c_deeper = deeper.c_up if deeper is not None else c_down
+        self.c_up = c_up
+        self.up = nn.Sequential(
+            nn.BatchNorm2d(runs * (c_skip + c_deeper)),
+            _conv(runs, c_skip + c_deeper, c_up, 3),
+            *_bn_act(runs * c_up),
+            _conv(runs, c_up, c_up, 1),
+            *_bn_act(runs * c_up),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, runs*c_in, H, W) → (B, runs*c_up, H, W); H, W even."""
+        deeper = self.down(x)
+        if self.upsample_mode in ("bilinear", "bicubic"):
+            deeper = F.interpolate(
+                deeper, scale_factor=2.0, mode=self.upsample_mode, align_corners=False
+            )
+        else:
+            deeper = F.interpolate(deeper, scale_factor=2.0, mode=self.upsample_mode)
+        if self.skip is not None:
+            deeper = _cat_runs(self.runs, self.skip(x), deeper)
+        return self.up(deeper)
+
+
+class BatchedSkipNet(nn.Module):
+    """``runs`` independent :class:`~deeprestore.networks.SkipNet` s evaluated in one pass.
+
+    Input ``z``: (runs, in_channels, H, W) — run r's input is ``z[r]`` (what a SkipNet would get as
+    ``z[r:r+1]``). Output: (runs, out_channels, H, W), row r equal to SkipNet r's output. Padding
+    and cropping are SkipNet's (reflection to a multiple of 2**scales, at least 2 * that).
+
+    Internally the runs live on the channel dim, (1, runs*C, H, W); see the module docstring.
+    Each run's parameters are initialised with the same distribution as a fresh SkipNet's.
+    """
+
+    def __init__(
+        self,
+        runs: int,
+        in_channels: int = 32,
+        out_channels: int = 3,
+        channels: int = 128,
+        skip_channels: int = 4,
+        scales: int = 5,
+        upsample_mode: str = "bilinear",
+    ) -> None:
+        super().__init__()
+        if runs < 1:
+            raise ValueError(f"runs must be ≥ 1, got {runs}")
+        self.runs = runs
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = channels
+        self.skip_channels = skip_channels
+        self.scales = scales
+        self.upsample_mode = upsample_mode
+        self.multiple = 2**scales
+        deeper: _BatchedScale | None = None
+        for level in reversed(range(scales)):
+            c_in = in_channels if level == 0 else channels
+            deeper = _BatchedScale(
+                runs, c_in, channels, channels, skip_channels, deeper, upsample_mode
+            )
+        assert deeper is not None
+        self.body = deeper
+        self.head = nn.Sequential(_conv(runs, channels, out_channels, 1), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(runs, in_channels, H, W) → (runs, out_channels, H, W), values in (0, 1)."""
+        if z.dim() != 4 or z.shape[0] != self.runs or z.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected z of shape ({self.runs}, {self.in_channels}, H, W), got {tuple(z.shape)}"
+            )
+        height, width = z.shape[-2:]
+        x = z.reshape(1, self.runs * self.in_channels, height, width)
+        padded = pad_to_multiple(x, self.multiple, minimum=2 * self.multiple)
+        out = self.head(self.body(padded))[..., :height, :width]
+        return out.reshape(self.runs, self.out_channels, height, width)
+
+    @classmethod
+    def from_nets(cls, nets: list[SkipNet]) -> BatchedSkipNet:
+        """A BatchedSkipNet whose run r has exactly the parameters and buffers of ``nets[r]``.
+
+        The nets must share one architecture; the result is on ``nets[0]``'s device and dtype and
+        in its training mode.
+        """
+        if not nets:
+            raise ValueError("from_nets needs at least one SkipNet")
+        first = nets[0]
+        skip = first.body.skip
+        head_conv = first.head[0][-1]
+        batched = cls(
+            len(nets),
+            first.in_channels,
+            first.out_channels,
+            channels=head_conv.in_channels,
+            skip_channels=skip[0][-1].out_channels if skip is not None else 0,
+            scales=int(math.log2(first.multiple)),
+            upsample_mode=first.body.upsample_mode,
+        )
+        ref = next(first.parameters())
+        batched = batched.to(device=ref.device, dtype=ref.dtype)
+        batched.train(first.training)
+        states = [net.state_dict() for net in nets]
+        with torch.no_grad():
+            for name, tensor in batched.state_dict(keep_vars=True).items():
+                parts = [state[name] for state in states]
+                if tensor.dim() == 0:  # num_batches_tracked: one counter for all runs
+                    tensor.copy_(parts[0])
+                else:
+                    tensor.copy_(torch.cat(parts, dim=0))
+        return batched
+
+    def unbatch(self) -> list[SkipNet]:
+        """The N runs as separate SkipNets (copies of the current parameters and buffers)."""
+        ref = next(self.parameters())
+        nets = []
+        for r in range(self.runs):
+            net = SkipNet(
+                self.in_channels,
+                self.out_channels,
+                channels=self.channels,
+                skip_channels=self.skip_channels,
+                scales=self.scales,
+                upsample_mode=self.upsample_mode,
+            )
+            net = net.to(device=ref.device, dtype=ref.dtype)
+            net.train(self.training)
+            state = net.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for name, tensor in self.state_dict().items():
+                    if tensor.dim() == 0:
+                        state[name].copy_(tensor)
+                    else:
+                        state[name].copy_(tensor.chunk(self.runs, dim=0)[r])
+            nets.append(net)
+        return nets

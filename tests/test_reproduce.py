@@ -1,0 +1,171 @@
+"""`deeprestore reproduce` API: tables, results, grids, resuming, missing images (tiny runs)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deeprestore.images import Image, read_image
+from deeprestore.reproduce import (
+    TABLES,
+    MissingImageError,
+    ReproduceError,
+    ReproduceEvent,
+    load_benchmarks,
+    reproduce_table,
+)
+from deeprestore.writers import write_image
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, demo_pair: tuple[np.ndarray, np.ndarray]) -> Path:
+    """A data directory like shared/data with two 32×32 images of the denoising table."""
+    clean, _ = demo_pair
+    data = tmp_path / "data"
+    write_image(data / "cbm3d9" / "house.png", Image(clean[:32, :32]))
+    write_image(data / "cbm3d9" / "peppers.png", Image(clean[32:, 32:]))
+    return data
+
+
+def run(data: Path, out: Path, events: list[ReproduceEvent], **kwargs):
+    options = dict(methods=["input", "nlm", "dip"], images=["house", "peppers"], quick=True,
+                   iterations=2, device=torch.device("cpu"), seed=0,
+                   command="deeprestore reproduce denoise --quick", progress=events.append)
+    options.update(kwargs)
+    return reproduce_table("denoise", data, out, **options)
+
+
+def kinds(events: list[ReproduceEvent], kind: str) -> list[tuple[str | None, str | None]]:
+    return [(e.image, e.method) for e in events if e.kind == kind]
+
+
+def test_benchmarks_hold_the_papers_numbers():
+    tables = load_benchmarks()
+    assert tuple(tables) == TABLES
+    denoise = tables["denoise"]
+    assert denoise.paper == {"cbm3d9": {"nlm": 29.13, "red": 29.30, "dip": 30.53,
+                                        "deepred": 31.06}}
+    assert len(denoise.images()) == 9
+    x4, x8 = tables["superres-x4"], tables["superres-x8"]
+    assert x4.paper["set5"] == {"dip": 29.95, "red": 30.23, "deepred": 30.72}
+    assert x4.paper["set14"] == {"dip": 27.16, "red": 27.36, "deepred": 27.63}
+    assert x8.paper["set5"] == {"dip": 25.84, "red": 25.56, "deepred": 26.04}
+    assert x8.paper["set14"] == {"dip": 24.10, "red": 23.89, "deepred": 24.28}
+    uniform, gauss = tables["deblur-uniform"], tables["deblur-gauss"]
+    assert uniform.paper["ncsr4"] == {"input": 20.94, "dip": 30.51, "red": 30.74,
+                                      "deepred": 31.22}
+    assert gauss.paper["ncsr4"] == {"input": 24.43, "dip": 31.62, "red": 32.35,
+                                    "deepred": 32.30}
+    # per-image numbers average to the paper's set averages
+    per_image = x4.per_image["set5"]["deepred"]
+    assert per_image["butterfly"] == 26.33
+    assert np.mean(list(per_image.values())) == pytest.approx(30.72, abs=0.01)
+    per_image = uniform.per_image["ncsr4"]["deepred"]
+    assert np.mean(list(per_image.values())) == pytest.approx(31.22, abs=0.01)
+    assert tables["inpaint"].paper == {"set5": {}}
+    for bench in tables.values():
+        assert bench.quick_preset.endswith("-quick")
+
+
+def test_reproduce_writes_results_grids_and_resumes(tmp_path: Path, data_dir: Path):
+    out = tmp_path / "out"
+    events: list[ReproduceEvent] = []
+    md = run(data_dir, out, events)
+    assert md == out / "denoise" / "results.md"
+    assert len(kinds(events, "done")) == 4 and not kinds(events, "skip")
+    assert any(e.kind == "iteration" and e.engine is not None for e in events)
+
+    with (out / "denoise" / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["image"], r["method"]) for r in rows] == [
+        ("house", "input"), ("house", "nlm"), ("house", "dip"),
+        ("peppers", "input"), ("peppers", "nlm"), ("peppers", "dip")]
+    assert all(r["status"] == "ok" and float(r["psnr"]) > 0 for r in rows)
+    assert {r["paper_psnr"] for r in rows} == {""}  # no per-image paper numbers for denoising
+    nlm = next(r for r in rows if r["method"] == "nlm")
+    assert float(nlm["psnr"]) > float(rows[0]["psnr"])  # NLM improves on the noisy input
+    assert rows[2]["iterations"] == "2" and rows[2]["device"] == "cpu"
+
+    text = md.read_text()
+    assert "NOT comparable to the paper" in text
+    assert "deeprestore reproduce denoise --quick" in text
+    assert "| NLM |" in text and "| 29.13 |" in text and "2/9" in text
+    assert f"torch {torch.__version__}" in text
+
+    image_dir = out / "denoise" / "house"
+    for name in ("clean.png", "input.png", "input.json", "input_nlm.json", "input_dip.png"):
+        assert (image_dir / name).exists(), name
+    assert read_image(image_dir / "input.png").pixels.shape == (32, 32, 3)
+    grid = read_image(image_dir / "grid.png")
+    assert grid.width > 4 * 32  # input, NLM, DIP and the reference side by side
+
+    # a rerun skips everything and rewrites nothing
+    manifests = sorted(out.glob("denoise/*/input_*.json"))
+    mtimes = [p.stat().st_mtime_ns for p in manifests]
+    events.clear()
+    run(data_dir, out, events)
+    assert len(kinds(events, "skip")) == 4 and not kinds(events, "start")
+    assert [p.stat().st_mtime_ns for p in manifests] == mtimes
+
+    # changed settings redo only what they change
+    events.clear()
+    run(data_dir, out, events, images=["house"], iterations=3)
+    assert kinds(events, "done") == [("house", "dip")]
+    assert kinds(events, "skip") == [("house", "nlm")]
+
+
+def test_interrupted_run_continues(tmp_path: Path, data_dir: Path):
+    out = tmp_path / "out"
+    events: list[ReproduceEvent] = []
+
+    def stop_after_first(event: ReproduceEvent) -> None:
+        events.append(event)
+        if event.kind == "done":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(data_dir, out, events, methods=["nlm"], progress=stop_after_first)
+    assert (out / "denoise" / "results.csv").exists()  # partial results are written
+    events.clear()
+    run(data_dir, out, events, methods=["nlm"])
+    assert kinds(events, "skip") == [("house", "nlm")]
+    assert kinds(events, "done") == [("peppers", "nlm")]
+
+
+def test_missing_image_is_named(tmp_path: Path, data_dir: Path):
+    (data_dir / "cbm3d9" / "peppers.png").unlink()
+    with pytest.raises(MissingImageError) as info:
+        run(data_dir, tmp_path / "out", [])
+    message = str(info.value)
+    assert "cbm3d9/peppers.png not found in" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_skip_missing_marks_rows(tmp_path: Path, data_dir: Path):
+    (data_dir / "cbm3d9" / "peppers.png").unlink()
+    events: list[ReproduceEvent] = []
+    md = run(data_dir, tmp_path / "out", events, methods=["nlm"], skip_missing=True)
+    assert [e.message for e in events if e.kind == "missing"] == [
+        f"cbm3d9/peppers.png not found in {data_dir}: skipped"]
+    with (md.parent / "results.csv").open() as handle:
+        status = {r["image"]: r["status"] for r in csv.DictReader(handle)}
+    assert status == {"house": "ok", "peppers": "missing"}
+    text = md.read_text()
+    assert "| cbm3d9/peppers.png | missing |" in text and "## Warnings" in text
+
+
+def test_bad_requests_are_one_line_errors(tmp_path: Path, data_dir: Path):
+    with pytest.raises(ReproduceError, match="unknown table 'denoising'"):
+        reproduce_table("denoising", data_dir, tmp_path)
+    with pytest.raises(ReproduceError, match="method 'bicubic' is not in table denoise"):
+        reproduce_table("denoise", data_dir, tmp_path, methods=["bicubic"])
+    with pytest.raises(ReproduceError, match="image 'zebra' is not in table denoise"):
+        reproduce_table("denoise", data_dir, tmp_path, images=["zebra"])
+    with pytest.raises(ReproduceError, match="image 'nothing' is in no table"):
+        reproduce_table("all", data_dir, tmp_path, images=["nothing"])
+    with pytest.raises(ReproduceError, match="data directory"):
+        reproduce_table("denoise", tmp_path / "absent", tmp_path)
