@@ -175,19 +175,27 @@ class BatchedSkipNet(nn.Module):
         first = nets[0]
         skip = first.body.skip
         head_conv = first.head[0][-1]
-        batched = cls(
-            len(nets),
-            first.in_channels,
-            first.out_channels,
-            channels=head_conv.in_channels,
-            skip_channels=skip[0][-1].out_channels if skip is not None else 0,
-            scales=int(math.log2(first.multiple)),
-            upsample_mode=first.body.upsample_mode,
-        )
+        states = [net.state_dict() for net in nets]
+        shapes = {name: t.shape for name, t in states[0].items()}
+        for net, state in zip(nets, states, strict=True):
+            if (
+                {name: t.shape for name, t in state.items()} != shapes
+                or net.body.upsample_mode != first.body.upsample_mode
+            ):
+                raise ValueError("from_nets needs SkipNets of one architecture")
+        with torch.random.fork_rng(devices=[]):  # the weights are overwritten: keep the RNG
+            batched = cls(
+                len(nets),
+                first.in_channels,
+                first.out_channels,
+                channels=head_conv.in_channels,
+                skip_channels=skip[0][-1].out_channels if skip is not None else 0,
+                scales=int(math.log2(first.multiple)),
+                upsample_mode=first.body.upsample_mode,
+            )
         ref = next(first.parameters())
         batched = batched.to(device=ref.device, dtype=ref.dtype)
         batched.train(first.training)
-        states = [net.state_dict() for net in nets]
         with torch.no_grad():
             for name, tensor in batched.state_dict(keep_vars=True).items():
                 parts = [state[name] for state in states]
@@ -202,14 +210,15 @@ class BatchedSkipNet(nn.Module):
         ref = next(self.parameters())
         nets = []
         for r in range(self.runs):
-            net = SkipNet(
-                self.in_channels,
-                self.out_channels,
-                channels=self.channels,
-                skip_channels=self.skip_channels,
-                scales=self.scales,
-                upsample_mode=self.upsample_mode,
-            )
+            with torch.random.fork_rng(devices=[]):
+                net = SkipNet(
+                    self.in_channels,
+                    self.out_channels,
+                    channels=self.channels,
+                    skip_channels=self.skip_channels,
+                    scales=self.scales,
+                    upsample_mode=self.upsample_mode,
+                )
             net = net.to(device=ref.device, dtype=ref.dtype)
             net.train(self.training)
             state = net.state_dict(keep_vars=True)

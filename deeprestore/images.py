@@ -77,8 +77,31 @@ def from_array(array: np.ndarray, where: str = "image") -> Image:
     return Image(np.ascontiguousarray(scaled), depth, alpha)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png16(path: Path) -> bool:
+    """True for a PNG with 16 bits per sample (Pillow would silently read it as 8-bit colour)."""
+    with open(path, "rb") as handle:
+        head = handle.read(26)
+    return len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[24] == 16
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    import png
+
+    width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+    planes = int(info["planes"])
+    array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+    return array.reshape(height, width, planes)
+
+
 def read_image(path: str | Path) -> Image:
-    """Read an image file (PNG, JPEG, TIFF, BMP, WebP) into an :class:`Image`."""
+    """Read an image file (PNG, JPEG, TIFF, BMP, WebP) into an :class:`Image`.
+
+    8- and 16-bit, grey, RGB and RGBA; EXIF orientation is applied. 16-bit PNGs are read with
+    pypng (Pillow reads 16-bit colour PNGs as 8-bit).
+    """
     import imageio.v3 as iio
 
     p = Path(path)
@@ -89,8 +112,8 @@ def read_image(path: str | Path) -> Image:
     if p.stat().st_size == 0:
         raise ImageError(f"{p}: the file is empty")
     try:
-        array = iio.imread(p)
-    except Exception as err:  # imageio raises many kinds for bad files
+        array = _read_png16(p) if _is_png16(p) else iio.imread(p, rotate=True)
+    except Exception as err:  # imageio, Pillow and pypng raise many kinds for bad files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ImageError(f"{p}: cannot read it as an image ({reason})") from None
     if array.ndim == 4:  # animated / multi-page: keep the first frame
@@ -119,12 +142,31 @@ def quantise(image: Image) -> np.ndarray:
     return out[:, :, 0] if out.shape[2] == 1 else out
 
 
+def _encode_png16(array: np.ndarray) -> bytes:
+    import io
+
+    import png
+
+    planes = 1 if array.ndim == 2 else array.shape[2]
+    height, width = array.shape[:2]
+    writer = png.Writer(width, height, greyscale=planes in (1, 2), alpha=planes in (2, 4),
+                        bitdepth=16, compression=6)
+    buffer = io.BytesIO()
+    writer.write(buffer, array.reshape(height, width * planes).astype(np.uint16))
+    return buffer.getvalue()
+
+
 def encode_image(image: Image, suffix: str) -> bytes:
-    """The file contents of ``image`` in the format of ``suffix`` (".png", ".jpg", ...)."""
+    """The file contents of ``image`` in the format of ``suffix`` (".png", ".jpg", ...).
+
+    16-bit images are written as 16-bit PNG (pypng) whatever the suffix asks for PNG.
+    """
     import imageio.v3 as iio
 
     array = quantise(image)
     fmt = suffix.lower()
+    if image.bit_depth == 16 and fmt == ".png":
+        return _encode_png16(array)
     if fmt in (".jpg", ".jpeg"):
         if image.bit_depth == 16:
             array = np.round(array / 257.0).astype(np.uint8)

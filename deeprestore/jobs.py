@@ -51,11 +51,8 @@ class Job:
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
         stem = f"{self.input.stem}_{self.method}"
-        suffix = self.input.suffix.lower() if self.input.suffix else ".png"
-        if suffix in (".jpg", ".jpeg", ".webp"):
-            suffix = ".png"  # restored pixels are not re-compressed lossily
-        return {
-            "image": self.output_dir / f"{stem}{suffix}",
+        return {  # always PNG: lossless, and it keeps 8/16-bit, grey/RGB and alpha
+            "image": self.output_dir / f"{stem}.png",
             "csv": self.output_dir / f"{stem}.csv",
             "json": self.output_dir / f"{stem}.json",
         }

@@ -59,15 +59,39 @@ def test_output_keeps_the_channels(run_cli, tiny_images, tmp_path, key, shape):
     assert result.code == 0, result.err
     (image,) = tmp_path.glob("*_deepred.png")
     assert iio.imread(image).shape == shape
+    assert (tmp_path / f"{image.stem}_compare.png").exists()
 
 
-def test_sixteen_bit_input_gives_sixteen_bit_output(run_cli, tmp_path):
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_sixteen_bit_input_gives_sixteen_bit_output(run_cli, tmp_path, channels):
+    from deeprestore.images import Image, quantise, read_image
+    from deeprestore.writers import write_image
+
     rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (12, 12, channels), dtype=np.uint16)
+    alpha = pixels[:, :, 3] / 65535.0 if channels == 4 else None
     src = tmp_path / "deep.png"
-    iio.imwrite(src, rng.integers(0, 65535, (12, 12), dtype=np.uint16))
+    write_image(src, Image(pixels[:, :, : min(channels, 3)] / 65535.0, 16, alpha))
+    assert np.array_equal(quantise(read_image(src)).reshape(pixels.shape), pixels)
     result = run_cli("denoise", src, "-o", tmp_path / "o", "-m", "nlm", "-q")
     assert result.code == 0, result.err
-    assert iio.imread(tmp_path / "o" / "deep_nlm.png").dtype == np.uint16
+    restored = read_image(tmp_path / "o" / "deep_nlm.png")
+    assert restored.bit_depth == 16 and restored.channels == min(channels, 3)
+    if channels == 4:  # alpha is carried through untouched
+        assert restored.alpha is not None
+        assert np.array_equal(np.round(restored.alpha * 65535), pixels[:, :, 3])
+
+
+def test_rgba_alpha_is_carried_through(run_cli, tmp_path):
+    rng = np.random.default_rng(1)
+    rgba = rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    src = tmp_path / "rgba.png"
+    iio.imwrite(src, rgba)
+    result = run_cli("denoise", src, "-o", tmp_path / "o", "-m", "nlm", "-q", "--no-compare")
+    assert result.code == 0, result.err
+    out = iio.imread(tmp_path / "o" / "rgba_nlm.png")
+    assert out.shape == (16, 16, 4) and np.array_equal(out[:, :, 3], rgba[:, :, 3])
+    assert not (tmp_path / "o" / "rgba_nlm_compare.png").exists()
 
 
 def test_same_seed_same_files_other_seed_differs(run_cli, tiny_images, tmp_path):
