@@ -178,10 +178,8 @@ class BatchedSkipNet(nn.Module):
         states = [net.state_dict() for net in nets]
         shapes = {name: t.shape for name, t in states[0].items()}
         for net, state in zip(nets, states, strict=True):
-            if (
-                {name: t.shape for name, t in state.items()} != shapes
-                or net.body.upsample_mode != first.body.upsample_mode
-            ):
+            same_shapes = {name: t.shape for name, t in state.items()} == shapes
+            if not same_shapes or net.body.upsample_mode != first.body.upsample_mode:
                 raise ValueError("from_nets needs SkipNets of one architecture")
         with torch.random.fork_rng(devices=[]):  # the weights are overwritten: keep the RNG
             batched = cls(
