@@ -178,9 +178,15 @@ def main() -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--precisions", default="float32")
     parser.add_argument("--no-pieces", action="store_true")
+    parser.add_argument("--no-core-sharing", action="store_true",
+                        help="async mode: keep all torch threads while a CPU denoiser runs")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.no_core_sharing:
+        from deeprestore.engine import NetworkAlgorithm
+
+        NetworkAlgorithm._share_cores = lambda self, in_flight: None  # type: ignore[method-assign]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     names = args.methods.split(",")

@@ -247,6 +247,7 @@ class NetworkAlgorithm(Algorithm):
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[torch.Tensor] | None = None
         self._pending_at = 0
+        self._threads = torch.get_num_threads()
         if self.use_denoiser and settings.denoiser_mode == "async":
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
 
@@ -295,11 +296,26 @@ class NetworkAlgorithm(Algorithm):
                 run.denoised = image.to(run.x.device)
             self._snapshot_at = self._pending_at
             self._pending = None
+            self._share_cores(False)
         if refresh and self._pending is None:
             assert self._worker is not None
             snapshot = torch.cat([run.x for run in self.runs]).clone()
+            self._share_cores(True)
             self._pending = self._worker.submit(self._denoise, snapshot)
             self._pending_at = self.iteration
+
+    def _share_cores(self, in_flight: bool) -> None:
+        """On the CPU, give one of torch's threads to a CPU denoiser while its call is in flight.
+
+        Both compete for the same cores; an oversubscribed OpenMP pool stalls badly (see
+        docs/performance.md), so the network runs on one thread fewer until the call returns.
+        """
+        if self.device.type != "cpu" or self.denoiser is None:
+            return
+        if in_flight and self._threads > 1:
+            torch.set_num_threads(self._threads - 1)
+        elif not in_flight:
+            torch.set_num_threads(self._threads)
 
     def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
@@ -345,6 +361,7 @@ class NetworkAlgorithm(Algorithm):
             self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None
             self._pending = None
+            self._share_cores(False)
 
     def _run_estimate(self, run: _Run) -> torch.Tensor:
         kind = self.settings.output
