@@ -28,8 +28,16 @@ from rich.progress import (
 
 from deeprestore import __version__
 from deeprestore.engine import Progress as EngineProgress
-from deeprestore.images import IMAGE_SUFFIXES, ImageError
-from deeprestore.jobs import Job, JobError, check_outputs, run_job
+from deeprestore.images import ImageError
+from deeprestore.inputs import (
+    InputError,
+    InputFile,
+    collect_inputs,
+    parse_max_pixels,
+    parse_shard,
+    select_shard,
+)
+from deeprestore.jobs import Job, JobError, check_outputs, record_failure, run_job
 from deeprestore.presets import (
     Preset,
     PresetError,
@@ -89,7 +97,8 @@ class UsageProblem(Exception):
 
 # ---------------------------------------------------------------- options shared by subcommands
 InputsArg = Annotated[
-    list[Path], typer.Argument(help="Degraded image file(s) or directories of images.",
+    list[Path], typer.Argument(help="Degraded image files, directories of images or glob "
+                               "patterns (quote them: 'photos/*.jpg').",
                                show_default=False)
 ]
 OutputOpt = Annotated[
@@ -151,6 +160,20 @@ CompileOpt = Annotated[
 ]
 
 
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Look for images in sub-folders of directory "
+                       "inputs too (outputs keep the sub-folder layout under -o).")
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", help="Process only slice I of N of the sorted input list, I/N with "
+                 "0 ≤ I < N (one per job-array task or GPU).", show_default=False),
+]
+MaxPixelsOpt = Annotated[
+    str, typer.Option("--max-pixels", help="Refuse larger images: WxH, a count, or 16M.")
+]
+
+
 def _resolve_device(name: str) -> Any:
     import torch
 
@@ -172,16 +195,14 @@ def _resolve_device(name: str) -> Any:
     return device
 
 
-def _expand_inputs(inputs: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UsageProblem(f"{item}: the directory has no images")
-            files.extend(found)
-        else:
-            files.append(item)
+def _expand_inputs(inputs: list[Path], recursive: bool = False,
+                   shard: str | None = None) -> list[InputFile]:
+    try:
+        files = collect_inputs(inputs, recursive=recursive)
+        if shard is not None:
+            files = select_shard(files, *parse_shard(shard))
+    except InputError as err:
+        raise UsageProblem(str(err)) from None
     return files
 
 
@@ -264,6 +285,9 @@ def run_restore(
     precision: str | None = None,
     compile_network: bool = False,
     compare: bool = True,
+    recursive: bool = False,
+    shard: str | None = None,
+    max_pixels: str = "4096x4096",
 ) -> int:
     """Restore every input with one method.
 
@@ -314,12 +338,17 @@ def run_restore(
         settings_for(default_preset(flags))
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")
-    files = _expand_inputs(inputs)
+    try:
+        pixel_limit = parse_max_pixels(max_pixels)
+    except InputError as err:
+        raise UsageProblem(str(err)) from None
+    files = _expand_inputs(inputs, recursive, shard)
     command = "deeprestore " + shlex.join(_ARGV)
 
     tty = sys.stdout.isatty()
     failures = usage_failures = 0
-    for path in files:
+    for entry in files:
+        path, out_dir = entry.path, output / entry.subdir
         try:
             sidecar = read_sidecar(path)
             if sidecar.get("task") not in (None, task):
@@ -328,9 +357,9 @@ def run_restore(
             preset, settings = settings_for(preset_name or default_preset(known))
             options = known.merged(preset.degradation, source_names=("preset",))
             job = Job(
-                input=path, output_dir=output, method=method, settings=settings, task=options,
+                input=path, output_dir=out_dir, method=method, settings=settings, task=options,
                 preset=preset.name, reference=reference, device=device, command=command,
-                overwrite=overwrite, compare=compare,
+                overwrite=overwrite, compare=compare, max_pixels=pixel_limit,
             )
             existing = check_outputs(job)
             if existing and not overwrite:
@@ -344,10 +373,13 @@ def run_restore(
         except TaskError as err:
             usage_failures += 1
             err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
+            record_failure(out_dir, path, method, f"{path}: {err}")
             continue
         except (ImageError, JobError, ValueError, FloatingPointError, OSError) as err:
             failures += 1
             err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+            if not isinstance(err, OSError):  # an unwritable folder or full disk: stderr only
+                record_failure(out_dir, path, method, str(err))
             continue
         if as_json:
             sys.stdout.write(json.dumps(manifest) + "\n")
@@ -411,6 +443,9 @@ def denoise(
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
     no_compare: NoCompareOpt = False,
+    recursive: RecursiveOpt = False,
+    shard: ShardOpt = None,
+    max_pixels: MaxPixelsOpt = "4096x4096",
     debug: DebugOpt = False,
 ) -> None:
     """Remove Gaussian noise (H = identity)."""
@@ -419,6 +454,7 @@ def denoise(
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
+        recursive=recursive, shard=shard, max_pixels=max_pixels,
     )
     raise typer.Exit(code)
 
@@ -493,6 +529,9 @@ def deblur(
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
     no_compare: NoCompareOpt = False,
+    recursive: RecursiveOpt = False,
+    shard: ShardOpt = None,
+    max_pixels: MaxPixelsOpt = "4096x4096",
     debug: DebugOpt = False,
 ) -> None:
     """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
@@ -501,6 +540,7 @@ def deblur(
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
+        recursive=recursive, shard=shard, max_pixels=max_pixels,
     )
     raise typer.Exit(code)
 
@@ -535,6 +575,9 @@ def superres(
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
     no_compare: NoCompareOpt = False,
+    recursive: RecursiveOpt = False,
+    shard: ShardOpt = None,
+    max_pixels: MaxPixelsOpt = "4096x4096",
     debug: DebugOpt = False,
 ) -> None:
     """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
@@ -544,6 +587,7 @@ def superres(
         reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
         quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
+        recursive=recursive, shard=shard, max_pixels=max_pixels,
     )
     raise typer.Exit(code)
 
@@ -573,6 +617,9 @@ def inpaint(
     precision: PrecisionOpt = None,
     compile_network: CompileOpt = False,
     no_compare: NoCompareOpt = False,
+    recursive: RecursiveOpt = False,
+    shard: ShardOpt = None,
+    max_pixels: MaxPixelsOpt = "4096x4096",
     debug: DebugOpt = False,
 ) -> None:
     """Fill in missing pixels (H = binary mask)."""
@@ -581,6 +628,7 @@ def inpaint(
         preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
+        recursive=recursive, shard=shard, max_pixels=max_pixels,
     )
     raise typer.Exit(code)
 
@@ -611,6 +659,8 @@ def degrade(
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    recursive: RecursiveOpt = False,
+    shard: ShardOpt = None,
 ) -> None:
     """Make degraded inputs exactly as the papers did, with a NAME.degrade.json sidecar."""
     from deeprestore.degrade import degrade_file
@@ -623,9 +673,10 @@ def degrade(
     if mask is not None and ":" not in mask and mask != "text" and not Path(mask).exists():
         raise UsageProblem(f"--mask: file not found: {mask}")
     failures = usage_failures = 0
-    for path in _expand_inputs(inputs):
+    for entry in _expand_inputs(inputs, recursive, shard):
+        path, out_dir = entry.path, output / entry.subdir
         try:
-            params = degrade_file(path, output, task, sigma=sigma, kernel=kernel, factor=factor,
+            params = degrade_file(path, out_dir, task, sigma=sigma, kernel=kernel, factor=factor,
                                   mask=mask, seed=seed, overwrite=overwrite)
         except FileExistsError as err:
             if not quiet:
@@ -642,7 +693,7 @@ def degrade(
         if as_json:
             print(json.dumps(params), flush=True)
         elif not quiet:
-            print(f"{path}: {task} -> {output / params['image']}", flush=True)
+            print(f"{path}: {task} -> {out_dir / params['image']}", flush=True)
     raise typer.Exit(2 if usage_failures else (1 if failures else 0))
 
 
@@ -737,6 +788,45 @@ def plot(
         print(plot_runs(csvs, output))
     except (PlotUnavailable, PlotError) as err:
         raise UsageProblem(str(err)) from None
+
+
+@app.command()
+def summary(
+    folder: Annotated[Path, typer.Argument(help="Output folder of a batch (searched at any "
+                                           "depth for manifests).", show_default=False)],
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Where to write the CSV. "
+                                                  "[default: FOLDER/summary.csv]",
+                                                  show_default=False)] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Merge a finished batch's manifests into one CSV and a table (exit 1 if any failed)."""
+    from rich.table import Table
+
+    from deeprestore.summary import write_summary
+
+    if not folder.is_dir():
+        raise UsageProblem(f"{folder}: not a directory")
+    rows, target = write_summary(folder, csv_path)
+    if not rows:
+        raise UsageProblem(f"{folder}: no deeprestore manifests found")
+    if not quiet:
+        table = Table(title=f"{folder}: {len(rows)} runs")
+        for column in ("input", "method", "status", "PSNR dB", "seconds"):
+            table.add_column(column, justify="right" if column in ("PSNR dB", "seconds") else
+                             "left")
+        for row in rows:
+            table.add_row(
+                row["input"], row["method"],
+                "[red]failed[/red]" if row["status"] == "failed" else "done",
+                "" if row["psnr"] is None else f"{row['psnr']:.2f}",
+                "" if row["seconds"] is None else f"{row['seconds']:.1f}",
+            )
+        Console().print(table)
+        for row in rows:
+            if row["status"] == "failed":
+                err_console.print(f"failed: {row['error']}", soft_wrap=True, markup=False)
+    print(f"summary: {target}")
+    raise typer.Exit(1 if any(row["status"] == "failed" for row in rows) else 0)
 
 
 @app.command("presets")

@@ -115,6 +115,8 @@ def read_image(path: str | Path) -> Image:
         array = _read_png16(p) if _is_png16(p) else iio.imread(p, rotate=True)
     except Exception as err:  # imageio, Pillow and pypng raise many kinds for bad files
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Could not find a backend" in reason:
+            reason = "not a PNG, JPEG, TIFF, BMP or WebP file"
         raise ImageError(f"{p}: cannot read it as an image ({reason})") from None
     if array.ndim == 4:  # animated / multi-page: keep the first frame
         array = array[0]

@@ -6,10 +6,14 @@ Outputs for ``photo.png`` restored with ``deepred`` into ``OUT/``:
 - ``OUT/photo_deepred.png``: the restored image (same channels and bit depth as the input);
 - ``OUT/photo_deepred.csv``: the log (see :data:`deeprestore.writers.CSV_COLUMNS`);
 - ``OUT/photo_deepred.json``: the manifest (inputs, every effective parameter, versions, PSNR).
+
+An image that fails leaves none of those, only ``OUT/photo_deepred.failed.json`` (input, method,
+error), which ``deeprestore summary`` reports and a later successful run removes.
 """
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -21,11 +25,12 @@ import torch
 
 from deeprestore import __version__
 from deeprestore.engine import ProgressCallback, restore
-from deeprestore.images import Image, read_image, to_array
+from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
+from deeprestore.inputs import DEFAULT_MAX_PIXELS
 from deeprestore.metrics import ssim
 from deeprestore.settings import Settings
 from deeprestore.tasks import TaskOptions, build_problem
-from deeprestore.writers import write_csv, write_image, write_json
+from deeprestore.writers import atomic_write_bytes, write_csv, write_image, write_json
 
 
 class JobError(ValueError):
@@ -47,6 +52,7 @@ class Job:
     overwrite: bool = False
     command: str = ""
     compare: bool = True
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -60,6 +66,31 @@ class Job:
     def compare_path(self) -> Path:
         """The side-by-side picture ``NAME_METHOD_compare.png`` (input | restored | reference)."""
         return self.output_dir / f"{self.input.stem}_{self.method}_compare.png"
+
+    def failure_path(self) -> Path:
+        """The record left by a failed run, ``NAME_METHOD.failed.json``."""
+        return failure_path(self.output_dir, self.input, self.method)
+
+
+def failure_path(output_dir: Path, source: Path, method: str) -> Path:
+    """Where the failure record of restoring ``source`` with ``method`` goes."""
+    return output_dir / f"{source.stem}_{method}.failed.json"
+
+
+def record_failure(output_dir: Path, source: Path, method: str, message: str) -> Path | None:
+    """Leave ``NAME_METHOD.failed.json`` (input, method, error) for ``deeprestore summary``.
+
+    Best effort: returns None when it cannot be written (unwritable folder, full disk); the
+    error line on stderr is the record then.
+    """
+    path = failure_path(output_dir, source, method)
+    record = {"input": str(source), "method": method, "status": "failed", "error": message,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    try:
+        atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+    except OSError:
+        return None
+    return path
 
 
 def check_outputs(job: Job) -> list[Path]:
@@ -75,6 +106,15 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
     """Restore ``job.input``; write image, CSV and manifest; return the manifest."""
     started = datetime.now(timezone.utc)
     observed = read_image(job.input)
+    pixels_in = observed.height * observed.width
+    if min(observed.height, observed.width) < MIN_SIDE:
+        raise ImageError(f"{job.input}: {observed.width}×{observed.height} is too small (each side "
+                         f"needs at least {MIN_SIDE} pixels)")
+    if job.max_pixels is not None and pixels_in > job.max_pixels:
+        raise ImageError(
+            f"{job.input}: {observed.width}×{observed.height} is larger than the limit of "
+            f"{job.max_pixels} pixels (raise it with --max-pixels, e.g. --max-pixels 8192x8192)"
+        )
     reference = read_image(job.reference) if job.reference is not None else None
     task_problem = build_problem(job.task, observed, reference)
     tic = time.perf_counter()
@@ -128,12 +168,22 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
             "python": platform.python_version(),
         },
     }
-    write_image(outputs["image"], restored)
-    write_csv(outputs["csv"], result.log)
-    if job.compare:
-        _write_compare(job, observed, restored, reference, psnr, psnr_input)
-        manifest["compare"] = str(job.compare_path())
-    write_json(outputs["json"], manifest)
+    written: list[Path] = []
+    try:  # all or nothing: a failure part-way (full disk, Ctrl-C) removes what this run wrote
+        write_image(outputs["image"], restored)
+        written.append(outputs["image"])
+        write_csv(outputs["csv"], result.log)
+        written.append(outputs["csv"])
+        if job.compare:
+            manifest["compare"] = str(job.compare_path())
+            _write_compare(job, observed, restored, reference, psnr, psnr_input)
+            written.append(job.compare_path())
+        write_json(outputs["json"], manifest)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    job.failure_path().unlink(missing_ok=True)
     return manifest
 
 

@@ -1,0 +1,83 @@
+"""What does a second run cost? N runs one after the other vs one grouped-convolution network.
+
+    python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--device cpu]
+
+Times a full DIP step (forward, MSE loss, backward, Adam) for: one SkipNet; N SkipNets stepped
+one after the other (what the engine does now: runs in lock-step); and one
+:class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions. Prints
+seconds per step and each one relative to the single run, measured in the same process.
+Issue 5's target is N = 2 batched at ≤ 1.6× one run (64×64, this CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from deeprestore.batched import BatchedSkipNet
+from deeprestore.networks import SkipNet
+
+
+def _step_of(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.01)
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss = ((net(z) - y) ** 2).mean()
+        loss.backward()
+        optimiser.step()
+
+    return step
+
+
+def _seconds_per_step(steps: list[Callable[[], None]], count: int, device: torch.device) -> float:
+    """Median over 3 repeats of the time of ``count`` rounds (each round calls every step once)."""
+    for _ in range(3):
+        for step in steps:
+            step()
+    times = []
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(count):
+            for step in steps:
+                step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / count)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    n, size = args.runs, args.size
+    nets = [SkipNet().to(device) for _ in range(n)]
+    y = torch.rand(1, 3, size, size, device=device)
+    zs = [torch.rand(1, 32, size, size, device=device) for _ in range(n)]
+    one = _seconds_per_step([_step_of(nets[0], zs[0], y)], args.steps, device)
+    sequential = _seconds_per_step([_step_of(net, z, y) for net, z in zip(nets, zs, strict=True)],
+                                   args.steps, device)
+    batched_net = BatchedSkipNet.from_nets(nets).to(device)
+    batched = _seconds_per_step(
+        [_step_of(batched_net, torch.cat(zs), y.expand(n, -1, -1, -1))], args.steps, device)
+    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{size}×{size}, {n} runs, median of 3 × {args.steps} steps")
+    print(f"{'one run':24s} {one:.4f} s/step  1.00×")
+    print(f"{f'{n} runs one by one':24s} {sequential:.4f} s/step  {sequential / one:.2f}×")
+    print(f"{f'{n} runs grouped convs':24s} {batched:.4f} s/step  {batched / one:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

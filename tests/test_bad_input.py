@@ -1,0 +1,282 @@
+"""Every kind of bad input ends in one stderr line naming the problem, the right exit code
+(2: usage, 1: a failed image), no traceback, and no restored output on disk.
+
+An image that fails leaves only its ``NAME_METHOD.failed.json`` record (for ``summary``);
+usage errors are found before any work and leave nothing at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deeprestore.images import Image
+from deeprestore.writers import write_image
+
+FAST = ("-m", "nlm", "--no-compare", "-q")
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    """A 24×24 RGB PNG."""
+    path = tmp_path / "good.png"
+    write_image(path, Image(np.random.default_rng(0).random((24, 24, 3))))
+    return path
+
+
+def _outputs(folder: Path) -> list[str]:
+    """Restored files under ``folder`` (failure records excluded)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.rglob("*") if p.is_file()
+                  and not p.name.endswith(".failed.json"))
+
+
+def _check(result, code: int, needle: str, out: Path) -> None:
+    lines = result.err.strip().splitlines()
+    assert result.code == code, result.err
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("deeprestore: error:"), lines[0]
+    assert needle.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in result.err
+    assert _outputs(out) == []
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------ failed images: exit 1
+def test_missing_file(run_cli, tmp_path):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", tmp_path / "nope.png", "-o", out, *FAST), 1, "no such file", out)
+
+
+def test_empty_file(run_cli, tmp_path):
+    out = tmp_path / "out"
+    bad = _write_bytes(tmp_path / "empty.png", b"")
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "empty", out)
+
+
+def test_truncated_file(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    bad = _write_bytes(tmp_path / "cut.png", good.read_bytes()[:70])
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "cut.png: cannot read", out)
+    record = json.loads((out / "cut_nlm.failed.json").read_text())
+    assert record["status"] == "failed" and "cut.png" in record["error"]
+
+
+def test_not_an_image(run_cli, tmp_path):
+    out = tmp_path / "out"
+    bad = _write_bytes(tmp_path / "notes.png", b"these are my notes, not pixels\n" * 10)
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "cannot read it as an image", out)
+
+
+def test_image_of_size_zero(run_cli, tmp_path):
+    import imageio.v3 as iio
+
+    bad = tmp_path / "zero.tif"
+    iio.imwrite(bad, np.zeros((0, 5), dtype=np.uint8))
+    out = tmp_path / "out"
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "zero.tif", out)
+
+
+def test_image_smaller_than_8_pixels(run_cli, tmp_path):
+    out = tmp_path / "out"
+    small = tmp_path / "small.png"
+    write_image(small, Image(np.zeros((5, 30, 3))))
+    _check(run_cli("denoise", small, "-o", out, *FAST), 1, "small.png", out)
+
+
+def test_image_larger_than_max_pixels(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "-o", out, "--max-pixels", "20x20", *FAST), 1,
+           "--max-pixels", out)
+    result = run_cli("denoise", good, "-o", out, "--max-pixels", "24x24", *FAST)
+    assert result.code == 0 and (out / "good_nlm.png").exists()
+
+
+def test_output_equal_to_input_is_refused(run_cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "in_nlm.png"  # where restoring in.png with nlm into out/ writes
+    write_image(target, Image(np.random.default_rng(1).random((24, 24, 3))))
+    before = target.read_bytes()
+    link = tmp_path / "in.png"
+    link.symlink_to(target)  # the input *is* that output file
+    result = run_cli("denoise", link, "-o", out, "--overwrite", *FAST)
+    lines = result.err.strip().splitlines()
+    assert result.code == 1 and len(lines) == 1 and "overwrite the input" in lines[0]
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".failed.json")) == [
+        "in_nlm.png"]
+
+
+def test_full_disk_leaves_nothing(run_cli, tmp_path, good, monkeypatch):
+    import deeprestore.writers as writers
+
+    calls = {"n": 0}
+    real = writers.os.fsync
+
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the image was written, the CSV hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(writers.os, "fsync", fsync)
+    out = tmp_path / "out"
+    result = run_cli("denoise", good, "-o", out, *FAST)
+    assert result.code == 1 and "No space left" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert _outputs(out) == [] and not list(out.glob(".*.part"))
+
+
+def test_unwritable_output_directory(run_cli, tmp_path, good):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the output folder should be")
+    result = run_cli("denoise", good, "-o", blocker / "out", *FAST)
+    lines = result.err.strip().splitlines()
+    assert result.code == 1 and len(lines) == 1 and "file" in lines[0], result.err
+    assert blocker.read_text().startswith("a file")
+
+
+# ------------------------------------------------------------------ usage errors: exit 2
+def test_directory_with_no_images(run_cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("hi")
+    out = tmp_path / "out"
+    _check(run_cli("denoise", empty, "-o", out, *FAST), 2, "has no images", out)
+
+
+def test_glob_that_matches_nothing(run_cli, tmp_path):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", str(tmp_path / "*.png"), "-o", out, *FAST), 2,
+           "matches no images", out)
+
+
+def test_mask_of_the_wrong_size(run_cli, tmp_path, good):
+    mask = tmp_path / "mask.png"
+    write_image(mask, Image(np.ones((10, 10, 1))))
+    out = tmp_path / "out"
+    _check(run_cli("inpaint", good, "--mask", mask, "-o", out, *FAST[:1], "dip", "--iters",
+                   "1", "-q", "--no-compare"), 2, "mask", out)
+
+
+def test_kernel_larger_than_the_image(run_cli, tmp_path, good):
+    kernel = tmp_path / "big.npy"
+    np.save(kernel, np.ones((40, 40)))
+    out = tmp_path / "out"
+    _check(run_cli("deblur", good, "--kernel", kernel, "-o", out, "-m", "wiener", "-q",
+                   "--no-compare"), 2, "kernel", out)
+
+
+def test_preset_that_does_not_parse(run_cli, tmp_path, good):
+    preset = tmp_path / "broken.toml"
+    preset.write_text("name = 'broken'\ntask = denoise\n[[[")
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--preset", preset, "-o", out, *FAST), 2, "broken.toml", out)
+
+
+def _preset_with(tmp_path: Path, line: str) -> Path:
+    from deeprestore.presets import available_presets
+
+    text = available_presets()["denoise"].read_text().replace("[methods.deepred]",
+                                                      f"[methods.deepred]\n{line}")
+    path = tmp_path / "edited.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_preset_key(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    preset = _preset_with(tmp_path, "lamda = 0.3")
+    _check(run_cli("denoise", good, "--preset", preset, "-o", out, "-q"), 2, "lamda", out)
+
+
+def test_ill_typed_preset_key(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    preset = _preset_with(tmp_path, "iterations = 'many'")
+    _check(run_cli("denoise", good, "--preset", preset, "-o", out, "-q"), 2, "iterations", out)
+
+
+@pytest.mark.parametrize("args", [("--set", "lamda=1"), ("--set", "iterations=1.5"),
+                                  ("--set", "novalue")])
+def test_bad_set_override(run_cli, tmp_path, good, args):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "-o", out, *args, "-q"), 2, args[1].split("=")[0], out)
+
+
+@pytest.mark.parametrize("sigma", ["-5", "nan", "inf"])
+def test_negative_or_nan_sigma(run_cli, tmp_path, good, sigma):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--sigma", sigma, "-o", out, *FAST), 2, "--sigma", out)
+
+
+def test_unknown_method(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "-m", "magic", "-o", out, "-q"), 2, "magic", out)
+
+
+def test_unknown_denoiser(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--denoiser", "wavelets", "-o", out, "-q"), 2, "wavelets",
+           out)
+
+
+def test_unknown_device(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--device", "tpu", "-o", out, *FAST), 2, "tpu", out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--device", "cuda", "-o", out, *FAST), 2, "cuda", out)
+
+
+def test_missing_reference(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--reference", tmp_path / "ref.png", "-o", out, *FAST), 2,
+           "ref.png", out)
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "-1/3"])
+def test_bad_shard(run_cli, tmp_path, good, shard):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--shard", shard, "-o", out, *FAST), 2, "--shard", out)
+
+
+def test_bad_max_pixels(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--max-pixels", "lots", "-o", out, *FAST), 2,
+           "--max-pixels", out)
+
+
+def test_zero_iterations(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("denoise", good, "--iters", "0", "-o", out, "-q"), 2, "--iters", out)
+
+
+def test_degrade_bad_task_and_missing_mask(run_cli, tmp_path, good):
+    out = tmp_path / "out"
+    _check(run_cli("degrade", good, "--task", "colourise", "-o", out), 2, "colourise", out)
+    _check(run_cli("degrade", good, "--task", "inpaint", "--mask", tmp_path / "m.png", "-o",
+                   out), 2, "m.png", out)
+
+
+def test_nan_is_not_a_valid_pixel(run_cli, tmp_path):
+    bad = tmp_path / "nan.tif"
+    import imageio.v3 as iio
+
+    iio.imwrite(bad, np.full((16, 16), math.nan, dtype=np.float32))
+    out = tmp_path / "out"
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "nan", out)
