@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +95,14 @@ except ImportError:  # pragma: no cover - depends on the Typer version installed
 
 class UsageProblem(Exception):
     """A usage error found after parsing: exit code 2, one line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a job scheduler stopping us): unwind like Ctrl-C, exit 143."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 # ---------------------------------------------------------------- options shared by subcommands
@@ -869,13 +879,18 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one line per error, exit codes 0/1/2, 130 on Ctrl-C."""
+    """Console-script entry point: one line per error, exit codes 0/1/2, 130 on Ctrl-C, 143 on
+    SIGTERM (outputs of the image in progress are not written; finished images are kept)."""
     args = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = args
     debug = "--debug" in args
     command = typer.main.get_command(app)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = command.main(args=args, prog_name="deeprestore", standalone_mode=False)
+        if code == 130:  # newer Click turns Ctrl-C into a return value of 130 by itself
+            err_console.print("deeprestore: interrupted", soft_wrap=True)
     except _EXIT_ERRORS as stop:
         code = getattr(stop, "exit_code", 0)
     except _ClickException as err:
@@ -892,6 +907,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("deeprestore: interrupted", soft_wrap=True)
         code = 130
+    except Terminated:
+        err_console.print("deeprestore: terminated", soft_wrap=True)
+        code = 143
     except (UsageProblem, PresetError, SettingsError, ImageError, TaskError, JobError) as err:
         if debug:
             raise

@@ -114,3 +114,31 @@ def test_shard_option_splits_a_batch(run_cli, tmp_path):
                                              ("100", 100), ("20×10", 200)])
 def test_max_pixels_forms(text, value):
     assert parse_max_pixels(text) == value
+
+
+@pytest.mark.parametrize(("signal_name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_mid_run_exits_cleanly_and_keeps_finished_images(tmp_path, signal_name, code):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _batch(tmp_path / "in", good=2, corrupt=0)
+    out = tmp_path / "out"
+    # good0 is done before; good1 then runs a long DIP that the signal interrupts
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "deeprestore", "denoise", "-o", str(out), "-m", "dip",
+               "--no-compare", "-q"]
+    first = subprocess.run([*command, str(tmp_path / "in" / "good0.png"), "--iters", "1"],
+                           check=False, env=env)
+    assert first.returncode == 0
+    process = subprocess.Popen([*command, str(tmp_path / "in"), "--iters", "100000"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(8)
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert err.strip().splitlines()[-1] in ("deeprestore: interrupted", "deeprestore: terminated")
+    assert sorted(p.name for p in out.iterdir()) == ["good0_dip.csv", "good0_dip.json",
+                                                     "good0_dip.png"]
