@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from deeprestore import __version__
+from deeprestore.control import Interrupted
 from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import ImageError
 from deeprestore.inputs import (
@@ -179,6 +180,15 @@ ShardOpt = Annotated[
     typer.Option("--shard", help="Process only slice I of N of the sorted input list, I/N with "
                  "0 ≤ I < N (one per job-array task or GPU).", show_default=False),
 ]
+CheckpointEveryOpt = Annotated[
+    int | None,
+    typer.Option("--checkpoint-every", min=1, help="Also save NAME_METHOD.ckpt every N "
+                 "iterations (preemptible jobs). Ctrl-C / SIGTERM always save one.",
+                 show_default=False),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue each image from its NAME_METHOD.ckpt, if any.")
+]
 MaxPixelsOpt = Annotated[
     str, typer.Option("--max-pixels", help="Refuse larger images: WxH, a count, or 16M.")
 ]
@@ -298,6 +308,8 @@ def run_restore(
     recursive: bool = False,
     shard: str | None = None,
     max_pixels: str = "4096x4096",
+    checkpoint_every: int | None = None,
+    resume: bool = False,
 ) -> int:
     """Restore every input with one method.
 
@@ -370,6 +382,7 @@ def run_restore(
                 input=path, output_dir=out_dir, method=method, settings=settings, task=options,
                 preset=preset.name, reference=reference, device=device, command=command,
                 overwrite=overwrite, compare=compare, max_pixels=pixel_limit,
+                checkpoint_every=checkpoint_every, resume=resume,
             )
             existing = check_outputs(job)
             if existing and not overwrite:
@@ -456,6 +469,8 @@ def denoise(
     recursive: RecursiveOpt = False,
     shard: ShardOpt = None,
     max_pixels: MaxPixelsOpt = "4096x4096",
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove Gaussian noise (H = identity)."""
@@ -465,6 +480,7 @@ def denoise(
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
         recursive=recursive, shard=shard, max_pixels=max_pixels,
+        checkpoint_every=checkpoint_every, resume=resume,
     )
     raise typer.Exit(code)
 
@@ -542,6 +558,8 @@ def deblur(
     recursive: RecursiveOpt = False,
     shard: ShardOpt = None,
     max_pixels: MaxPixelsOpt = "4096x4096",
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
@@ -551,6 +569,7 @@ def deblur(
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
         recursive=recursive, shard=shard, max_pixels=max_pixels,
+        checkpoint_every=checkpoint_every, resume=resume,
     )
     raise typer.Exit(code)
 
@@ -588,6 +607,8 @@ def superres(
     recursive: RecursiveOpt = False,
     shard: ShardOpt = None,
     max_pixels: MaxPixelsOpt = "4096x4096",
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
@@ -598,6 +619,7 @@ def superres(
         quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
         recursive=recursive, shard=shard, max_pixels=max_pixels,
+        checkpoint_every=checkpoint_every, resume=resume,
     )
     raise typer.Exit(code)
 
@@ -630,6 +652,8 @@ def inpaint(
     recursive: RecursiveOpt = False,
     shard: ShardOpt = None,
     max_pixels: MaxPixelsOpt = "4096x4096",
+    checkpoint_every: CheckpointEveryOpt = None,
+    resume: ResumeOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Fill in missing pixels (H = binary mask)."""
@@ -639,6 +663,7 @@ def inpaint(
         device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
         precision=precision, compile_network=compile_network, compare=not no_compare,
         recursive=recursive, shard=shard, max_pixels=max_pixels,
+        checkpoint_every=checkpoint_every, resume=resume,
     )
     raise typer.Exit(code)
 
@@ -910,6 +935,12 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated:
         err_console.print("deeprestore: terminated", soft_wrap=True)
         code = 143
+    except Interrupted as stop:
+        word = "terminated" if stop.signum == signal.SIGTERM else "interrupted"
+        where = (f"; checkpoint saved to {stop.checkpoint} (rerun with --resume to continue)"
+                 if stop.checkpoint is not None else "")
+        err_console.print(f"deeprestore: {word}{where}", soft_wrap=True, markup=False)
+        code = 128 + stop.signum
     except (UsageProblem, PresetError, SettingsError, ImageError, TaskError, JobError) as err:
         if debug:
             raise

@@ -23,6 +23,7 @@ number of pixels of x (paper's sums, rescaled; Adam is insensitive to the scale)
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 import torch
 
+from deeprestore.control import Interrupted, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
 from deeprestore.networks import SkipNet, make_input
 from deeprestore.settings import NETWORK_METHODS, Settings
@@ -107,6 +109,7 @@ class Result:
     seconds: float
     denoiser_calls: int = 0
     denoiser: str | None = None
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -135,6 +138,21 @@ class Algorithm:
 
     def close(self) -> None:
         """Release background resources (nothing by default)."""
+
+    #: whether :meth:`state_dict` / :meth:`load_state_dict` work (checkpoints and rollback)
+    stateful = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from the current iteration (copies)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        raise NotImplementedError
+
+    def scale_learning_rate(self, factor: float) -> float:
+        """Multiply the learning rate by ``factor``; return the new rate."""
+        raise NotImplementedError
 
 
 def total_variation(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -216,6 +234,31 @@ class _Run:
         self.denoised = self.x.clone()
         self.ema: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
+
+    _TENSORS = ("x", "u", "denoised", "ema", "out")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of Θ, Adam's state, the perturbation generator, x, u, f(x), EMA, last T."""
+        state: dict[str, Any] = {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "noise_generator": self.noise_generator.get_state(),
+        }
+        for name in self._TENSORS:
+            value = getattr(self, name)
+            state[name] = None if value is None else value.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.noise_generator.set_state(state["noise_generator"].cpu()
+                                       if self.noise_generator.device.type == "cpu"
+                                       else state["noise_generator"])
+        device = self.x.device
+        for name in self._TENSORS:
+            value = state[name]
+            setattr(self, name, None if value is None else value.to(device).clone())
 
 
 class NetworkAlgorithm(Algorithm):
@@ -363,6 +406,37 @@ class NetworkAlgorithm(Algorithm):
             self._pending = None
             self._share_cores(False)
 
+    stateful = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The runs' states, the iteration, and the denoiser bookkeeping. In ``async`` mode a
+        call in flight is not part of it (a resumed run starts a fresh one)."""
+        return {"iteration": self.iteration, "denoiser_calls": self.denoiser_calls,
+                "snapshot_at": self._snapshot_at,
+                "runs": [run.state_dict() for run in self.runs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["runs"]) != len(self.runs):
+            raise ValueError(f"the saved state has {len(state['runs'])} runs, not "
+                             f"{len(self.runs)}")
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+            self._share_cores(False)
+        self.iteration = int(state["iteration"])
+        self.denoiser_calls = int(state["denoiser_calls"])
+        self._snapshot_at = state["snapshot_at"]
+        for run, saved in zip(self.runs, state["runs"], strict=True):
+            run.load_state_dict(saved)
+
+    def scale_learning_rate(self, factor: float) -> float:
+        rate = 0.0
+        for run in self.runs:
+            for group in run.optimizer.param_groups:
+                group["lr"] *= factor
+                rate = group["lr"]
+        return rate
+
     def _run_estimate(self, run: _Run) -> torch.Tensor:
         kind = self.settings.output
         if kind == "ema" or (not self.admm and kind in ("x", "x-u")):
@@ -501,7 +575,14 @@ def make_algorithm(
 
 
 class Runner:
-    """Drives an :class:`Algorithm` to the end, logging every ``log_every`` iterations."""
+    """Drives an :class:`Algorithm` to the end, logging every ``log_every`` iterations.
+
+    With a :class:`~deeprestore.control.RunControl`: continues from a saved state, saves states
+    (every ``checkpoint_every`` iterations, and when SIGINT/SIGTERM arrives — then it raises
+    :class:`~deeprestore.control.Interrupted` between two iterations), and when the loss or x
+    turns NaN/Inf rolls back to the last logged good state with the learning rate halved, at
+    most ``max_rollbacks`` times (stateful algorithms only; otherwise the run fails at once).
+    """
 
     def __init__(
         self,
@@ -509,12 +590,16 @@ class Runner:
         problem: Problem,
         log_every: int,
         callback: ProgressCallback | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self.algorithm = algorithm
         self.problem = problem
         self.log_every = log_every
         self.callback = callback
+        self.control = control if control is not None else RunControl()
         self.log: list[LogRow] = []
+        self.rollbacks: list[dict[str, Any]] = []
+        self._offset = 0.0  # seconds already spent before a resume
 
     def _measure(self) -> torch.Tensor | None:
         if self.problem.reference is None or self.problem.psnr is None:
@@ -524,13 +609,30 @@ class Runner:
     def run(self) -> Result:
         """Iterate until done; return the result with the log."""
         try:
-            return self._iterate()
+            with SignalFlag() as flag:
+                return self._iterate(flag)
         finally:
             self.algorithm.close()
 
-    def _iterate(self) -> Result:
-        algorithm = self.algorithm
-        start = time.perf_counter()
+    def state(self, seconds: float) -> dict[str, Any]:
+        """The runner's checkpoint: the algorithm's state, the log so far, the elapsed time."""
+        return {"algorithm": self.algorithm.state_dict(),
+                "log": [vars(row).copy() for row in self.log],
+                "rollbacks": list(self.rollbacks), "seconds": seconds}
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.log = [LogRow(**row) for row in state["log"]]
+        self.rollbacks = list(state.get("rollbacks", []))
+        self._offset = float(state["seconds"])
+
+    def _iterate(self, flag: SignalFlag) -> Result:
+        algorithm, control = self.algorithm, self.control
+        stateful = algorithm.stateful
+        if control.resume is not None:
+            self._resume(control.resume)
+        start = time.perf_counter() - self._offset
+        good = (algorithm.state_dict(), len(self.log)) if stateful else None
         while not algorithm.done():
             loss, gap = algorithm.update()
             it = algorithm.iteration
@@ -543,13 +645,30 @@ class Runner:
                 psnr_value = numbers.pop(0) if psnr is not None else None
                 gap_value = numbers.pop(0) if gap is not None else None
                 seconds = time.perf_counter() - start
+                if not all(math.isfinite(v) for v in (loss_value, gap_value or 0.0)):
+                    if good is None or len(self.rollbacks) >= control.max_rollbacks:
+                        tried = f" after {len(self.rollbacks)} rollbacks" if self.rollbacks else ""
+                        raise FloatingPointError(
+                            f"the loss became {loss_value} at iteration {it}{tried}")
+                    algorithm.load_state_dict(good[0])
+                    del self.log[good[1]:]
+                    rate = algorithm.scale_learning_rate(0.5)
+                    self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
+                    continue
                 row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
                              algorithm.denoiser_age())
                 self.log.append(row)
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"the loss became {loss_value} at iteration {it}")
+                if stateful and control.max_rollbacks > 0:
+                    good = (algorithm.state_dict(), len(self.log))
                 if self.callback is not None:
                     self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
+            if stateful and control.checkpoint is not None:
+                every = control.checkpoint_every
+                if flag.signum is not None or (every and it % every == 0
+                                               and not algorithm.done()):
+                    control.checkpoint(self.state(time.perf_counter() - start))
+            if flag.signum is not None:
+                raise Interrupted(flag.signum)
         image = algorithm.estimate().detach().float().clamp(0.0, 1.0).cpu()
         return Result(
             image=image,
@@ -558,6 +677,7 @@ class Runner:
             seconds=time.perf_counter() - start,
             denoiser_calls=algorithm.denoiser_calls,
             denoiser=algorithm.denoiser_name,
+            rollbacks=self.rollbacks,
         )
 
 
@@ -569,19 +689,21 @@ def restore(
     callback: ProgressCallback | None = None,
     denoiser: Denoiser | None = None,
     baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
+    control: RunControl | None = None,
 ) -> Result:
     """Run ``settings.method`` on ``problem`` and return the restored image and its log.
 
     ``problem``'s tensors are moved to ``device``; ``callback`` receives a :class:`Progress`
     every ``settings.log_every`` iterations; ``denoiser`` overrides ``settings.denoiser``;
-    ``baselines`` maps extra one-shot method names to functions of the problem.
+    ``baselines`` maps extra one-shot method names to functions of the problem; ``control``:
+    checkpoints, resume and NaN rollback (:class:`~deeprestore.control.RunControl`).
     """
     settings.validate()
     device = torch.device(device)
     configure_backends(device, settings.precision)
     problem = _to_device(problem, device)
     algorithm = make_algorithm(problem, settings, device, denoiser, baselines)
-    return Runner(algorithm, problem, settings.log_every, callback).run()
+    return Runner(algorithm, problem, settings.log_every, callback, control).run()
 
 
 def configure_backends(device: torch.device, precision: str) -> None:

@@ -13,6 +13,7 @@ error), which ``deeprestore summary`` reports and a later successful run removes
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from deeprestore import __version__
+from deeprestore.control import Interrupted, RunControl
 from deeprestore.engine import ProgressCallback, restore
 from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
 from deeprestore.inputs import DEFAULT_MAX_PIXELS
@@ -53,6 +55,8 @@ class Job:
     command: str = ""
     compare: bool = True
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    checkpoint_every: int | None = None
+    resume: bool = False
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -66,6 +70,10 @@ class Job:
     def compare_path(self) -> Path:
         """The side-by-side picture ``NAME_METHOD_compare.png`` (input | restored | reference)."""
         return self.output_dir / f"{self.input.stem}_{self.method}_compare.png"
+
+    def checkpoint_path(self) -> Path:
+        """Where an interrupted run's state goes, ``NAME_METHOD.ckpt`` (removed when done)."""
+        return self.output_dir / f"{self.input.stem}_{self.method}.ckpt"
 
     def failure_path(self) -> Path:
         """The record left by a failed run, ``NAME_METHOD.failed.json``."""
@@ -102,8 +110,46 @@ def check_outputs(job: Job) -> list[Path]:
     return [p for p in job.outputs().values() if p.exists()]
 
 
+CHECKPOINT_FORMAT = 1
+
+
+def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in ("iterations", "log_every")}
+
+
+def save_checkpoint(job: Job, state: dict[str, Any]) -> None:
+    """Write the runner's ``state`` for ``job`` to :meth:`Job.checkpoint_path`, atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "input": str(job.input), "method": job.method,
+                "settings": job.settings.to_dict(), "runner": state}, buffer)
+    atomic_write_bytes(job.checkpoint_path(), buffer.getvalue())
+
+
+def load_checkpoint(job: Job) -> dict[str, Any]:
+    """The runner state saved for ``job``; :class:`JobError` if it is unreadable or was made
+    with other settings (only ``iterations`` and ``log_every`` may change)."""
+    path = job.checkpoint_path()
+    try:
+        saved = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise JobError(f"{path}: cannot read the checkpoint ({type(err).__name__}); delete it "
+                       "to start over") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise JobError(f"{path}: not a deeprestore checkpoint")
+    mine, theirs = _comparable(job.settings.to_dict()), _comparable(saved.get("settings", {}))
+    if mine != theirs:
+        keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise JobError(f"{path}: made with other settings ({', '.join(keys)}); delete it or "
+                       "run without --resume")
+    return saved["runner"]
+
+
 def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any]:
-    """Restore ``job.input``; write image, CSV and manifest; return the manifest."""
+    """Restore ``job.input``; write image, CSV and manifest; return the manifest.
+
+    Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
+    :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
+    """
     started = datetime.now(timezone.utc)
     observed = read_image(job.input)
     pixels_in = observed.height * observed.width
@@ -117,14 +163,23 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
         )
     reference = read_image(job.reference) if job.reference is not None else None
     task_problem = build_problem(job.task, observed, reference)
+    checkpoint = job.checkpoint_path()
+    resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
+    control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
+                         checkpoint_every=job.checkpoint_every, resume=resume)
     tic = time.perf_counter()
-    result = restore(
-        task_problem.problem,
-        job.settings,
-        device=job.device,
-        callback=callback,
-        baselines=task_problem.baselines,
-    )
+    try:
+        result = restore(
+            task_problem.problem,
+            job.settings,
+            device=job.device,
+            callback=callback,
+            baselines=task_problem.baselines,
+            control=control,
+        )
+    except Interrupted as stop:
+        stop.checkpoint = checkpoint if checkpoint.exists() else None
+        raise
     wall = time.perf_counter() - tic
 
     pixels = to_array(result.image)
@@ -153,6 +208,8 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
         "device": str(job.device),
         "iterations": result.iterations,
         "seconds": round(wall, 3),
+        "resumed_from": None if resume is None else resume["algorithm"]["iteration"],
+        "rollbacks": result.rollbacks,
         "psnr_protocol": task_problem.protocol,
         "reference": str(job.reference) if job.reference is not None else None,
         "psnr": psnr,
@@ -184,6 +241,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
             path.unlink(missing_ok=True)
         raise
     job.failure_path().unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     return manifest
 
 
