@@ -658,7 +658,8 @@ class Runner:
                 row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
                              algorithm.denoiser_age())
                 self.log.append(row)
-                if stateful and control.max_rollbacks > 0:
+                if (stateful and control.max_rollbacks > 0 and good is not None
+                        and it - good[0]["iteration"] >= control.snapshot_every):
                     good = (algorithm.state_dict(), len(self.log))
                 if self.callback is not None:
                     self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))

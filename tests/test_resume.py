@@ -63,7 +63,7 @@ def test_a_nan_rolls_back_with_half_the_learning_rate(monkeypatch):
         return loss, gap
 
     monkeypatch.setattr(NetworkAlgorithm, "update", update)
-    result = restore(_problem(), _settings(lr=0.01))
+    result = restore(_problem(), _settings(lr=0.01), control=RunControl(snapshot_every=5))
     assert result.rollbacks == [{"at": 15, "back_to": 10, "lr": pytest.approx(0.005)}]
     assert [r.iteration for r in result.log] == [5, 10, 15, 20, 25, 30]
     assert torch.isfinite(result.image).all()
@@ -78,7 +78,7 @@ def test_a_run_that_keeps_diverging_fails_after_three_rollbacks(monkeypatch):
 
     monkeypatch.setattr(NetworkAlgorithm, "update", update)
     with pytest.raises(FloatingPointError, match="after 3 rollbacks"):
-        restore(_problem(), _settings())
+        restore(_problem(), _settings())  # rolls back to the start (snapshot_every = 100)
 
 
 def _rows(path: Path) -> list[list[str]]:
