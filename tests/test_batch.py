@@ -139,6 +139,7 @@ def test_a_signal_mid_run_exits_cleanly_and_keeps_finished_images(tmp_path, sign
     process.send_signal(getattr(signal, signal_name))
     _, err = process.communicate(timeout=60)
     assert process.returncode == code, err
-    assert err.strip().splitlines()[-1] in ("deeprestore: interrupted", "deeprestore: terminated")
+    word = "interrupted" if signal_name == "SIGINT" else "terminated"
+    assert err.strip().splitlines()[-1].startswith(f"deeprestore: {word}; checkpoint saved to")
     assert sorted(p.name for p in out.iterdir()) == ["good0_dip.csv", "good0_dip.json",
-                                                     "good0_dip.png"]
+                                                     "good0_dip.png", "good1_dip.ckpt"]

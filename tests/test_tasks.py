@@ -160,7 +160,7 @@ def test_inpaint_mask_from_sidecar_and_wrong_size_mask(run_cli, clean_file, tmp_
     assert bad.code == 2
     assert "8x10" in bad.err and "32x32" in bad.err
     assert len(bad.err.strip().splitlines()) == 1
-    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+    assert [p.name for p in (tmp_path / "bad").iterdir()] == ["clean_biharmonic.failed.json"]
 
 
 @pytest.mark.parametrize(
