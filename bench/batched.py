@@ -3,16 +3,21 @@
     python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--device cpu]
 
 Times a full DIP step (forward, MSE loss, backward, Adam) for: one SkipNet; N SkipNets stepped
-one after the other (what the engine does now: runs in lock-step); and one
-:class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions. Prints
-seconds per step and each one relative to the single run, measured in the same process.
-Issue 5's target is N = 2 batched at ≤ 1.6× one run (64×64, this CPU).
+one after the other (what the engine does now: runs in lock-step); one
+:class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions; and, on
+the CPU, one run on one torch thread (what each of N runs side by side on N cores could do at
+best), N runs on N Python threads and N runs in N processes, one torch thread each. Prints
+seconds per step and each one relative to the single run (all threads), measured in the same
+invocation. Issue 5's target is N = 2 batched at ≤ 1.6× one run
+(64×64, this CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,6 +58,32 @@ def _seconds_per_step(steps: list[Callable[[], None]], count: int, device: torch
     return statistics.median(times)
 
 
+def _process_run(seed: int, size: int, steps: int, barrier: object) -> float:
+    """One run in its own process on one torch thread: seconds per step after warm-up."""
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    step = _step_of(SkipNet(), torch.rand(1, 32, size, size), torch.rand(1, 3, size, size))
+    for _ in range(3):
+        step()
+    barrier.wait()  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def _processes(n: int, size: int, steps: int) -> float:
+    """N runs in N spawned processes at once: the slowest one's seconds per step (median of 3)."""
+    context = multiprocessing.get_context("spawn")
+    times = []
+    for _ in range(3):
+        barrier = context.Manager().Barrier(n)
+        with context.Pool(n) as pool:
+            times.append(max(pool.starmap(_process_run,
+                                          [(r, size, steps, barrier) for r in range(n)])))
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
@@ -77,6 +108,29 @@ def main() -> None:
     print(f"{'one run':24s} {one:.4f} s/step  1.00×")
     print(f"{f'{n} runs one by one':24s} {sequential:.4f} s/step  {sequential / one:.2f}×")
     print(f"{f'{n} runs grouped convs':24s} {batched:.4f} s/step  {batched / one:.2f}×")
+    if device.type != "cpu":
+        return
+    threads = torch.get_num_threads()
+    steps = [_step_of(net, z, y) for net, z in zip(nets, zs, strict=True)]
+
+    def side_by_side() -> None:
+        workers = [threading.Thread(target=step) for step in steps[1:]]
+        for worker in workers:
+            worker.start()
+        steps[0]()
+        for worker in workers:
+            worker.join()
+
+    torch.set_num_threads(1)
+    try:
+        one_thread = _seconds_per_step(steps[:1], args.steps, device)
+        parallel = _seconds_per_step([side_by_side], args.steps, device)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"{'one run, 1 thread':24s} {one_thread:.4f} s/step  {one_thread / one:.2f}×")
+    print(f"{f'{n} runs on {n} threads':24s} {parallel:.4f} s/step  {parallel / one:.2f}×")
+    processes = _processes(n, size, args.steps)
+    print(f"{f'{n} runs in {n} processes':24s} {processes:.4f} s/step  {processes / one:.2f}×")
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def main() -> None:
     if args.no_core_sharing:
         from deeprestore.engine import NetworkAlgorithm
 
-        NetworkAlgorithm._share_cores = lambda self, in_flight: None  # type: ignore[method-assign]
+        NetworkAlgorithm.share_cores = False
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     names = args.methods.split(",")

@@ -2,4 +2,5 @@
 
 from deeprestore.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (several runs on a CPU) import this module too
+    main()

@@ -355,9 +355,13 @@ def run_restore(
         return preset, settings.validate()
 
     if preset_name is not None:
-        settings_for(preset_name)  # a bad preset is a usage error before any work
+        _, first = settings_for(preset_name)  # a bad preset is a usage error before any work
     else:
-        settings_for(default_preset(flags))
+        _, first = settings_for(default_preset(flags))
+    if first.precision == "bf16" and device.type == "cpu" and not quiet:
+        err_console.print("warning: --precision bf16 on a CPU is very slow (37x slower than "
+                          "float32 measured here: docs/performance.md); float32 is the default",
+                          soft_wrap=True, markup=False)
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")
     try:

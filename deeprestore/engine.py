@@ -319,14 +319,22 @@ class NetworkAlgorithm(Algorithm):
         run.optimizer.step()
         return out.detach(), loss.detach()
 
-    def _denoise(self, x: torch.Tensor) -> torch.Tensor:
+    #: On the CPU, split the cores between the network and a background denoiser call (async
+    #: mode): torch keeps n − 1 threads, the denoiser gets one. ``bench/speed.py
+    #: --no-core-sharing`` turns it off to measure what it is worth.
+    share_cores = True
+
+    def _sharing(self) -> bool:
+        return self.share_cores and self.device.type == "cpu" and self._threads > 1
+
+    def _denoise(self, x: torch.Tensor, threads: int | None) -> torch.Tensor:
         assert self.denoiser is not None
         self.denoiser_calls += 1
-        return self.denoiser(x, self.sigma_f)
+        return self.denoiser(x, self.sigma_f, threads=threads)
 
     def _denoise_runs(self) -> None:
-        """Sync mode: f of every run's current x, in one batched call."""
-        denoised = self._denoise(torch.cat([run.x for run in self.runs]))
+        """Sync mode: f of every run's current x, in one batched call on all of torch's threads."""
+        denoised = self._denoise(torch.cat([run.x for run in self.runs]), self._threads)
         for run, image in zip(self.runs, denoised.split(1), strict=True):
             run.denoised = image
         self._snapshot_at = self.iteration
@@ -344,28 +352,27 @@ class NetworkAlgorithm(Algorithm):
             assert self._worker is not None
             snapshot = torch.cat([run.x for run in self.runs]).clone()
             self._share_cores(True)
-            self._pending = self._worker.submit(self._denoise, snapshot)
+            threads = (self._threads - torch.get_num_threads()) if self._sharing() else None
+            self._pending = self._worker.submit(self._denoise, snapshot, threads)
             self._pending_at = self.iteration
 
     def _share_cores(self, in_flight: bool) -> None:
         """On the CPU, give one of torch's threads to a CPU denoiser while its call is in flight.
 
-        Both compete for the same cores; an oversubscribed OpenMP pool stalls badly (see
-        docs/performance.md), so the network runs on one thread fewer until the call returns.
+        Both compete for the same cores; oversubscribed cores stall badly (see
+        docs/performance.md), so the network runs on one thread fewer until the call returns and
+        a ``threaded`` denoiser (bm3d) runs on the thread it was given.
         """
-        if self.device.type != "cpu" or self.denoiser is None:
+        if not self._sharing() or self.denoiser is None:
             return
-        if in_flight and self._threads > 1:
-            torch.set_num_threads(self._threads - 1)
-        elif not in_flight:
-            torch.set_num_threads(self._threads)
+        torch.set_num_threads(self._threads - 1 if in_flight else self._threads)
 
     def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
         lam, mu = s.lam, s.mu
         for step in range(s.inner_steps):
             if step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync":
-                run.denoised = self._denoise(run.x)  # J > 1: f of the newest x
+                run.denoised = self._denoise(run.x, self._threads)  # J > 1: f of the newest x
             if s.x_update == "fixed-point":
                 run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
             else:

@@ -14,7 +14,6 @@ error), which ``deeprestore summary`` reports and a later successful run removes
 from __future__ import annotations
 
 import io
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -95,7 +94,7 @@ def record_failure(output_dir: Path, source: Path, method: str, message: str) ->
     record = {"input": str(source), "method": method, "status": "failed", "error": message,
               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+        write_json(path, record)
     except OSError:
         return None
     return path

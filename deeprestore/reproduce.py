@@ -59,6 +59,9 @@ TABLES = ("denoise", "superres-x4", "superres-x8", "deblur-uniform", "deblur-gau
 ALL = "all"
 #: The row of the degraded input itself (noisy / blurred / masked), measured without restoring.
 INPUT_ROW = "input"
+#: How the denoisers are named in labels (``{denoiser}`` in benchmarks.toml).
+DENOISER_LABELS = {"nlm": "NLM", "bm3d": "BM3D", "nlm-torch": "NLM, torch",
+                   "bm3d-torch": "BM3D, torch"}
 CSV_FIELDS = ("image", "method", "psnr", "ssim", "seconds", "iterations", "device", "set",
               "status", "paper_psnr")
 _PROTOCOL_TEXT = {
@@ -119,9 +122,14 @@ class Benchmark:
         files = [(s, f) for s, names in self.sets.items() for f in names]
         return [ImageEntry(s, f, i) for i, (s, f) in enumerate(files)]
 
-    def label(self, method: str) -> str:
-        """How ``method`` is named in results.md and the grids."""
-        return self.labels.get(method, method)
+    def label(self, method: str, denoiser: str | None = None) -> str:
+        """How ``method`` is named in results.md and the grids.
+
+        ``denoiser``: the denoiser the method ran with (``nlm``, ``bm3d-torch``, ...), which
+        fills a ``{denoiser}`` in the label; unknown (None) leaves ``denoiser`` there.
+        """
+        name = DENOISER_LABELS.get(denoiser, denoiser) if denoiser else "denoiser"
+        return self.labels.get(method, method).replace("{denoiser}", name)
 
     def paper_value(self, set_name: str, method: str, image: str | None = None) -> float | None:
         """The paper's PSNR (dB): the set average, or one image's when ``image`` is given."""
@@ -433,7 +441,8 @@ def _run_table(
     steps = len(present) * len(jobs_methods)
     report(ReproduceEvent("table", bench.name, steps=steps, message=bench.title))
     meta = {"quick": quick, "preset": preset.name, "device": device, "seed": seed,
-            "command": command, "warnings": warnings}
+            "command": command, "warnings": warnings,
+            "denoisers": {m: s.denoiser for m, s in settings.items()}}
     step = 0
     try:
         for entry in present:
@@ -497,7 +506,8 @@ def _write_grid(bench: Benchmark, image_dir: Path, methods: list[str]) -> Path |
             continue
         psnr = manifest.get("psnr")
         value = "" if psnr is None else f"\n{psnr:.2f} dB"
-        panels.append((f"{bench.label(method)}{value}", read_image(output).pixels))
+        denoiser = manifest.get("parameters", {}).get("denoiser")
+        panels.append((f"{bench.label(method, denoiser)}{value}", read_image(output).pixels))
     panels.append(("reference", clean))
     return compare_image(panels, image_dir / "grid.png")
 
@@ -572,6 +582,10 @@ def _device_text(device: torch.device) -> str:
 def _markdown(bench: Benchmark, rows: list[dict[str, Any]], methods: list[str],
               entries: list[ImageEntry], meta: dict[str, Any]) -> str:
     preset = meta["preset"]
+
+    def label(method: str) -> str:
+        return bench.label(method, meta.get("denoisers", {}).get(method))
+
     lines = [f"# {bench.name}: {bench.title}", ""]
     if meta["quick"]:
         side = bench.crop
@@ -623,7 +637,7 @@ def _markdown(bench: Benchmark, rows: list[dict[str, Any]], methods: list[str],
                 partial = True
             iters = sorted({r["iterations"] for r in done if r["iterations"] is not None})
             lines.append(
-                f"| {bench.label(method)} | {_number(psnr)} | {_number(paper)} "
+                f"| {label(method)} | {_number(psnr)} | {_number(paper)} "
                 f"| {difference} | {_number(_mean(done, 'ssim'), 3)} "
                 f"| {_number(_mean(done, 'seconds'), 1)} "
                 f"| {', '.join(map(str, iters)) or '–'} | {len(done)}/{total} |")
@@ -632,7 +646,7 @@ def _markdown(bench: Benchmark, rows: list[dict[str, Any]], methods: list[str],
                       "average."]
         lines.append("")
     lines += ["## Per image: PSNR (dB)", "",
-              "| image | " + " | ".join(bench.label(m) for m in methods) + " |",
+              "| image | " + " | ".join(label(m) for m in methods) + " |",
               "|---|" + "---|" * len(methods)]
     for entry in entries:
         cells = []

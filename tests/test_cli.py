@@ -172,3 +172,12 @@ def test_console_script_help_and_exit_code(tiny_images, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "deeprestore", "denoise", str(tiny_images["noisy"]),
                           "--method", "magic"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_bf16_on_a_cpu_warns_once_and_float32_does_not(run_cli, tiny_images, tmp_path):
+    args = ("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1")
+    slow = run_cli(*args, "-o", tmp_path / "a", "--precision", "bf16")
+    assert slow.code == 0, slow.err
+    assert slow.err.count("warning: --precision bf16 on a CPU") == 1
+    plain = run_cli(*args, "-o", tmp_path / "b")
+    assert plain.code == 0 and "bf16" not in plain.err

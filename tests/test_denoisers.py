@@ -60,3 +60,32 @@ def test_choose_denoiser():
     with pytest.raises(ValueError, match="unknown denoiser"):
         choose_denoiser("wavelet", "nlm", cpu)
     assert set(DENOISERS) == {"nlm", "bm3d", "nlm-torch", "bm3d-torch"}
+
+
+def test_bm3d_thread_count_reaches_the_package_and_one_thread_is_reproducible(pair, monkeypatch):
+    import bm3d
+
+    seen = []
+    real = bm3d.bm3d_rgb
+
+    def spy(z, sigma_psd, profile="np", **kw):
+        seen.append(profile.num_threads)
+        return real(z, sigma_psd, profile=profile, **kw)
+
+    _, noisy = pair
+    monkeypatch.setattr(bm3d, "bm3d_rgb", spy)
+    one = get_denoiser("bm3d")(noisy, 25.0, threads=1)
+    again = get_denoiser("bm3d")(noisy, 25.0, threads=1)
+    default = get_denoiser("bm3d")(noisy, 25.0)
+    assert seen == [1, 1, 0]  # 0: the package's automatic choice
+    assert torch.equal(one, again)
+    assert torch.allclose(one, default, atol=1e-5)  # more threads: last bits may differ
+
+
+def test_denoiser_threads_are_validated_and_ignored_by_single_threaded_ones(pair):
+    _, noisy = pair
+    nlm = get_denoiser("nlm")
+    assert not nlm.threaded and get_denoiser("bm3d").threaded
+    assert torch.equal(nlm(noisy, 25.0, threads=2), nlm(noisy, 25.0))
+    with pytest.raises(ValueError, match="threads"):
+        nlm(noisy, 25.0, threads=0)

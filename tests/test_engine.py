@@ -126,3 +126,26 @@ def test_progress_callback_is_called_per_log_row():
     events = []
     restore(_problem(), _fast(method="dip", iterations=6, log_every=3), callback=events.append)
     assert [(e.iteration, e.total) for e in events] == [(3, 6), (6, 6)]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_threaded_cpu_denoiser_gets_all_cores_in_sync_and_the_spare_one_in_async(mode):
+    seen: list[int | None] = []
+
+    def spy(x: torch.Tensor, sigma: float, threads: int | None = None) -> torch.Tensor:
+        seen.append(threads)
+        return x
+
+    threaded = Denoiser("spy", spy, "cpu", "records thread counts", threaded=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        restore(_problem(), _fast(method="deepred", denoiser_mode=mode, denoise_every=2),
+                denoiser=threaded)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert seen
+    # sync: the call owns both threads; async: torch keeps one, the worker's call gets the other
+    assert seen == [2 if mode == "sync" else 1] * len(seen)
+    assert after == 2  # restored when the run ends

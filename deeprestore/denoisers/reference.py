@@ -52,26 +52,31 @@ def nlm_skimage(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return _from_numpy(out, x)
 
 
-def bm3d_package(x: torch.Tensor, sigma: float) -> torch.Tensor:
+def bm3d_package(x: torch.Tensor, sigma: float, *, threads: int | None = None) -> torch.Tensor:
     """BM3D from the `bm3d` package: CBM3D (``bm3d_rgb``) for 3 channels, BM3D per channel else.
 
     x: (N, C, H, W) in [0, 1]; sigma: noise std on the 0–255 scale (passed as ``sigma/255``, the
-    image's own scale). The `bm3d` package is free for non-commercial use only.
+    image's own scale). threads: CPU threads of the package's own parallel loop (None: its
+    automatic choice, all cores; 1: single-threaded, bit-reproducible — the package notes that
+    more threads may change the last bits of the aggregation). The `bm3d` package is free for
+    non-commercial use only.
     """
     import bm3d
 
     if sigma == 0:
         return x.clone()
     s = sigma / 255.0
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = 0 if threads is None else int(threads)
     images = _to_numpy(x)
     out = np.empty_like(images)
     for n in range(images.shape[0]):
         if images.shape[1] == 3:
             rgb = np.moveaxis(images[n], 0, -1)
-            out[n] = np.moveaxis(np.asarray(bm3d.bm3d_rgb(rgb, sigma_psd=s)), -1, 0)
+            denoised = bm3d.bm3d_rgb(rgb, sigma_psd=s, profile=profile)
+            out[n] = np.moveaxis(np.asarray(denoised), -1, 0)
         else:
             for c in range(images.shape[1]):
-                out[n, c] = np.asarray(bm3d.bm3d(images[n, c], sigma_psd=s)).reshape(
-                    images.shape[2:]
-                )
+                denoised = bm3d.bm3d(images[n, c], sigma_psd=s, profile=profile)
+                out[n, c] = np.asarray(denoised).reshape(images.shape[2:])
     return _from_numpy(out, x)
