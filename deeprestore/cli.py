@@ -98,12 +98,12 @@ class UsageProblem(Exception):
     """A usage error found after parsing: exit code 2, one line."""
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived (a job scheduler stopping us): unwind like Ctrl-C, exit 143."""
-
-
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+    """SIGTERM outside a run (a job scheduler stopping us): unwind like Ctrl-C, exit 143.
+
+    Inside a run the engine's own handler stops between two iterations and saves a checkpoint.
+    """
+    raise Interrupted(signum)
 
 
 # ---------------------------------------------------------------- options shared by subcommands
@@ -936,9 +936,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("deeprestore: interrupted", soft_wrap=True)
         code = 130
-    except Terminated:
-        err_console.print("deeprestore: terminated", soft_wrap=True)
-        code = 143
     except Interrupted as stop:
         word = "terminated" if stop.signum == signal.SIGTERM else "interrupted"
         where = (f"; checkpoint saved to {stop.checkpoint} (rerun with --resume to continue)"

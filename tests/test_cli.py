@@ -181,3 +181,19 @@ def test_bf16_on_a_cpu_warns_once_and_float32_does_not(run_cli, tiny_images, tmp
     assert slow.err.count("warning: --precision bf16 on a CPU") == 1
     plain = run_cli(*args, "-o", tmp_path / "b")
     assert plain.code == 0 and "bf16" not in plain.err
+
+
+def test_sigterm_outside_a_run_exits_143_with_one_line(run_cli, tiny_images, tmp_path,
+                                                       monkeypatch):
+    import signal
+
+    import deeprestore.cli as cli
+
+    def stopped_while_loading(*args, **kwargs):
+        cli._raise_terminated(signal.SIGTERM, None)  # what the SIGTERM handler does
+
+    monkeypatch.setattr(cli, "run_restore", stopped_while_loading)
+    result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path / "out")
+    assert result.code == 143
+    assert result.err.strip() == "deeprestore: terminated"
+    assert not (tmp_path / "out").exists()
