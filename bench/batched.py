@@ -77,8 +77,8 @@ def _processes(n: int, size: int, steps: int) -> float:
     context = multiprocessing.get_context("spawn")
     times = []
     for _ in range(3):
-        barrier = context.Manager().Barrier(n)
-        with context.Pool(n) as pool:
+        with context.Manager() as manager, context.Pool(n) as pool:
+            barrier = manager.Barrier(n)
             times.append(max(pool.starmap(_process_run,
                                           [(r, size, steps, barrier) for r in range(n)])))
     return statistics.median(times)
