@@ -3,10 +3,11 @@
     python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--device cpu]
 
 Times a full DIP step (forward, MSE loss, backward, Adam) for: one SkipNet; N SkipNets stepped
-one after the other (what the engine does now: runs in lock-step); one
+one after the other (what the engine does on one thread or a GPU); one
 :class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions; and, on
 the CPU, one run on one torch thread (what each of N runs side by side on N cores could do at
-best), N runs on N Python threads and N runs in N processes, one torch thread each. Prints
+best), N runs on N Python threads (what the engine does on a CPU with N threads) and N runs in
+N processes, one torch thread each. Prints
 seconds per step and each one relative to the single run (all threads), measured in the same
 invocation. Issue 5's target is N = 2 batched at ≤ 1.6× one run
 (64×64, this CPU).

@@ -15,7 +15,8 @@ It also times the pieces alone: one network step (forward + backward + Adam), on
 per denoiser, and the x/u updates.
 
 Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
-``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``), and ``deepred-nlm-torch`` /
+``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
+by side), ``dip-runs2-lockstep`` (the same, one run after the other), and ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers).
 """
 
@@ -39,6 +40,7 @@ from rich.table import Table
 
 from deeprestore.denoisers import get_denoiser
 from deeprestore.engine import (
+    NetworkAlgorithm,
     Problem,
     Progress,
     dual_update,
@@ -49,6 +51,8 @@ from deeprestore.metrics import psnr_rgb
 from deeprestore.networks import SkipNet
 from deeprestore.operators import Identity
 from deeprestore.settings import Settings
+
+LOCK_STEP = "lock-step runs"  # not a setting: turns NetworkAlgorithm.parallel_runs off
 
 METHODS: dict[str, dict[str, Any]] = {
     "dip": {"method": "dip"},
@@ -63,8 +67,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "deepred-bm3d-torch": {"method": "deepred", "denoiser": "bm3d-torch", "sigma_f": 5.0},
     "red": {"method": "red", "denoiser": "nlm", "sigma_f": 15.0, "lam": 2.0},
     "dip-runs2": {"method": "dip", "runs": 2},
+    "dip-runs2-lockstep": {"method": "dip", "runs": 2, LOCK_STEP: True},
 }
-DEFAULT_METHODS = "dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2"
+DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2,"
+                   "dip-runs2-lockstep")
 
 
 def make_problem(size: int, sigma: float = 25.0, seed: int = 0) -> Problem:
@@ -113,6 +119,8 @@ def _peak_mib(device: torch.device) -> float:
 def time_method(problem: Problem, overrides: dict[str, Any], device: torch.device, iters: int,
                 warmup: int, precision: str) -> tuple[float, float, float]:
     """(seconds per iteration after warm-up, peak MiB, final PSNR) of one engine run."""
+    overrides = dict(overrides)
+    NetworkAlgorithm.parallel_runs = not overrides.pop(LOCK_STEP, False)
     settings = Settings(iterations=warmup + iters, log_every=warmup, precision=precision,
                         **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
     stamps: dict[int, float] = {}
@@ -184,8 +192,6 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.no_core_sharing:
-        from deeprestore.engine import NetworkAlgorithm
-
         NetworkAlgorithm.share_cores = False
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -27,7 +27,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -261,8 +261,24 @@ class _Run:
             setattr(self, name, None if value is None else value.to(device).clone())
 
 
+def _own_thread_count(threads: int) -> None:
+    """Give the calling thread its own torch (OpenMP) thread count.
+
+    torch sets a thread's count lazily at its first parallel op, from the process default;
+    asking for the count first does that now, so that the count set next stays. Setting it
+    also changes the default for threads created later (the caller puts that back).
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+
 class NetworkAlgorithm(Algorithm):
-    """DIP, DIP-TV and DeepRED: Algorithm 1 with ``runs`` independent runs in lock-step."""
+    """DIP, DIP-TV and DeepRED: Algorithm 1 with ``runs`` independent runs in lock-step.
+
+    Every iteration steps each run once. On a CPU with several torch threads the runs' network
+    steps go side by side on worker threads (see :attr:`parallel_runs`); otherwise one after
+    the other.
+    """
 
     def __init__(
         self,
@@ -293,6 +309,51 @@ class NetworkAlgorithm(Algorithm):
         self._threads = torch.get_num_threads()
         if self.use_denoiser and settings.denoiser_mode == "async":
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
+        self._run_workers: list[ThreadPoolExecutor] = []
+        self._run_groups: list[list[_Run]] = []
+        if self._side_by_side():
+            self._start_run_workers()
+
+    #: On a CPU, step the runs of ``runs = N`` side by side: ``min(N, threads)`` worker threads,
+    #: each with its share of torch's threads, each stepping its runs' networks (one torch thread
+    #: gains little on a small image: two 64×64 runs cost 1.81× one run side by side, 2.02× one
+    #: after the other; docs/performance.md). ``bench/speed.py``'s ``dip-runs2-lockstep`` row
+    #: turns it off to measure what it is worth. Not with torch.compile or an async denoiser
+    #: (which takes a core of its own).
+    parallel_runs = True
+
+    def _side_by_side(self) -> bool:
+        s = self.settings
+        return (self.parallel_runs and self.device.type == "cpu" and len(self.runs) > 1
+                and self._threads > 1 and not s.compile and self._worker is None)
+
+    def _start_run_workers(self) -> None:
+        """One single-thread executor per group of runs, its torch thread count set once."""
+        count = min(len(self.runs), self._threads)
+        self._run_groups = [self.runs[w::count] for w in range(count)]
+        shares = [self._threads // count + (w < self._threads % count) for w in range(count)]
+        self._run_workers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run{w}")
+                             for w in range(count)]
+        for future in [worker.submit(_own_thread_count, share)
+                       for worker, share in zip(self._run_workers, shares, strict=True)]:
+            future.result()
+        torch.set_num_threads(self._threads)  # the default for threads created later
+
+    def _step_group(self, group: list[_Run]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self._theta_step(run) for run in group]
+
+    def _theta_steps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every run's Θ-step, in run order: side by side on the run workers, or one by one."""
+        if not self._run_workers:
+            return [self._theta_step(run) for run in self.runs]
+        futures = [worker.submit(self._step_group, group)
+                   for worker, group in zip(self._run_workers, self._run_groups, strict=True)]
+        wait(futures)  # all of them, so that no worker still runs when one has failed
+        steps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for group, future in zip(self._run_groups, futures, strict=True):
+            for run, step in zip(group, future.result(), strict=True):
+                steps[id(run)] = step
+        return [steps[id(run)] for run in self.runs]
 
     def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.settings
@@ -392,8 +453,7 @@ class NetworkAlgorithm(Algorithm):
                 self._poll_background(refresh)
         losses = []
         gaps = []
-        for run in self.runs:
-            out, loss = self._theta_step(run)
+        for run, (out, loss) in zip(self.runs, self._theta_steps(), strict=True):
             if self.admm:
                 self._x_update(run, out, refresh)
                 gaps.append(torch.sqrt(torch.mean((run.x - out) ** 2)))
@@ -406,7 +466,11 @@ class NetworkAlgorithm(Algorithm):
         return loss, gap
 
     def close(self) -> None:
-        """Stop the background denoiser (waits for a call in flight)."""
+        """Stop the background denoiser (waits for a call in flight) and the run workers."""
+        for worker in self._run_workers:
+            worker.shutdown(wait=True)
+        self._run_workers = []
+        self._run_groups = []
         if self._worker is not None:
             self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None
