@@ -44,7 +44,9 @@ def test_forward_and_gradients_match_separate_nets(runs, size, upsample_mode, sk
     out = batched(z)
     expected = _separate(nets, z)
     assert out.shape == (runs, 3, *size)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    # Grouped and separate convolutions sum in different orders, and oneDNN picks its kernels per
+    # CPU: up to 1.0e-5 apart on one host here (outputs in (0, 1)); a wrong grouping is ~1e-2 off.
+    torch.testing.assert_close(out, expected, atol=5e-5, rtol=0)
 
     _per_run_losses(out, target).sum().backward()
     for r, net in enumerate(nets):
@@ -54,7 +56,7 @@ def test_forward_and_gradients_match_separate_nets(runs, size, upsample_mode, sk
     for name, _ in nets[0].named_parameters():
         expected_grad = torch.cat([dict(net.named_parameters())[name].grad for net in nets])
         assert named[name].grad is not None, name
-        torch.testing.assert_close(named[name].grad, expected_grad, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(named[name].grad, expected_grad, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("runs", [2, 3])
@@ -75,19 +77,20 @@ def test_one_adam_step_equals_separate_adam_steps(runs):
     for r, net in enumerate(nets):
         # (1) end to end: each net's own loss, backward and Adam step. Some true gradients are 0
         # at init (conv biases before a BatchNorm, BN scales feeding another BN): those elements
-        # get rounding noise (~1e-8) as gradient, which Adam's first step turns into ±lr of
-        # arbitrary sign, separately and batched alike. Compare the elements with a real gradient.
+        # get rounding noise as gradient (up to ~4e-5 on one host here, ~1e-8 on another: oneDNN's
+        # kernels differ per CPU), which Adam's first step turns into ±lr of arbitrary sign,
+        # separately and batched alike. Compare the elements with a real gradient.
         own = [p.detach().clone() for p in net.parameters()]
         single = torch.optim.Adam(net.parameters(), lr=lr)
         _per_run_losses(net(z[r : r + 1]), target[r : r + 1]).sum().backward()
         single.step()
         compared = 0
         for (name, p), q in zip(net.named_parameters(), stepped[r].parameters(), strict=True):
-            real = p.grad.abs() > 1e-5
+            real = p.grad.abs() > 1e-4
             compared += int(real.sum())
             torch.testing.assert_close(q[real], p[real], atol=1e-6, rtol=0, msg=f"{r} {name}")
             assert torch.all((q - p).abs() <= 2.01 * lr)
-        assert compared > 0.9 * sum(p.numel() for p in net.parameters())
+        assert compared > 0.85 * sum(p.numel() for p in net.parameters())
         # (2) Adam is elementwise: the batched gradient's run-r slice gives run r's exact step
         with torch.no_grad():
             for p, start in zip(net.parameters(), own, strict=True):
