@@ -45,7 +45,7 @@ def test_forward_and_gradients_match_separate_nets(runs, size, upsample_mode, sk
     expected = _separate(nets, z)
     assert out.shape == (runs, 3, *size)
     # Grouped and separate convolutions sum in different orders, and oneDNN picks its kernels per
-    # CPU: up to 1.0e-5 apart on one host here (outputs in (0, 1)); a wrong grouping is ~1e-2 off.
+    # CPU: up to 1.0e-5 apart on one host here (outputs in (0, 1)); runs in the wrong order: 0.65.
     torch.testing.assert_close(out, expected, atol=5e-5, rtol=0)
 
     _per_run_losses(out, target).sum().backward()
