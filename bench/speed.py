@@ -8,7 +8,9 @@ For each size it builds a synthetic denoising problem (scikit-image's ``astronau
 noise, fixed seed) and runs each method through :func:`deeprestore.engine.restore` for
 ``warmup + iters`` iterations. The warm-up iterations are discarded: the time per iteration is
 measured between the progress events at iteration ``warmup`` and at the end, and the median over
-``repeats`` runs is reported, with the ratio to ``dip`` **measured in the same run**. Peak memory:
+``repeats`` runs is reported, with the ratio to ``dip`` **measured in the same run**: the median
+over repeats of each repeat's ratio to that repeat's ``dip`` (every other repeat runs the methods
+in reverse order); the JSON keeps every repeat's seconds and ratio. Peak memory:
 CUDA max allocated on a GPU, the process's peak RSS (VmHWM, reset before each method) on a CPU.
 
 It also times the pieces alone: one network step (forward + backward + Adam), one denoiser call
@@ -16,7 +18,9 @@ per denoiser, and the x/u updates.
 
 Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
 ``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
-by side), ``dip-runs2-lockstep`` (the same, one run after the other), and ``deepred-nlm-torch`` /
+by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-untuned`` and
+``dip-runs2-untuned`` (``dip`` and ``dip-runs2`` without the CPU tuning: network NCHW and Adam
+one parameter at a time, as before 2026-12-01), and ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers).
 """
 
@@ -43,8 +47,10 @@ from deeprestore.engine import (
     NetworkAlgorithm,
     Problem,
     Progress,
+    configure_backends,
     dual_update,
     fixed_point_update,
+    make_algorithm,
     restore,
 )
 from deeprestore.metrics import psnr_rgb
@@ -53,6 +59,7 @@ from deeprestore.operators import Identity
 from deeprestore.settings import Settings
 
 LOCK_STEP = "lock-step runs"  # not a setting: turns NetworkAlgorithm.parallel_runs off
+UNTUNED = "untuned cpu"  # not a setting: turns NetworkAlgorithm.cpu_tuned off
 
 METHODS: dict[str, dict[str, Any]] = {
     "dip": {"method": "dip"},
@@ -68,6 +75,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "red": {"method": "red", "denoiser": "nlm", "sigma_f": 15.0, "lam": 2.0},
     "dip-runs2": {"method": "dip", "runs": 2},
     "dip-runs2-lockstep": {"method": "dip", "runs": 2, LOCK_STEP: True},
+    "dip-untuned": {"method": "dip", UNTUNED: True},
+    "dip-runs2-untuned": {"method": "dip", "runs": 2, UNTUNED: True},
 }
 DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2,"
                    "dip-runs2-lockstep")
@@ -119,10 +128,7 @@ def _peak_mib(device: torch.device) -> float:
 def time_method(problem: Problem, overrides: dict[str, Any], device: torch.device, iters: int,
                 warmup: int, precision: str) -> tuple[float, float, float]:
     """(seconds per iteration after warm-up, peak MiB, final PSNR) of one engine run."""
-    overrides = dict(overrides)
-    NetworkAlgorithm.parallel_runs = not overrides.pop(LOCK_STEP, False)
-    settings = Settings(iterations=warmup + iters, log_every=warmup, precision=precision,
-                        **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
+    settings = _settings(overrides, warmup + iters, warmup, precision)
     stamps: dict[int, float] = {}
 
     def on_progress(event: Progress) -> None:
@@ -130,18 +136,76 @@ def time_method(problem: Problem, overrides: dict[str, Any], device: torch.devic
 
     _reset_peak(device)
     result = restore(problem, settings, device=device, callback=on_progress)
+    NetworkAlgorithm.parallel_runs = NetworkAlgorithm.cpu_tuned = True
     _sync(device)
     seconds = (stamps[warmup + iters] - stamps[warmup]) / iters
     psnr = float(psnr_rgb(result.image, problem.reference)) if problem.reference is not None else 0
     return seconds, _peak_mib(device), psnr
 
 
+def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
+              precision: str) -> Settings:
+    """Benchmark settings for one method row; sets the engine switches the row asks for."""
+    overrides = dict(overrides)
+    NetworkAlgorithm.parallel_runs = not overrides.pop(LOCK_STEP, False)
+    NetworkAlgorithm.cpu_tuned = not overrides.pop(UNTUNED, False)
+    return Settings(iterations=iterations, log_every=log_every, precision=precision,
+                    **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
+
+
+def time_interleaved(problem: Problem, names: list[str], device: torch.device, iters: int,
+                     warmup: int, precision: str) -> dict[str, tuple[float, float]]:
+    """Every method's algorithm built at once and stepped in turn, one iteration each.
+
+    Returns {method: (seconds per iteration after warm-up, final PSNR)}. Each round steps every
+    method once (the order rotates by one method per round), so all methods see the machine in
+    the same state, minute by minute: the ratios are not moved by a machine whose speed drifts.
+    Peak memory is not separable here. Not for ``async`` methods (their background worker
+    would run during the other methods' steps).
+    """
+    asynchronous = [n for n in names if METHODS[n].get("denoiser_mode") == "async"]
+    if asynchronous:
+        raise SystemExit(f"--interleave cannot time async methods: {', '.join(asynchronous)}")
+    configure_backends(device, precision)
+    moved = Problem(problem.y.to(device), problem.operator, problem.x_init.to(device),
+                    problem.sigma, None if problem.reference is None
+                    else problem.reference.to(device), problem.psnr)
+    algorithms = {}
+    for name in names:
+        settings = _settings(METHODS[name], warmup + iters, warmup + iters, precision).validate()
+        algorithms[name] = make_algorithm(moved, settings, device)
+    NetworkAlgorithm.parallel_runs = NetworkAlgorithm.cpu_tuned = True
+    spent = dict.fromkeys(names, 0.0)
+    try:
+        for iteration in range(warmup + iters):
+            shift = iteration % len(names)
+            for name in names[shift:] + names[:shift]:
+                _sync(device)
+                start = time.perf_counter()
+                algorithms[name].update()
+                _sync(device)
+                if iteration >= warmup:
+                    spent[name] += time.perf_counter() - start
+        out = {}
+        for name, algorithm in algorithms.items():
+            estimate = algorithm.estimate().detach().float().clamp(0, 1).cpu()
+            reference = problem.reference
+            psnr = float(psnr_rgb(estimate, reference)) if reference is not None else 0.0
+            out[name] = (spent[name] / iters, psnr)
+        return out
+    finally:
+        for algorithm in algorithms.values():
+            algorithm.close()
+
+
 def time_pieces(size: int, device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds of the pieces alone: a network step, denoiser calls, x/u updates."""
     torch.manual_seed(0)
-    net = SkipNet(32, 3).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
-    z = torch.randn(1, 32, size, size, device=device) * 0.1
+    net = SkipNet(32, 3).to(device).to(memory_format=torch.channels_last)  # as the engine
+    fused = True if device.type == "cpu" else None
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, fused=fused)
+    z = (torch.randn(1, 32, size, size, device=device) * 0.1).contiguous(
+        memory_format=torch.channels_last)
     y = torch.rand(1, 3, size, size, device=device)
 
     def step() -> None:
@@ -188,6 +252,9 @@ def main() -> None:
     parser.add_argument("--no-pieces", action="store_true")
     parser.add_argument("--no-core-sharing", action="store_true",
                         help="async mode: keep all torch threads while a CPU denoiser runs")
+    parser.add_argument("--interleave", action="store_true",
+                        help="step all methods' algorithms in turn, one iteration each, so "
+                             "they share the machine's state (ratios; no peak memory)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -208,17 +275,28 @@ def main() -> None:
         problem = make_problem(size)
         for precision in args.precisions.split(","):
             measured: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
-            for _ in range(args.repeats):
-                for name in names:
+            for repeat in range(args.repeats):
+                if args.interleave:
+                    timed = time_interleaved(problem, names, device, args.iters, args.warmup,
+                                             precision)
+                    for name, (seconds, psnr) in timed.items():
+                        measured[name].append((seconds, 0.0, psnr))
+                    continue
+                # Every other repeat in reverse order, so a machine that speeds up or slows down
+                # during the run does not favour the methods timed first.
+                for name in names if repeat % 2 == 0 else names[::-1]:
                     measured[name].append(time_method(problem, METHODS[name], device, args.iters,
                                                       args.warmup, precision))
-            dip_time = statistics.median(t for t, _, _ in measured["dip"])
             for name in names:
-                seconds = statistics.median(t for t, _, _ in measured[name])
+                each = [t for t, _, _ in measured[name]]
+                # The ratio to dip: the median of each repeat's own ratio (same minute, same load).
+                ratios = [t / d for t, (d, _, _) in zip(each, measured["dip"], strict=True)]
                 rows.append({
                     "size": size, "method": name, "precision": precision,
-                    "seconds_per_iter": seconds, "ratio_to_dip": seconds / dip_time,
-                    "peak_mib": max(m for _, m, _ in measured[name]),
+                    "seconds_per_iter": statistics.median(each),
+                    "ratio_to_dip": statistics.median(ratios),
+                    "seconds_each": each, "ratios_each": ratios,
+                    "peak_mib": None if args.interleave else max(m for _, m, _ in measured[name]),
                     "psnr": measured[name][-1][2],
                 })
             console.print(f"size {size} {precision}: done", style="dim")
@@ -230,7 +308,8 @@ def main() -> None:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["size"]), r["method"], r["precision"], f"{r['seconds_per_iter']:.4f}",
-                      f"{r['ratio_to_dip']:.2f}", f"{r['peak_mib']:.0f}", f"{r['psnr']:.2f}")
+                      f"{r['ratio_to_dip']:.2f}",
+                      "–" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}", f"{r['psnr']:.2f}")
     console.print(table)
     if pieces:
         ptable = Table(title="pieces alone (seconds per call)")
@@ -245,7 +324,7 @@ def main() -> None:
         info = {"device": str(device), "torch": torch.__version__, "date": str(date.today()),
                 "machine": platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(), "iters": args.iters, "warmup": args.warmup,
-                "repeats": args.repeats}
+                "repeats": args.repeats, "interleave": args.interleave}
         if device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(device)
         args.json.write_text(json.dumps({"info": info, "rows": rows,

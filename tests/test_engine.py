@@ -3,6 +3,7 @@ import torch
 
 from deeprestore.denoisers import Denoiser
 from deeprestore.engine import (
+    NetworkAlgorithm,
     Problem,
     dual_update,
     fixed_point_update,
@@ -92,6 +93,39 @@ def test_same_seed_same_result_and_other_seed_differs():
     c = restore(problem, _fast(method="deepred", seed=4))
     assert torch.equal(a.image, b.image)
     assert not torch.equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("tuned", [True, False])
+def test_cpu_tuning_lays_the_network_out_channels_last_with_a_fused_adam(tuned, monkeypatch):
+    monkeypatch.setattr(NetworkAlgorithm, "cpu_tuned", tuned)
+    algorithm = NetworkAlgorithm(_problem(), _fast(method="dip", runs=2), torch.device("cpu"),
+                                 None)
+    for run in algorithm.runs:
+        convs = [m for m in run.net.modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert convs
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == tuned
+                   for c in convs)
+        assert run.z.is_contiguous(memory_format=torch.channels_last) == tuned
+        assert bool(run.optimizer.defaults["fused"]) == tuned
+    algorithm.close()
+
+
+def test_cpu_tuning_changes_the_rounding_not_the_network():
+    # Same seed, tuned or not: the first loss (network output before any Adam step) agrees to
+    # float32 rounding; a wrong layout (e.g. channels mixed up) would change it entirely. Later
+    # losses are not compared: Adam's first steps (≈ lr·sign(g)) amplify any rounding change,
+    # a thread count's included (iteration 2 already differs by ~1 % between 1 and 2 threads).
+    problem = _problem(size=24)
+    losses = {}
+    for tuned in (True, False):
+        NetworkAlgorithm.cpu_tuned = tuned
+        try:
+            result = restore(problem, _fast(method="dip", iterations=1, log_every=1))
+        finally:
+            NetworkAlgorithm.cpu_tuned = True
+        losses[tuned] = result.log[0].loss
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
 def test_runs_are_averaged():
