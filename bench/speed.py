@@ -32,7 +32,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from deeprestore.engine import (
     dual_update,
     fixed_point_update,
     make_algorithm,
+    problem_to_device,
     restore,
 )
 from deeprestore.metrics import psnr_rgb
@@ -128,6 +129,7 @@ def _peak_mib(device: torch.device) -> float:
 def time_method(problem: Problem, overrides: dict[str, Any], device: torch.device, iters: int,
                 warmup: int, precision: str) -> tuple[float, float, float]:
     """(seconds per iteration after warm-up, peak MiB, final PSNR) of one engine run."""
+    overrides, switches = _split(overrides)
     settings = _settings(overrides, warmup + iters, warmup, precision)
     stamps: dict[int, float] = {}
 
@@ -135,20 +137,36 @@ def time_method(problem: Problem, overrides: dict[str, Any], device: torch.devic
         stamps[event.iteration] = time.perf_counter()
 
     _reset_peak(device)
-    result = restore(problem, settings, device=device, callback=on_progress)
-    NetworkAlgorithm.parallel_runs = NetworkAlgorithm.cpu_tuned = True
+    with _engine_switches(**switches):
+        result = restore(problem, settings, device=device, callback=on_progress)
     _sync(device)
     seconds = (stamps[warmup + iters] - stamps[warmup]) / iters
     psnr = float(psnr_rgb(result.image, problem.reference)) if problem.reference is not None else 0
     return seconds, _peak_mib(device), psnr
 
 
+def _split(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    """A method row's settings, and the engine switches it asks for."""
+    overrides = dict(row)
+    switches = {"parallel_runs": not overrides.pop(LOCK_STEP, False),
+                "cpu_tuned": not overrides.pop(UNTUNED, False)}
+    return overrides, switches
+
+
+@contextlib.contextmanager
+def _engine_switches(parallel_runs: bool, cpu_tuned: bool) -> Iterator[None]:
+    """Set NetworkAlgorithm's class switches (read when an algorithm is built), then restore."""
+    before = NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned
+    NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned = parallel_runs, cpu_tuned
+    try:
+        yield
+    finally:
+        NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned = before
+
+
 def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
               precision: str) -> Settings:
-    """Benchmark settings for one method row; sets the engine switches the row asks for."""
-    overrides = dict(overrides)
-    NetworkAlgorithm.parallel_runs = not overrides.pop(LOCK_STEP, False)
-    NetworkAlgorithm.cpu_tuned = not overrides.pop(UNTUNED, False)
+    """Benchmark settings for one method row (its engine switches split off already)."""
     return Settings(iterations=iterations, log_every=log_every, precision=precision,
                     **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
 
@@ -167,14 +185,13 @@ def time_interleaved(problem: Problem, names: list[str], device: torch.device, i
     if asynchronous:
         raise SystemExit(f"--interleave cannot time async methods: {', '.join(asynchronous)}")
     configure_backends(device, precision)
-    moved = Problem(problem.y.to(device), problem.operator, problem.x_init.to(device),
-                    problem.sigma, None if problem.reference is None
-                    else problem.reference.to(device), problem.psnr)
+    moved = problem_to_device(problem, device)
     algorithms = {}
     for name in names:
-        settings = _settings(METHODS[name], warmup + iters, warmup + iters, precision).validate()
-        algorithms[name] = make_algorithm(moved, settings, device)
-    NetworkAlgorithm.parallel_runs = NetworkAlgorithm.cpu_tuned = True
+        overrides, switches = _split(METHODS[name])
+        settings = _settings(overrides, warmup + iters, warmup + iters, precision).validate()
+        with _engine_switches(**switches):
+            algorithms[name] = make_algorithm(moved, settings, device)
     spent = dict.fromkeys(names, 0.0)
     try:
         for iteration in range(warmup + iters):

@@ -787,7 +787,7 @@ def restore(
     settings.validate()
     device = torch.device(device)
     configure_backends(device, settings.precision)
-    problem = _to_device(problem, device)
+    problem = problem_to_device(problem, device)
     algorithm = make_algorithm(problem, settings, device, denoiser, baselines)
     return Runner(algorithm, problem, settings.log_every, callback, control).run()
 
@@ -806,7 +806,9 @@ def configure_backends(device: torch.device, precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = allow
 
 
-def _to_device(problem: Problem, device: torch.device) -> Problem:
+def problem_to_device(problem: Problem, device: torch.device) -> Problem:
+    """The same problem with its tensors (float32) and operator on ``device``."""
+
     def move(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.to(device=device, dtype=torch.float32)
 
