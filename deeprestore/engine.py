@@ -260,6 +260,7 @@ class _Run:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        _match_parameter_layouts(self.optimizer)
         self.noise_generator.set_state(state["noise_generator"].cpu()
                                        if self.noise_generator.device.type == "cpu"
                                        else state["noise_generator"])
@@ -267,6 +268,20 @@ class _Run:
         for name in self._TENSORS:
             value = state[name]
             setattr(self, name, None if value is None else value.to(device).clone())
+
+
+def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    Loaded state keeps the strides it was saved with: a checkpoint made with an NCHW network
+    (before the CPU tuning) holds NCHW moments, and torch's fused CPU Adam steps a
+    channels-last parameter wrongly from them (tests/test_engine.py).
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                state[key] = torch.empty_like(param).copy_(value)
 
 
 def _own_thread_count(threads: int) -> None:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -126,6 +128,35 @@ def test_cpu_tuning_changes_the_rounding_not_the_network():
             NetworkAlgorithm.cpu_tuned = True
         losses[tuned] = result.log[0].loss
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_a_state_with_nchw_adam_moments_resumes_the_tuned_run_exactly():
+    # A checkpoint made before the CPU tuning holds Adam's moments in NCHW; torch's fused CPU
+    # Adam on a channels-last network steps them wrongly unless they are given the network's
+    # layout when loaded.
+    problem = _problem()
+    settings = _fast(method="dip", iterations=6, net_channels=8, skip_channels=2)
+    cpu = torch.device("cpu")
+    source = NetworkAlgorithm(problem, settings, cpu, None)
+    for _ in range(2):
+        source.update()
+    state = source.state_dict()
+    nchw = copy.deepcopy(state)
+    changed = 0
+    for run_state in nchw["runs"]:
+        for moments in run_state["optimizer"]["state"].values():
+            for key, value in moments.items():
+                if torch.is_tensor(value) and value.dim() == 4 and not value.is_contiguous():
+                    moments[key] = value.contiguous()
+                    changed += 1
+    assert changed > 0  # the tuned run's 3×3 moments are channels-last, so some were changed
+    weights = []
+    for saved in (state, nchw):
+        resumed = NetworkAlgorithm(problem, settings, cpu, None)
+        resumed.load_state_dict(saved)
+        resumed.update()  # one Adam step from the loaded moments
+        weights.append([p.detach().clone() for p in resumed.runs[0].net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
 
 
 def test_runs_are_averaged():
