@@ -130,6 +130,27 @@ def test_cpu_tuning_changes_the_rounding_not_the_network():
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
+def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one(monkeypatch):
+    # torch's fused CPU Adam walks parameter, gradient and moments as flat memory, so a
+    # gradient in another layout than its channels-last 3×3 weight would move the wrong
+    # elements: about half of them by ~2·lr = 0.02. After one step the tuned and untuned
+    # weights agree instead, up to the rounding of near-zero gradients (Adam's first step is
+    # g / (|g| + eps)). Biases are left out: before a BatchNorm their gradient is rounding noise.
+    problem = _problem()
+    settings = _fast(method="dip", net_channels=8, skip_channels=2)
+    weights = {}
+    for tuned in (True, False):
+        monkeypatch.setattr(NetworkAlgorithm, "cpu_tuned", tuned)
+        algorithm = NetworkAlgorithm(problem, settings, torch.device("cpu"), None)
+        algorithm.update()
+        weights[tuned] = [m.weight.detach().clone() for m in algorithm.runs[0].net.modules()
+                          if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(weights[True]) > 5
+    for a, b in zip(weights[True], weights[False], strict=True):
+        moved_alike = (a - b).abs() <= 1e-3
+        assert moved_alike.float().mean().item() >= 0.99, a.shape
+
+
 def test_a_state_with_nchw_adam_moments_resumes_the_tuned_run_exactly():
     # A checkpoint made before the CPU tuning holds Adam's moments in NCHW; torch's fused CPU
     # Adam on a channels-last network steps them wrongly unless they are given the network's
