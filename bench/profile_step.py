@@ -17,6 +17,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from deeprestore.engine import prepare_network_step
 from deeprestore.networks import SkipNet
 
 
@@ -30,13 +31,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = SkipNet(32, 3)
-    z = torch.randn(1, 32, args.size, args.size) * 0.1
+    net, z, optimizer = prepare_network_step(
+        SkipNet(32, 3), torch.randn(1, 32, args.size, args.size) * 0.1, 0.01,
+        torch.device("cpu"), cpu_tuned=not args.untuned)
     y = torch.rand(1, 3, args.size, args.size)
-    if not args.untuned:
-        net = net.to(memory_format=torch.channels_last)
-        z = z.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, fused=None if args.untuned else True)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

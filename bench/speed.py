@@ -51,6 +51,7 @@ from deeprestore.engine import (
     dual_update,
     fixed_point_update,
     make_algorithm,
+    prepare_network_step,
     problem_to_device,
     restore,
 )
@@ -218,11 +219,9 @@ def time_interleaved(problem: Problem, names: list[str], device: torch.device, i
 def time_pieces(size: int, device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds of the pieces alone: a network step, denoiser calls, x/u updates."""
     torch.manual_seed(0)
-    net = SkipNet(32, 3).to(device).to(memory_format=torch.channels_last)  # as the engine
-    fused = True if device.type == "cpu" else None
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, fused=fused)
-    z = (torch.randn(1, 32, size, size, device=device) * 0.1).contiguous(
-        memory_format=torch.channels_last)
+    net, z, optimizer = prepare_network_step(  # as the engine lays it out
+        SkipNet(32, 3).to(device), torch.randn(1, 32, size, size, device=device) * 0.1, 0.01,
+        device)
     y = torch.rand(1, 3, size, size, device=device)
 
     def step() -> None:
