@@ -31,6 +31,7 @@ from rich.progress import (
 from deeprestore import __version__
 from deeprestore.control import Interrupted
 from deeprestore.engine import Progress as EngineProgress
+from deeprestore.engine import cpu_has_native_bf16
 from deeprestore.images import ImageError
 from deeprestore.inputs import (
     InputError,
@@ -358,9 +359,11 @@ def run_restore(
         _, first = settings_for(preset_name)  # a bad preset is a usage error before any work
     else:
         _, first = settings_for(default_preset(flags))
-    if first.precision == "bf16" and device.type == "cpu" and not quiet:
-        err_console.print("warning: --precision bf16 on a CPU is very slow (37x slower than "
-                          "float32 measured here: docs/performance.md); float32 is the default",
+    if (first.precision == "bf16" and device.type == "cpu" and not quiet
+            and not cpu_has_native_bf16()):
+        err_console.print("warning: --precision bf16 on this CPU is likely very slow: it has no "
+                          "bf16 arithmetic (AVX512-BF16 or AMX; such a CPU ran 37x slower than "
+                          "float32: docs/performance.md); float32 is the default",
                           soft_wrap=True, markup=False)
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")

@@ -174,13 +174,42 @@ def test_console_script_help_and_exit_code(tiny_images, tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
 
-def test_bf16_on_a_cpu_warns_once_and_float32_does_not(run_cli, tiny_images, tmp_path):
+def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_once_and_float32_does_not(
+        run_cli, tiny_images, tmp_path, monkeypatch):
+    import deeprestore.cli as cli
+
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: False)
     args = ("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1")
     slow = run_cli(*args, "-o", tmp_path / "a", "--precision", "bf16")
     assert slow.code == 0, slow.err
-    assert slow.err.count("warning: --precision bf16 on a CPU") == 1
+    assert slow.err.count("warning: --precision bf16 on this CPU") == 1
     plain = run_cli(*args, "-o", tmp_path / "b")
     assert plain.code == 0 and "bf16" not in plain.err
+
+
+def test_bf16_on_a_cpu_with_bf16_arithmetic_does_not_warn(run_cli, tiny_images, tmp_path,
+                                                          monkeypatch):
+    import deeprestore.cli as cli
+
+    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: True)
+    done = run_cli("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1",
+                   "-o", tmp_path, "--precision", "bf16")
+    assert done.code == 0, done.err
+    assert "bf16" not in done.err
+
+
+def test_cpu_bf16_capability_follows_torchs_cpu_feature_checks(monkeypatch):
+    import torch
+
+    from deeprestore.engine import cpu_has_native_bf16
+
+    for avx512_bf16, amx in [(False, False), (True, False), (False, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert cpu_has_native_bf16() is (avx512_bf16 or amx)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert cpu_has_native_bf16() is False  # a torch without the checks: assume none
 
 
 def test_sigterm_outside_a_run_exits_143_with_one_line(run_cli, tiny_images, tmp_path,
