@@ -20,8 +20,9 @@ Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepre
 ``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
 by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-untuned`` and
 ``dip-runs2-untuned`` (``dip`` and ``dip-runs2`` without the CPU tuning: network NCHW and Adam
-one parameter at a time, as before 2026-12-01), and ``deepred-nlm-torch`` /
-``deepred-bm3d-torch`` (the torch denoisers).
+one parameter at a time, as before 2026-12-01), ``deepred-nlm-torch`` /
+``deepred-bm3d-torch`` (the torch denoisers) and ``dip-compile`` (``--compile``; its compilation
+falls in the warm-up).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "dip-runs2-lockstep": {"method": "dip", "runs": 2, LOCK_STEP: True},
     "dip-untuned": {"method": "dip", UNTUNED: True},
     "dip-runs2-untuned": {"method": "dip", "runs": 2, UNTUNED: True},
+    "dip-compile": {"method": "dip", "compile": True},
 }
 DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2,"
                    "dip-runs2-lockstep")
@@ -316,6 +318,8 @@ def main() -> None:
                     "psnr": measured[name][-1][2],
                 })
             console.print(f"size {size} {precision}: done", style="dim")
+            if args.json:  # after every block, so a run cut short keeps what it measured
+                _write_json(args.json, args, device, rows, pieces)
         if not args.no_pieces:
             pieces[size] = time_pieces(size, device, max(args.repeats, 2))
     table = Table(title=f"seconds per iteration on {device} (torch {torch.__version__}, "
@@ -337,15 +341,19 @@ def main() -> None:
                 ptable.add_row(str(size), piece, f"{seconds:.4f}")
         console.print(ptable)
     if args.json:
-        info = {"device": str(device), "torch": torch.__version__, "date": str(date.today()),
-                "machine": platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads(), "iters": args.iters, "warmup": args.warmup,
-                "repeats": args.repeats, "interleave": args.interleave}
-        if device.type == "cuda":
-            info["gpu"] = torch.cuda.get_device_name(device)
-        args.json.write_text(json.dumps({"info": info, "rows": rows,
-                                         "pieces": {str(k): v for k, v in pieces.items()}},
-                                        indent=2))
+        _write_json(args.json, args, device, rows, pieces)
+
+
+def _write_json(path: Path, args: argparse.Namespace, device: torch.device,
+                rows: list[dict[str, Any]], pieces: dict[int, dict[str, float]]) -> None:
+    info = {"device": str(device), "torch": torch.__version__, "date": str(date.today()),
+            "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "iters": args.iters, "warmup": args.warmup,
+            "repeats": args.repeats, "interleave": args.interleave}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    path.write_text(json.dumps({"info": info, "rows": rows,
+                                "pieces": {str(k): v for k, v in pieces.items()}}, indent=2))
 
 
 if __name__ == "__main__":
