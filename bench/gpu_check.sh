@@ -3,13 +3,14 @@
 #
 #   bash bench/gpu_check.sh            (from the repository root, on the GPU machine)
 #
-# Writes into $OUT (the device tool's folder; bench/results/gpu-check otherwise), 7 files:
+# Writes into $OUT (the device tool's folder; bench/results/gpu-check otherwise), 8 files:
 # info.txt (GPU, driver, torch), steps.txt (each step's exit status and seconds),
 # preset-dip.json / preset-deepred.json (the full `denoise` preset on scikit-image's
 # 512×512 astronaut with σ = 25 noise: wall time, PSNR), gpu-speed.json (bench/speed.py at 256
-# and 512, float32 / tf32 / bf16, and --compile), gpu-denoisers.json (bench/denoisers.py), and
-# log.txt (everything printed). Each step has its own time limit, so one that hangs does not
-# cost the others; the limits add up to 570 s.
+# and 512, float32 / tf32 / bf16, and --compile), batched.txt (bench/batched.py at 512: two runs
+# one by one vs as one grouped-convolution network, issue 5's "measure which is faster"),
+# gpu-denoisers.json (bench/denoisers.py), and log.txt (everything printed). Each step has its own time limit, so one that hangs does not
+# cost the others; the limits add up to 580 s.
 #
 # A smoke test of the script itself on a CPU (minutes, no GPU figures):
 #   DEVICE=cpu SIZES=64 CROP=64 PRESET_ITERS=3 ITERS=3 OUT=/tmp/gpu-check bash bench/gpu_check.sh
@@ -69,7 +70,7 @@ iio.imwrite(Path(sys.argv[1]) / "astronaut.png", data.astronaut()[:crop, :crop])
 EOF
 step degrade 15 $DR degrade "$work/astronaut.png" --task denoise --sigma 25 -o "$work/in" -q
 for method in dip deepred; do
-    step "preset-$method" 150 $DR denoise "$work/in/astronaut.png" --method "$method" \
+    step "preset-$method" 140 $DR denoise "$work/in/astronaut.png" --method "$method" \
         --preset denoise $PRESET_ITERS --device "$DEVICE" --reference "$work/astronaut.png" -o "$work/$method" \
         -q --json
     cp "$work/$method"/*.json "$OUT/preset-$method.json" 2>/dev/null
@@ -91,6 +92,8 @@ if main.exists() and extra.exists():
     merged["compile"] = json.loads(extra.read_text())
     main.write_text(json.dumps(merged, indent=2))
 EOF
+step batched 30 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 \
+    | tee $OUT/batched.txt"
 step denoisers 40 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
     --json "$OUT/gpu-denoisers.json"
 echo "done: $(ls "$OUT")"
