@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -192,9 +192,12 @@ def dual_update(u: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Te
     return u - x + out
 
 
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # SkipNet, or BatchedSkipNet in bench/
+
+
 def prepare_network_step(
-    net: SkipNet, z: torch.Tensor, lr: float, device: torch.device, cpu_tuned: bool = True
-) -> tuple[SkipNet, torch.Tensor, torch.optim.Adam]:
+    net: NetworkT, z: torch.Tensor, lr: float, device: torch.device, cpu_tuned: bool = True
+) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
     """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``.
 
     Channels-last network and z on CUDA, and on a CPU unless ``cpu_tuned`` is off; on a tuned
