@@ -77,7 +77,7 @@ for method in dip deepred; do
 done
 
 step speed 120 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
-    --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2 \
+    --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2,dip-runs2-grouped \
     --precisions float32,tf32,bf16 --json "$OUT/gpu-speed.json"
 step compile 50 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES##*,}" --iters "$ITERS" --no-pieces \
     --methods dip,dip-compile --json "$work/compile.json"

@@ -18,7 +18,8 @@ per denoiser, and the x/u updates.
 
 Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
 ``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
-by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-untuned`` and
+by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-runs2-grouped`` (the
+same as one grouped-convolution network, ``NetworkAlgorithm.grouped_runs``), ``dip-untuned`` and
 ``dip-runs2-untuned`` (``dip`` and ``dip-runs2`` without the CPU tuning: network NCHW and Adam
 one parameter at a time, as before 2026-12-01), ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers) and ``dip-compile`` (``--compile``; its compilation
@@ -63,6 +64,7 @@ from deeprestore.settings import Settings
 
 LOCK_STEP = "lock-step runs"  # not a setting: turns NetworkAlgorithm.parallel_runs off
 UNTUNED = "untuned cpu"  # not a setting: turns NetworkAlgorithm.cpu_tuned off
+GROUPED = "grouped runs"  # not a setting: turns NetworkAlgorithm.grouped_runs on
 
 METHODS: dict[str, dict[str, Any]] = {
     "dip": {"method": "dip"},
@@ -78,6 +80,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "red": {"method": "red", "denoiser": "nlm", "sigma_f": 15.0, "lam": 2.0},
     "dip-runs2": {"method": "dip", "runs": 2},
     "dip-runs2-lockstep": {"method": "dip", "runs": 2, LOCK_STEP: True},
+    "dip-runs2-grouped": {"method": "dip", "runs": 2, GROUPED: True},
     "dip-untuned": {"method": "dip", UNTUNED: True},
     "dip-runs2-untuned": {"method": "dip", "runs": 2, UNTUNED: True},
     "dip-compile": {"method": "dip", "compile": True},
@@ -152,19 +155,24 @@ def _split(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
     """A method row's settings, and the engine switches it asks for."""
     overrides = dict(row)
     switches = {"parallel_runs": not overrides.pop(LOCK_STEP, False),
-                "cpu_tuned": not overrides.pop(UNTUNED, False)}
+                "cpu_tuned": not overrides.pop(UNTUNED, False),
+                "grouped_runs": overrides.pop(GROUPED, False)}
     return overrides, switches
 
 
 @contextlib.contextmanager
-def _engine_switches(parallel_runs: bool, cpu_tuned: bool) -> Iterator[None]:
+def _engine_switches(parallel_runs: bool, cpu_tuned: bool,
+                     grouped_runs: bool = False) -> Iterator[None]:
     """Set NetworkAlgorithm's class switches (read when an algorithm is built), then restore."""
-    before = NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned
-    NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned = parallel_runs, cpu_tuned
+    names = ("parallel_runs", "cpu_tuned", "grouped_runs")
+    before = [getattr(NetworkAlgorithm, name) for name in names]
+    for name, value in zip(names, (parallel_runs, cpu_tuned, grouped_runs), strict=True):
+        setattr(NetworkAlgorithm, name, value)
     try:
         yield
     finally:
-        NetworkAlgorithm.parallel_runs, NetworkAlgorithm.cpu_tuned = before
+        for name, value in zip(names, before, strict=True):
+            setattr(NetworkAlgorithm, name, value)
 
 
 def _settings(overrides: dict[str, Any], iterations: int, log_every: int,

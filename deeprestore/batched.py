@@ -203,6 +203,23 @@ class BatchedSkipNet(nn.Module):
                     tensor.copy_(torch.cat(parts, dim=0))
         return batched
 
+    def copy_into(self, nets: list[SkipNet]) -> None:
+        """Write run r's current parameters and buffers into ``nets[r]`` (same architecture)."""
+        state = self.state_dict()
+        with torch.no_grad():
+            for r, net in enumerate(nets):
+                for name, tensor in net.state_dict(keep_vars=True).items():
+                    source = state[name]
+                    tensor.copy_(source if source.dim() == 0 else source.chunk(self.runs)[r])
+
+    def copy_from(self, nets: list[SkipNet]) -> None:
+        """Make run r's parameters and buffers those of ``nets[r]`` (undoes :meth:`copy_into`)."""
+        states = [net.state_dict() for net in nets]
+        with torch.no_grad():
+            for name, tensor in self.state_dict(keep_vars=True).items():
+                parts = [state[name] for state in states]
+                tensor.copy_(parts[0] if tensor.dim() == 0 else torch.cat(parts))
+
     def unbatch(self) -> list[SkipNet]:
         """The N runs as separate SkipNets (copies of the current parameters and buffers)."""
         ref = next(self.parameters())

@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from deeprestore.batched import BatchedSkipNet
 from deeprestore.control import Interrupted, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
 from deeprestore.networks import SkipNet, make_input
@@ -298,6 +299,69 @@ def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param).copy_(value)
 
 
+class _RunGroup:
+    """The networks of several runs as one :class:`BatchedSkipNet` with one Adam.
+
+    Grouped convolutions: one forward, backward and Adam step for all runs. Adam is elementwise
+    and the loss is the sum of the runs' losses, so this is the runs' own steps up to rounding.
+    The runs' own nets and optimisers stay the format of checkpoints: :meth:`write_back` copies
+    parameters, buffers and Adam's moments into them, :meth:`read_back` the other way.
+    """
+
+    def __init__(self, runs: list[_Run], settings: Settings, device: torch.device,
+                 cpu_tuned: bool) -> None:
+        with torch.random.fork_rng(devices=[]):  # its weights are the runs': keep the RNG
+            batched = BatchedSkipNet.from_nets([run.net for run in runs])
+        self.net, _, self.optimizer = prepare_network_step(
+            batched, runs[0].z, settings.lr, device, cpu_tuned)
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
+        if settings.compile:
+            self.forward = torch.compile(self.net)  # type: ignore[assignment]
+
+    def _pairs(self, runs: list[_Run]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """(grouped parameter, [run r's parameter]) by name."""
+        per_run = [dict(run.net.named_parameters()) for run in runs]
+        return [(param, [named[name] for named in per_run])
+                for name, param in self.net.named_parameters()]
+
+    def write_back(self, runs: list[_Run]) -> None:
+        """Give each run's net and optimiser the group's current state (before a state_dict)."""
+        self.net.copy_into([run.net for run in runs])
+        lr = self.optimizer.param_groups[0]["lr"]
+        for run in runs:
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+        for param, run_params in self._pairs(runs):
+            state = self.optimizer.state.get(param)
+            for r, (run, run_param) in enumerate(zip(runs, run_params, strict=True)):
+                if not state:
+                    run.optimizer.state.pop(run_param, None)
+                    continue
+                run.optimizer.state[run_param] = {
+                    key: (value.clone() if value.shape != param.shape
+                          else torch.empty_like(run_param).copy_(value.chunk(len(runs))[r]))
+                    for key, value in state.items()}
+
+    def read_back(self, runs: list[_Run]) -> None:
+        """Take the runs' nets and optimisers as the group's state (after they were loaded)."""
+        self.net.copy_from([run.net for run in runs])
+        lr = runs[0].optimizer.param_groups[0]["lr"]
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        for param, run_params in self._pairs(runs):
+            states = [run.optimizer.state.get(p) for run, p in zip(runs, run_params, strict=True)]
+            if not all(states):
+                self.optimizer.state.pop(param, None)
+                continue
+            first = states[0]
+            assert first is not None
+            self.optimizer.state[param] = {
+                key: (value.clone() if value.shape != run_params[0].shape
+                      else torch.empty_like(param).copy_(
+                          torch.cat([state[key] for state in states if state is not None])))
+                for key, value in first.items()}
+
+
 def _own_thread_count(threads: int) -> None:
     """Give the calling thread its own torch (OpenMP) thread count.
 
@@ -348,8 +412,17 @@ class NetworkAlgorithm(Algorithm):
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
         self._run_workers: list[ThreadPoolExecutor] = []
         self._run_groups: list[list[_Run]] = []
+        self._group = (_RunGroup(self.runs, settings, device, self.cpu_tuned)
+                       if self.grouped_runs and len(self.runs) > 1 else None)
         if self._side_by_side():
             self._start_run_workers()
+
+    #: Step the runs of ``runs = N`` as one network of grouped convolutions
+    #: (:class:`~deeprestore.batched.BatchedSkipNet`, one Adam) instead of N networks. Off: on
+    #: this CPU it was not faster than N networks one after the other, and side by side beats
+    #: both (docs/performance.md). Meant for a GPU, where it is unmeasured so far;
+    #: ``bench/speed.py``'s ``dip-runs2-grouped`` row and ``bench/gpu_check.sh`` measure it.
+    grouped_runs = False
 
     #: On a CPU, lay the network out channels-last (as on a GPU) and step Adam with its fused
     #: kernel: at 64×64 one run's iteration takes 0.87× the time, two runs side by side 0.84×
@@ -368,7 +441,8 @@ class NetworkAlgorithm(Algorithm):
     def _side_by_side(self) -> bool:
         s = self.settings
         return (self.parallel_runs and self.device.type == "cpu" and len(self.runs) > 1
-                and self._threads > 1 and not s.compile and self._worker is None)
+                and self._threads > 1 and not s.compile and self._worker is None
+                and self._group is None)
 
     def _start_run_workers(self) -> None:
         """One single-thread executor per group of runs, its torch thread count set once."""
@@ -386,7 +460,10 @@ class NetworkAlgorithm(Algorithm):
         return [self._theta_step(run) for run in group]
 
     def _theta_steps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Every run's Θ-step, in run order: side by side on the run workers, or one by one."""
+        """Every run's Θ-step, in run order: grouped, side by side on the run workers, or one
+        by one."""
+        if self._group is not None:
+            return self._grouped_theta_steps(self._group)
         if not self._run_workers:
             return [self._theta_step(run) for run in self.runs]
         futures = [worker.submit(self._step_group, group)
@@ -398,30 +475,54 @@ class NetworkAlgorithm(Algorithm):
                 steps[id(run)] = step
         return [steps[id(run)] for run in self.runs]
 
-    def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.settings
-        run.optimizer.zero_grad(set_to_none=True)
+    def _perturbed_input(self, run: _Run) -> torch.Tensor:
+        """z, plus fresh N(0, sigma_noise²) from the run's own generator when asked for."""
         z = run.z
-        if s.sigma_noise > 0:
+        if self.settings.sigma_noise > 0:
             noise = torch.randn(
                 z.shape, generator=run.noise_generator, device=z.device, dtype=z.dtype
             )
-            z = z + s.sigma_noise * noise
+            z = z + self.settings.sigma_noise * noise
+        return z
+
+    def _network_output(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                        z: torch.Tensor) -> torch.Tensor:
         if self._autocast is not None:
             with torch.autocast(self.device.type, dtype=self._autocast):
-                out = run.forward(z).float()
-        else:
-            out = run.forward(z)
+                return forward(z).float()
+        return forward(z)
+
+    def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Each image's Θ-loss of Algorithm 1, divided by the pixel count: shape (N,)."""
+        s = self.settings
         residual = self.problem.operator.forward(out) - self.problem.y
-        loss = 0.5 * residual.pow(2).sum()
+        loss = 0.5 * residual.pow(2).flatten(1).sum(1)
         if self.admm and s.mu > 0:
-            loss = loss + 0.5 * s.mu * (run.x - out - run.u).pow(2).sum()
+            loss = loss + 0.5 * s.mu * (x - out - u).pow(2).flatten(1).sum(1)
         if s.method == "dip-tv" and s.tv_weight > 0:
-            loss = loss + s.tv_weight * total_variation(out)
-        loss = loss / self.pixels
+            loss = loss + s.tv_weight * torch.stack(
+                [total_variation(image) for image in out.split(1)])
+        return loss / self.pixels
+
+    def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+        run.optimizer.zero_grad(set_to_none=True)
+        out = self._network_output(run.forward, self._perturbed_input(run))
+        loss = self._losses(out, run.x, run.u)[0]
         loss.backward()
         run.optimizer.step()
         return out.detach(), loss.detach()
+
+    def _grouped_theta_steps(self, group: _RunGroup) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """All runs' Θ-steps as one: a batch of their z through the grouped network, the sum of
+        their losses, one backward and one Adam step."""
+        group.optimizer.zero_grad(set_to_none=True)
+        out = self._network_output(
+            group.forward, torch.cat([self._perturbed_input(run) for run in self.runs]))
+        losses = self._losses(out, torch.cat([run.x for run in self.runs]),
+                              torch.cat([run.u for run in self.runs]))
+        losses.sum().backward()
+        group.optimizer.step()
+        return list(zip(out.detach().split(1), losses.detach().unbind(), strict=True))
 
     #: On the CPU, split the cores between the network and a background denoiser call (async
     #: mode): torch keeps n − 1 threads, the denoiser gets one. ``bench/speed.py
@@ -525,6 +626,8 @@ class NetworkAlgorithm(Algorithm):
     def state_dict(self) -> dict[str, Any]:
         """The runs' states, the iteration, and the denoiser bookkeeping. In ``async`` mode a
         call in flight is not part of it (a resumed run starts a fresh one)."""
+        if self._group is not None:
+            self._group.write_back(self.runs)
         return {"iteration": self.iteration, "denoiser_calls": self.denoiser_calls,
                 "snapshot_at": self._snapshot_at,
                 "runs": [run.state_dict() for run in self.runs]}
@@ -542,11 +645,16 @@ class NetworkAlgorithm(Algorithm):
         self._snapshot_at = state["snapshot_at"]
         for run, saved in zip(self.runs, state["runs"], strict=True):
             run.load_state_dict(saved)
+        if self._group is not None:
+            self._group.read_back(self.runs)
 
     def scale_learning_rate(self, factor: float) -> float:
         rate = 0.0
-        for run in self.runs:
-            for group in run.optimizer.param_groups:
+        optimizers = [run.optimizer for run in self.runs]
+        if self._group is not None:
+            optimizers.append(self._group.optimizer)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
                 group["lr"] *= factor
                 rate = group["lr"]
         return rate

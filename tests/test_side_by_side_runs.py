@@ -15,27 +15,17 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from tiny_problems import tiny_denoising_problem, torch_threads
 
 from deeprestore.control import RunControl
 from deeprestore.engine import NetworkAlgorithm, Problem, Result, restore
-from deeprestore.metrics import psnr_rgb
-from deeprestore.operators import Identity
 from deeprestore.settings import Settings
 
 
 @pytest.fixture(autouse=True)
 def two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def _problem(size: int = 16) -> Problem:
-    gen = torch.Generator().manual_seed(0)
-    clean = torch.rand(1, 3, size, size, generator=gen) * 0.5 + 0.25
-    noisy = (clean + 0.1 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
-    return Problem(noisy, Identity(), noisy.clone(), 25.0, clean, psnr_rgb)
+    with torch_threads(2):
+        yield
 
 
 def _settings(**changes: object) -> Settings:
@@ -56,7 +46,7 @@ def _one_after_the_other_on_one_thread(problem: Problem, settings: Settings) -> 
 
 @pytest.mark.parametrize(("method", "runs"), [("dip", 2), ("dip", 3), ("deepred", 2)])
 def test_side_by_side_computes_the_same_runs_as_one_after_the_other(method, runs):
-    problem = _problem()
+    problem = tiny_denoising_problem()
     settings = _settings(method=method, runs=runs)
     side = restore(problem, settings)
     lock = _one_after_the_other_on_one_thread(problem, settings)
@@ -77,7 +67,7 @@ def test_each_worker_steps_its_runs_on_its_share_of_the_threads(monkeypatch):
         return real(self, run)
 
     monkeypatch.setattr(NetworkAlgorithm, "_theta_step", spy)
-    restore(_problem(), _settings(runs=3))
+    restore(tiny_denoising_problem(), _settings(runs=3))
     assert sorted(seen) == [0, 1, 2]
     workers = {index: threads.pop() for index, threads in seen.items() if len(threads) == 1}
     assert len(workers) == 3  # a run always steps on the same thread
@@ -94,7 +84,7 @@ def test_each_worker_steps_its_runs_on_its_share_of_the_threads(monkeypatch):
 ])
 def test_no_workers_for_one_run_or_beside_an_async_denoiser(changes):
     settings = _settings(**changes)
-    algorithm = NetworkAlgorithm(_problem(), settings, torch.device("cpu"), None)
+    algorithm = NetworkAlgorithm(tiny_denoising_problem(), settings, torch.device("cpu"), None)
     try:
         assert algorithm._run_workers == []
     finally:
@@ -103,7 +93,7 @@ def test_no_workers_for_one_run_or_beside_an_async_denoiser(changes):
 
 def test_no_workers_on_one_thread():
     torch.set_num_threads(1)
-    algorithm = NetworkAlgorithm(_problem(), _settings(), torch.device("cpu"), None)
+    algorithm = NetworkAlgorithm(tiny_denoising_problem(), _settings(), torch.device("cpu"), None)
     assert algorithm._run_workers == []
 
 
@@ -121,7 +111,7 @@ def test_a_failing_run_raises_only_once_every_worker_is_idle(monkeypatch):
         return result
 
     monkeypatch.setattr(NetworkAlgorithm, "_theta_step", step)
-    algorithm = NetworkAlgorithm(_problem(), _settings(), torch.device("cpu"), None)
+    algorithm = NetworkAlgorithm(tiny_denoising_problem(), _settings(), torch.device("cpu"), None)
     try:
         with pytest.raises(RuntimeError, match="run 0 broke"):
             algorithm.update()
@@ -132,7 +122,7 @@ def test_a_failing_run_raises_only_once_every_worker_is_idle(monkeypatch):
 
 
 def test_resuming_side_by_side_runs_gives_the_same_result_bit_for_bit():
-    problem = _problem()
+    problem = tiny_denoising_problem()
     settings = _settings(method="deepred", iterations=8, log_every=2)
     full = restore(problem, settings)
     saved: list[dict] = []
