@@ -6,11 +6,11 @@
 # Writes into $OUT (the device tool's folder; bench/results/gpu-check otherwise), 8 files:
 # info.txt (GPU, driver, torch), steps.txt (each step's exit status and seconds),
 # preset-dip.json / preset-deepred.json (the full `denoise` preset on scikit-image's
-# 512×512 astronaut with σ = 25 noise: wall time, PSNR), gpu-speed.json (bench/speed.py at 256
-# and 512, float32 / tf32 / bf16, and --compile), batched.txt (bench/batched.py at 512: two runs
+# 512×512 astronaut with σ = 25 noise: wall time, PSNR), gpu-speed.json (bench/speed.py at 512
+# and 256 in float32, tf32 and bf16 at 512 under "precision", --compile under "compile"), batched.txt (bench/batched.py at 512: two runs
 # one by one vs as one grouped-convolution network, issue 5's "measure which is faster"),
 # gpu-denoisers.json (bench/denoisers.py), and log.txt (everything printed). Each step has its own time limit, so one that hangs does not
-# cost the others; the limits add up to 580 s.
+# cost the others; the limits add up to 565 s.
 #
 # A smoke test of the script itself on a CPU (minutes, no GPU figures):
 #   DEVICE=cpu SIZES=64 CROP=64 PRESET_ITERS=3 ITERS=3 OUT=/tmp/gpu-check bash bench/gpu_check.sh
@@ -31,7 +31,7 @@ export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 PY=python3
 DR="$PY -m deeprestore"
 DEVICE=${DEVICE:-cuda}
-SIZES=${SIZES:-256,512}
+SIZES=${SIZES:-512,256}
 CROP=${CROP:-512}
 ITERS=${ITERS:-30}
 PRESET_ITERS=${PRESET_ITERS:+--iters $PRESET_ITERS}
@@ -54,7 +54,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, record status a
     nproc
 } > "$OUT/info.txt" 2>&1
 
-step tests 45 $PY -m pytest -q -rs tests/test_nlm_torch.py tests/test_bm3d_torch.py -k cuda \
+step tests 35 $PY -m pytest -q -rs tests/test_nlm_torch.py tests/test_bm3d_torch.py -k cuda \
     -p no:cacheprovider
 
 work=$(mktemp -d)
@@ -68,32 +68,36 @@ from skimage import data
 crop = int(sys.argv[2])
 iio.imwrite(Path(sys.argv[1]) / "astronaut.png", data.astronaut()[:crop, :crop])
 EOF
-step degrade 15 $DR degrade "$work/astronaut.png" --task denoise --sigma 25 -o "$work/in" -q
+step degrade 10 $DR degrade "$work/astronaut.png" --task denoise --sigma 25 -o "$work/in" -q
 for method in dip deepred; do
-    step "preset-$method" 140 $DR denoise "$work/in/astronaut.png" --method "$method" \
+    step "preset-$method" 130 $DR denoise "$work/in/astronaut.png" --method "$method" \
         --preset denoise $PRESET_ITERS --device "$DEVICE" --reference "$work/astronaut.png" -o "$work/$method" \
         -q --json
     cp "$work/$method"/*.json "$OUT/preset-$method.json" 2>/dev/null
 done
 
-step speed 120 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
+# 512 first: a step cut short by its limit keeps the blocks it finished (written as it goes)
+step speed 100 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
     --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2,dip-runs2-grouped \
-    --precisions float32,tf32,bf16 --json "$OUT/gpu-speed.json"
-step compile 50 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES##*,}" --iters "$ITERS" --no-pieces \
-    --methods dip,dip-compile --json "$work/compile.json"
-$PY - "$OUT/gpu-speed.json" "$work/compile.json" <<'EOF'
+    --json "$OUT/gpu-speed.json"
+step precision 60 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
+    --no-pieces --methods dip,deepred-nlm-torch --precisions tf32,bf16 --json "$work/precision.json"
+step compile 50 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
+    --no-pieces --methods dip,dip-compile --json "$work/compile.json"
+$PY - "$OUT/gpu-speed.json" "$work/precision.json" "$work/compile.json" <<'EOF'
 import json
 import sys
 from pathlib import Path
 
-main, extra = (Path(p) for p in sys.argv[1:])
-if main.exists() and extra.exists():
-    merged = json.loads(main.read_text())
-    merged["compile"] = json.loads(extra.read_text())
-    main.write_text(json.dumps(merged, indent=2))
+main, *extras = (Path(p) for p in sys.argv[1:])
+merged = json.loads(main.read_text()) if main.exists() else {}
+for key, extra in zip(("precision", "compile"), extras, strict=True):
+    if extra.exists():
+        merged[key] = json.loads(extra.read_text())
+main.write_text(json.dumps(merged, indent=2))
 EOF
-step batched 30 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 \
+step batched 25 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 \
     | tee $OUT/batched.txt"
-step denoisers 40 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
+step denoisers 25 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
     --json "$OUT/gpu-denoisers.json"
 echo "done: $(ls "$OUT")"
