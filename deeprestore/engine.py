@@ -193,7 +193,7 @@ def dual_update(u: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Te
     return u - x + out
 
 
-NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # SkipNet, or BatchedSkipNet in bench/
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a BatchedSkipNet of runs
 
 
 def prepare_network_step(
@@ -310,10 +310,9 @@ class _RunGroup:
 
     def __init__(self, runs: list[_Run], settings: Settings, device: torch.device,
                  cpu_tuned: bool) -> None:
-        with torch.random.fork_rng(devices=[]):  # its weights are the runs': keep the RNG
-            batched = BatchedSkipNet.from_nets([run.net for run in runs])
         self.net, _, self.optimizer = prepare_network_step(
-            batched, runs[0].z, settings.lr, device, cpu_tuned)
+            BatchedSkipNet.from_nets([run.net for run in runs]), runs[0].z, settings.lr, device,
+            cpu_tuned)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         if settings.compile:
             self.forward = torch.compile(self.net)  # type: ignore[assignment]
