@@ -46,17 +46,10 @@ def _peak_rss_mib() -> float:
 def _worker(size: int, methods: list[str]) -> None:
     """Child: build every method's algorithm, then answer "NAME" with "seconds faults" lines."""
     import torch
-    from speed import METHODS, _engine_switches, _settings, _split, make_problem
+    from speed import build_algorithms, make_problem
 
-    from deeprestore.engine import make_algorithm
-
-    problem = make_problem(size)
-    algorithms = {}
-    for name in methods:
-        overrides, switches = _split(METHODS[name])
-        settings = _settings(overrides, 10**6, 10**6, "float32").validate()
-        with _engine_switches(**switches):
-            algorithms[name] = make_algorithm(problem, settings, torch.device("cpu"))
+    algorithms = build_algorithms(make_problem(size), methods, torch.device("cpu"), 10**6,
+                                  "float32")
     print("ready", flush=True)
     try:
         for line in sys.stdin:

@@ -46,6 +46,7 @@ from rich.table import Table
 
 from deeprestore.denoisers import get_denoiser
 from deeprestore.engine import (
+    Algorithm,
     NetworkAlgorithm,
     Problem,
     Progress,
@@ -182,6 +183,21 @@ def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
                     **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
 
 
+def build_algorithms(problem: Problem, names: list[str], device: torch.device, iterations: int,
+                     precision: str) -> dict[str, Algorithm]:
+    """Each method's engine algorithm on ``device``, built as ``restore`` builds it (backends,
+    problem on the device, the method row's settings and engine switches)."""
+    configure_backends(device, precision)
+    moved = problem_to_device(problem, device)
+    algorithms = {}
+    for name in names:
+        overrides, switches = _split(METHODS[name])
+        settings = _settings(overrides, iterations, iterations, precision).validate()
+        with _engine_switches(**switches):
+            algorithms[name] = make_algorithm(moved, settings, device)
+    return algorithms
+
+
 def time_interleaved(problem: Problem, names: list[str], device: torch.device, iters: int,
                      warmup: int, precision: str) -> dict[str, tuple[float, float]]:
     """Every method's algorithm built at once and stepped in turn, one iteration each.
@@ -195,14 +211,7 @@ def time_interleaved(problem: Problem, names: list[str], device: torch.device, i
     asynchronous = [n for n in names if METHODS[n].get("denoiser_mode") == "async"]
     if asynchronous:
         raise SystemExit(f"--interleave cannot time async methods: {', '.join(asynchronous)}")
-    configure_backends(device, precision)
-    moved = problem_to_device(problem, device)
-    algorithms = {}
-    for name in names:
-        overrides, switches = _split(METHODS[name])
-        settings = _settings(overrides, warmup + iters, warmup + iters, precision).validate()
-        with _engine_switches(**switches):
-            algorithms[name] = make_algorithm(moved, settings, device)
+    algorithms = build_algorithms(problem, names, device, warmup + iters, precision)
     spent = dict.fromkeys(names, 0.0)
     try:
         for iteration in range(warmup + iters):
