@@ -37,11 +37,8 @@ def _settings(**changes: object) -> Settings:
 
 
 def _one_after_the_other_on_one_thread(problem: Problem, settings: Settings) -> Result:
-    torch.set_num_threads(1)  # one thread: no workers, the runs in lock-step
-    try:
+    with torch_threads(1):  # one thread: no workers, the runs in lock-step
         return restore(problem, settings)
-    finally:
-        torch.set_num_threads(2)
 
 
 @pytest.mark.parametrize(("method", "runs"), [("dip", 2), ("dip", 3), ("deepred", 2)])
