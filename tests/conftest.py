@@ -1,12 +1,14 @@
-"""Shared fixtures: small test images written to disk, and an in-process CLI runner."""
+"""Shared fixtures: small test images on disk, an in-process CLI runner, one torch thread."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_problems import torch_threads
 
 from deeprestore.cli import main
 from deeprestore.demo import demo_images
@@ -37,6 +39,18 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op torch thread for a whole test module, put back afterwards.
+
+    For modules of tiny tensors: on a busy 2-core machine OpenMP threads waiting for a
+    descheduled sibling make them 5–10× slower. Their results do not depend on it. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,7 @@ import torch
 from deeprestore.batched import BatchedSkipNet
 from deeprestore.networks import SkipNet, count_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: intra-op threads only add sync overhead (10x on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets
 
 
 def _nets(runs: int, upsample_mode: str = "bilinear", skip_channels: int = 2) -> list[SkipNet]:

@@ -10,7 +10,6 @@ s = sigma / 255). Reference results are computed once per module and cached.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -64,17 +63,7 @@ def _from_torch(t: torch.Tensor) -> np.ndarray:
     return t[0].permute(1, 2, 0).double().numpy()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_torch_thread() -> Iterator[None]:
-    """Run this module with one intra-op torch thread, restoring the setting afterwards.
-
-    On a small shared CPU, OpenMP threads that wait for a descheduled sibling make bm3d_torch
-    5-10x slower; one thread keeps the module's runtime predictable. Results do not depend on it.
-    """
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

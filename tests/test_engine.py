@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from tiny_problems import torch_threads
 
 from deeprestore.denoisers import Denoiser
 from deeprestore.engine import (
@@ -223,14 +224,10 @@ def test_a_threaded_cpu_denoiser_gets_all_cores_in_sync_and_the_spare_one_in_asy
         return x
 
     threaded = Denoiser("spy", spy, "cpu", "records thread counts", threaded=True)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         restore(_problem(), _fast(method="deepred", denoiser_mode=mode, denoise_every=2),
                 denoiser=threaded)
         after = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
     assert seen
     # sync: the call owns both threads; async: torch keeps one, the worker's call gets the other
     assert seen == [2 if mode == "sync" else 1] * len(seen)

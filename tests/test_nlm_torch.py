@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -64,13 +62,7 @@ COLOUR_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Run on one intra-op thread: small tensors on a shared 2-core machine thrash otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors
 
 
 @pytest.mark.parametrize(("name", "size", "sigma"), COLOUR_CASES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import imageio.v3 as iio
 import numpy as np
@@ -30,13 +29,7 @@ SETTINGS = settings(max_examples=25, deadline=None)
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids OpenMP sync overhead on a busy 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors
 
 
 def _randn(seed: int, *shape: int) -> torch.Tensor:

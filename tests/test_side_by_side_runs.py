@@ -89,8 +89,9 @@ def test_no_workers_for_one_run_or_beside_an_async_denoiser(changes):
 
 
 def test_no_workers_on_one_thread():
-    torch.set_num_threads(1)
-    algorithm = NetworkAlgorithm(tiny_denoising_problem(), _settings(), torch.device("cpu"), None)
+    with torch_threads(1):
+        algorithm = NetworkAlgorithm(tiny_denoising_problem(), _settings(), torch.device("cpu"),
+                                     None)
     assert algorithm._run_workers == []
 
 
