@@ -1,17 +1,21 @@
 """What does a second run cost? N runs one after the other vs one grouped-convolution network.
 
-    python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--device cpu]
+    python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--rounds 5] [--device cpu]
 
 Times a full DIP step (forward, MSE loss, backward, Adam; networks laid out as the engine lays
 them out: channels-last, fused Adam on a CPU, since 2026-12-01) for: one SkipNet; N SkipNets stepped
 one after the other (what the engine does on one thread or a GPU); one
 :class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions; and, on
 the CPU, one run on one torch thread (what each of N runs side by side on N cores could do at
-best), N runs on N Python threads (what the engine does on a CPU with N threads) and N runs in
-N processes, one torch thread each. Prints
-seconds per step and each one relative to the single run (all threads), measured in the same
-invocation. Issue 5's target is N = 2 batched at ≤ 1.6× one run
-(64×64, this CPU).
+best), N runs side by side on N worker threads with one torch thread each (what the engine does
+on a CPU with N threads) and N runs in N processes, one torch thread each.
+
+The in-process rows are **interleaved**: each round times ``--steps`` steps of every row in turn
+(the order rotates by one row per round), and a row's figure is the median over ``--rounds``
+rounds of its seconds per step and of its ratio to the single run *in the same round*, so a
+machine whose speed drifts (a shared VM) moves both alike. The process row runs on its own
+afterwards (median of 3) and is compared with the single run's median. Issue 5's target is
+N = 2 batched at ≤ 1.6× one run (64×64, this CPU).
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from deeprestore.batched import BatchedSkipNet
-from deeprestore.engine import configure_backends, prepare_network_step
+from deeprestore.engine import _own_thread_count, configure_backends, prepare_network_step
 from deeprestore.networks import SkipNet
 
 
@@ -43,23 +47,72 @@ def _step_of(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> Callable
     return step
 
 
-def _seconds_per_step(steps: list[Callable[[], None]], count: int, device: torch.device) -> float:
-    """Median over 3 repeats of the time of ``count`` rounds (each round calls every step once)."""
-    for _ in range(3):
-        for step in steps:
-            step()
-    times = []
-    for _ in range(3):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _interleaved(blocks: dict[str, Callable[[int], None]], steps: int, rounds: int,
+                 device: torch.device) -> dict[str, tuple[float, float]]:
+    """{row: (median seconds per step, median ratio to the first row in the same round)}.
+
+    ``blocks[row](count)`` takes ``count`` steps. One warm-up block of 3 steps each, then
+    ``rounds`` rounds; each round times every row's block once, in an order rotated by one row
+    per round.
+    """
+    names = list(blocks)
+    for name in names:
+        blocks[name](3)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            blocks[name](steps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append((time.perf_counter() - start) / steps)
+    first = seconds[names[0]]
+    return {name: (statistics.median(times),
+                   statistics.median(t / f for t, f in zip(times, first, strict=True)))
+            for name, times in seconds.items()}
+
+
+def _block(steps: list[Callable[[], None]]) -> Callable[[int], None]:
+    """``count`` rounds of every step in ``steps``, one after the other."""
+
+    def run(count: int) -> None:
         for _ in range(count):
             for step in steps:
                 step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) / count)
-    return statistics.median(times)
+
+    return run
+
+
+def _one_thread_block(step: Callable[[], None]) -> Callable[[int], None]:
+    """``count`` steps on one torch thread (the thread count is put back afterwards)."""
+
+    def run(count: int) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for _ in range(count):
+                step()
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
+
+
+def _side_by_side_block(steps: list[Callable[[], None]],
+                        workers: list[ThreadPoolExecutor]) -> Callable[[int], None]:
+    """``count`` iterations; in each, every step on its own worker (one torch thread each), all
+    awaited before the next, as the engine's side-by-side runs."""
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            futures = [worker.submit(step) for worker, step in zip(workers, steps, strict=True)]
+            for future in futures:
+                future.result()
+
+    return run
 
 
 def _process_run(seed: int, size: int, steps: int, barrier: object) -> float:
@@ -93,6 +146,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -102,40 +156,36 @@ def main() -> None:
     nets = [SkipNet().to(device) for _ in range(n)]
     y = torch.rand(1, 3, size, size, device=device)
     zs = [torch.rand(1, 32, size, size, device=device) for _ in range(n)]
-    one = _seconds_per_step([_step_of(nets[0], zs[0], y)], args.steps, device)
-    sequential = _seconds_per_step([_step_of(net, z, y) for net, z in zip(nets, zs, strict=True)],
-                                   args.steps, device)
     batched_net = BatchedSkipNet.from_nets(nets).to(device)
-    batched = _seconds_per_step(
-        [_step_of(batched_net, torch.cat(zs), y.expand(n, -1, -1, -1))], args.steps, device)
-    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{size}×{size}, {n} runs, median of 3 × {args.steps} steps")
-    print(f"{'one run':24s} {one:.4f} s/step  1.00×")
-    print(f"{f'{n} runs one by one':24s} {sequential:.4f} s/step  {sequential / one:.2f}×")
-    print(f"{f'{n} runs grouped convs':24s} {batched:.4f} s/step  {batched / one:.2f}×")
-    if device.type != "cpu":
-        return
-    threads = torch.get_num_threads()
     steps = [_step_of(net, z, y) for net, z in zip(nets, zs, strict=True)]
-
-    def side_by_side() -> None:
-        workers = [threading.Thread(target=step) for step in steps[1:]]
-        for worker in workers:
-            worker.start()
-        steps[0]()
-        for worker in workers:
-            worker.join()
-
-    torch.set_num_threads(1)
+    blocks: dict[str, Callable[[int], None]] = {
+        "one run": _block(steps[:1]),
+        f"{n} runs one by one": _block(steps),
+        f"{n} runs grouped convs": _block(
+            [_step_of(batched_net, torch.cat(zs), y.expand(n, -1, -1, -1))]),
+    }
+    workers: list[ThreadPoolExecutor] = []
+    if device.type == "cpu":
+        workers = [ThreadPoolExecutor(max_workers=1) for _ in range(n)]
+        for future in [worker.submit(_own_thread_count, 1) for worker in workers]:
+            future.result()
+        blocks["one run, 1 thread"] = _one_thread_block(steps[0])
+        blocks[f"{n} runs on {n} threads"] = _side_by_side_block(steps, workers)
     try:
-        one_thread = _seconds_per_step(steps[:1], args.steps, device)
-        parallel = _seconds_per_step([side_by_side], args.steps, device)
+        figures = _interleaved(blocks, args.steps, args.rounds, device)
     finally:
-        torch.set_num_threads(threads)
-    print(f"{'one run, 1 thread':24s} {one_thread:.4f} s/step  {one_thread / one:.2f}×")
-    print(f"{f'{n} runs on {n} threads':24s} {parallel:.4f} s/step  {parallel / one:.2f}×")
-    processes = _processes(n, size, args.steps)
-    print(f"{f'{n} runs in {n} processes':24s} {processes:.4f} s/step  {processes / one:.2f}×")
+        for worker in workers:
+            worker.shutdown()
+    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{size}×{size}, {n} runs, {args.rounds} interleaved rounds of {args.steps} steps "
+          "(medians; × one run: in the same round)")
+    for name, (seconds, ratio) in figures.items():
+        print(f"{name:24s} {seconds:.4f} s/step  {ratio:.2f}×")
+    if device.type == "cpu":
+        processes = _processes(n, size, args.steps)
+        one = figures["one run"][0]
+        print(f"{f'{n} runs in {n} processes':24s} {processes:.4f} s/step  {processes / one:.2f}×"
+              "  (run afterwards, against the median one run)")
 
 
 if __name__ == "__main__":

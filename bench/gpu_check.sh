@@ -96,7 +96,7 @@ for key, extra in zip(("precision", "compile"), extras, strict=True):
         merged[key] = json.loads(extra.read_text())
 main.write_text(json.dumps(merged, indent=2))
 EOF
-step batched 25 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 \
+step batched 25 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 --rounds 3 \
     | tee $OUT/batched.txt"
 step denoisers 25 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
     --json "$OUT/gpu-denoisers.json"
