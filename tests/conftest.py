@@ -45,8 +45,9 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 def one_torch_thread() -> Iterator[None]:
     """One intra-op torch thread for a whole test module, put back afterwards.
 
-    For modules of tiny tensors: on a busy 2-core machine OpenMP threads waiting for a
-    descheduled sibling make them 5–10× slower. Their results do not depend on it. Use with
+    For modules of tiny tensors (on a busy 2-core machine OpenMP threads waiting for a
+    descheduled sibling make them 5–10× slower; their results do not depend on it) and for
+    modules whose algorithms must all round alike, without side-by-side run workers. Use with
     ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
     """
     with torch_threads(1):

@@ -7,21 +7,15 @@ rollbacks keep one format whichever way the runs are stepped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
-from tiny_problems import tiny_denoising_problem, torch_threads
+from tiny_problems import tiny_denoising_problem
 
 from deeprestore.engine import NetworkAlgorithm, make_algorithm
 from deeprestore.settings import Settings
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: no side-by-side workers, the same rounding in every algorithm."""
-    with torch_threads(1):
-        yield
+# One torch thread: no side-by-side workers, the same rounding in every algorithm.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _settings(**changes: object) -> Settings:
