@@ -788,9 +788,15 @@ def reproduce(
     resolved = _resolve_device(device)
     tty = sys.stderr.isatty() and not quiet
 
+    failed: list[str] = []
+
     def progress(event: ReproduceEvent) -> None:
         if event.kind == "missing":
             err_console.print(f"warning: {event.message}", soft_wrap=True, markup=False)
+        elif event.kind == "failed":
+            failed.append(f"{event.table}/{event.image} {event.method}")
+            err_console.print(f"error: {event.table}/{event.image} {event.method}: "
+                              f"{event.message}", soft_wrap=True, markup=False)
         elif event.kind in ("done", "skip") and not quiet:
             where = f"{event.table}/{event.image} {event.method}"
             psnr = (event.manifest or {}).get("psnr")
@@ -810,6 +816,8 @@ def reproduce(
     except ReproduceError as err:
         raise UsageProblem(str(err)) from None
     print(f"results: {results}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

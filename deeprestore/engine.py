@@ -17,8 +17,11 @@ callback. Methods (REFERENCE.md §1):
 - ``red``: RED without a network, fixed-point iterations on x;
 - ``nlm``, ``bm3d``, …: a classical baseline, computed once.
 
-Tensors are (N, C, H, W) floats in [0, 1] on the engine's device. Losses are divided by the
-number of pixels of x (paper's sums, rescaled; Adam is insensitive to the scale).
+Tensors are (N, C, H, W) floats in [0, 1] on the engine's device. Losses are the paper's sums
+divided by the number of pixels of x, or each term's mean as the authors' code (``loss_terms``).
+The authors' code's other rules are settings too (λ/µ growth, DIP's backtracking, the denoiser's
+one-period lag, x from zeros, learning-rate decay; docs/algorithm.md, "Paper vs the authors'
+code").
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class Problem:
 class LogRow:
     """One logged iteration: loss of the Θ-step (or RED objective), PSNR of the current estimate
     against the reference (None without one), ‖x − T_Θ(z)‖ RMS per pixel (None when no x),
-    wall seconds since the start, and the age in iterations of the denoised image in use."""
+    wall seconds since the start, the age in iterations of the denoised image in use, and the
+    λ and µ in use (DeepRED; they change under the growth rule, ``grow_step``)."""
 
     iteration: int
     loss: float
@@ -87,6 +91,8 @@ class LogRow:
     gap: float | None
     seconds: float
     denoiser_age: int | None = None
+    lam: float | None = None
+    mu: float | None = None
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Result:
     denoiser_calls: int = 0
     denoiser: str | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    backtracks: list[dict[str, Any]] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -136,6 +143,14 @@ class Algorithm:
 
     def denoiser_age(self) -> int | None:
         return None
+
+    def weights(self) -> tuple[float | None, float | None]:
+        """The λ and µ in use (None where the method has none)."""
+        return None, None
+
+    def backtrack_events(self) -> list[dict[str, Any]]:
+        """The backtracks so far (``backtrack_drop``): iteration, run, PSNRs."""
+        return []
 
     def close(self) -> None:
         """Release background resources (nothing by default)."""
@@ -252,24 +267,40 @@ class _Run:
             self.noise_generator = generator
         else:
             self.noise_generator = torch.Generator(device=device).manual_seed(seed)
-        self.x = problem.x_init.clone()
+        start = problem.x_init if settings.x_start == "problem" else torch.zeros_like(
+            problem.x_init)
+        self.x = start.clone()
         self.u = torch.zeros_like(self.x)
         self.denoised = self.x.clone()
+        #: the x whose f the lagged schedule (``denoiser_lag``) applies next
+        self.pending = self.x.clone() if settings.denoiser_lag else None
         self.ema: torch.Tensor | None = None
         self.out: torch.Tensor | None = None
+        self.lam, self.mu = settings.lam, settings.mu  # grow under ``grow_step``
+        self.threshold = settings.grow_threshold
+        self.good_params: list[torch.Tensor] | None = None  # ``backtrack_drop``'s last good Θ
+        self.good_psnr = -math.inf
+        self.backtracks: list[dict[str, Any]] = []
 
-    _TENSORS = ("x", "u", "denoised", "ema", "out")
+    _TENSORS = ("x", "u", "denoised", "ema", "out", "pending")
+    _NUMBERS = ("lam", "mu", "threshold", "good_psnr")
 
     def state_dict(self) -> dict[str, Any]:
-        """Copies of Θ, Adam's state, the perturbation generator, x, u, f(x), EMA, last T."""
+        """Copies of Θ, Adam's state, the perturbation generator, x, u, f(x), EMA, last T, and
+        the reference rules' state (λ, µ, threshold, last good Θ)."""
         state: dict[str, Any] = {
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "noise_generator": self.noise_generator.get_state(),
+            "good_params": (None if self.good_params is None
+                            else [p.clone() for p in self.good_params]),
+            "backtracks": [dict(event) for event in self.backtracks],
         }
         for name in self._TENSORS:
             value = getattr(self, name)
             state[name] = None if value is None else value.detach().clone()
+        for name in self._NUMBERS:
+            state[name] = getattr(self, name)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -281,8 +312,60 @@ class _Run:
                                        else state["noise_generator"])
         device = self.x.device
         for name in self._TENSORS:
-            value = state[name]
+            value = state.get(name)
             setattr(self, name, None if value is None else value.to(device).clone())
+        for name in self._NUMBERS:
+            if name in state:
+                setattr(self, name, state[name])
+        good = state.get("good_params")
+        self.good_params = None if good is None else [
+            torch.empty_like(p).copy_(g) for p, g in zip(self.net.parameters(), good, strict=True)]
+        self.backtracks = [dict(event) for event in state.get("backtracks", [])]
+
+    def backtrack(self, data_psnr: float, drop: float, iteration: int) -> bool:
+        """DIP's backtracking: False (and Θ restored to the last good iteration's) when
+        ``data_psnr`` (dB) is more than ``drop`` below the last good one; else True, and the
+        current Θ (the one that produced this PSNR) becomes the last good one."""
+        params = list(self.net.parameters())
+        with torch.no_grad():
+            if self.good_params is not None and data_psnr < self.good_psnr - drop:
+                for param, good in zip(params, self.good_params, strict=True):
+                    param.copy_(good)
+                self.backtracks.append({"at": iteration, "psnr": data_psnr,
+                                        "back_to_psnr": self.good_psnr})
+                return False
+            if self.good_params is None:
+                self.good_params = [torch.empty_like(param) for param in params]
+            for good, param in zip(self.good_params, params, strict=True):
+                good.copy_(param)
+        self.good_psnr = data_psnr
+        return True
+
+    def grow(self, data_psnr: float, settings: Settings) -> None:
+        """The growth rule of the authors' denoising code: past the threshold, λ and µ grow by
+        ``grow_step`` and the threshold by ``grow_threshold_step`` (dB)."""
+        if data_psnr > self.threshold:
+            self.lam += settings.grow_step
+            self.mu += settings.grow_step
+            self.threshold += settings.grow_threshold_step
+
+
+@dataclass
+class _Step:
+    """One run's Θ-step: T_Θ(z) of its forward pass (detached), its loss, the MSE of
+    H T_Θ(z) − y, PSNR(H T_Θ(z), y) in dB where a rule needs it (a host sync), and whether the
+    step was kept (False: backtracked, Θ restored, no Adam step)."""
+
+    out: torch.Tensor
+    loss: torch.Tensor
+    data_mse: torch.Tensor
+    data_psnr: float | None = None
+    kept: bool = True
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on the [0, 1] scale (inf for 0)."""
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
 def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -405,14 +488,17 @@ class NetworkAlgorithm(Algorithm):
         self._snapshot_at: int | None = None  # iteration whose x the f(x) in use was made from
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[torch.Tensor] | None = None
-        self._pending_at = 0
         self._threads = torch.get_num_threads()
         if self.use_denoiser and settings.denoiser_mode == "async":
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
         self._run_workers: list[ThreadPoolExecutor] = []
         self._run_groups: list[list[_Run]] = []
+        self._pending_at = 1  # the lagged schedule's snapshot: x₀, "taken" at round 1
+        self._rules_need_psnr = (settings.backtrack_drop > 0
+                                 or (self.admm and settings.grow_step > 0))
         self._group = (_RunGroup(self.runs, settings, device, self.cpu_tuned)
-                       if self.grouped_runs and len(self.runs) > 1 else None)
+                       if self.grouped_runs and len(self.runs) > 1
+                       and settings.backtrack_drop == 0 else None)
         if self._side_by_side():
             self._start_run_workers()
 
@@ -455,10 +541,10 @@ class NetworkAlgorithm(Algorithm):
             future.result()
         torch.set_num_threads(self._threads)  # the default for threads created later
 
-    def _step_group(self, group: list[_Run]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _step_group(self, group: list[_Run]) -> list[_Step]:
         return [self._theta_step(run) for run in group]
 
-    def _theta_steps(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _theta_steps(self) -> list[_Step]:
         """Every run's Θ-step, in run order: grouped, side by side on the run workers, or one
         by one."""
         if self._group is not None:
@@ -468,7 +554,7 @@ class NetworkAlgorithm(Algorithm):
         futures = [worker.submit(self._step_group, group)
                    for worker, group in zip(self._run_workers, self._run_groups, strict=True)]
         wait(futures)  # all of them, so that no worker still runs when one has failed
-        steps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        steps: dict[int, _Step] = {}
         for group, future in zip(self._run_groups, futures, strict=True):
             for run, step in zip(group, future.result(), strict=True):
                 steps[id(run)] = step
@@ -491,37 +577,66 @@ class NetworkAlgorithm(Algorithm):
                 return forward(z).float()
         return forward(z)
 
-    def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Each image's Θ-loss of Algorithm 1, divided by the pixel count: shape (N,)."""
+    def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
+                mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's Θ-loss of Algorithm 1 and the MSE of ``H T − y``: both shape (N,).
+
+        ``loss_terms = "sum"``: ``(½‖H T − y‖² + µ/2 ‖x − T − u‖² + λ_TV TV(T)) / pixels of x``;
+        ``"mean"``: ``½ mean(|H T − y|²) + µ/2 mean(|x − T − u|²) + λ_TV TV(T) / pixels of x``,
+        each term over its own pixels as the authors' code (the same when H keeps the size).
+        ``mu``: a number, or (N, 1) per image (runs whose µ grew apart).
+        """
         s = self.settings
         residual = self.problem.operator.forward(out) - self.problem.y
-        loss = 0.5 * residual.pow(2).flatten(1).sum(1)
-        if self.admm and s.mu > 0:
-            loss = loss + 0.5 * s.mu * (x - out - u).pow(2).flatten(1).sum(1)
+        squares = residual.pow(2).flatten(1)
+        data_mse = squares.detach().mean(1)
+        # "mean": each term / its own pixel count; "sum": every term / the pixels of x
+        reduce = (lambda t: t.mean(1)) if s.loss_terms == "mean" else (lambda t: t.sum(1))
+        loss = 0.5 * reduce(squares)
+        if self.admm and (s.mu > 0 or s.grow_step > 0):
+            weight = mu[:, 0] if isinstance(mu, torch.Tensor) else mu
+            loss = loss + 0.5 * weight * reduce((x - out - u).pow(2).flatten(1))
+        tv = None
         if s.method == "dip-tv" and s.tv_weight > 0:
-            loss = loss + s.tv_weight * torch.stack(
-                [total_variation(image) for image in out.split(1)])
-        return loss / self.pixels
+            tv = s.tv_weight * torch.stack([total_variation(image) for image in out.split(1)])
+        if s.loss_terms == "mean":
+            return (loss if tv is None else loss + tv / self.pixels), data_mse
+        return (loss if tv is None else loss + tv) / self.pixels, data_mse
 
-    def _theta_step(self, run: _Run) -> tuple[torch.Tensor, torch.Tensor]:
+    def _theta_step(self, run: _Run) -> _Step:
         run.optimizer.zero_grad(set_to_none=True)
         out = self._network_output(run.forward, self._perturbed_input(run))
-        loss = self._losses(out, run.x, run.u)[0]
-        loss.backward()
-        run.optimizer.step()
-        return out.detach(), loss.detach()
+        losses, data_mse = self._losses(out, run.x, run.u, run.mu)
+        losses[0].backward()
+        step = _Step(out.detach(), losses[0].detach(), data_mse[0])
+        if self._rules_need_psnr:
+            step.data_psnr = psnr_of_mse(float(data_mse[0]))
+            if self.settings.backtrack_drop > 0:
+                step.kept = run.backtrack(step.data_psnr, self.settings.backtrack_drop,
+                                          self.iteration)
+        if step.kept:
+            run.optimizer.step()
+        return step
 
-    def _grouped_theta_steps(self, group: _RunGroup) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _grouped_theta_steps(self, group: _RunGroup) -> list[_Step]:
         """All runs' Θ-steps as one: a batch of their z through the grouped network, the sum of
-        their losses, one backward and one Adam step."""
+        their losses, one backward and one Adam step (not with ``backtrack_drop``)."""
         group.optimizer.zero_grad(set_to_none=True)
         out = self._network_output(
             group.forward, torch.cat([self._perturbed_input(run) for run in self.runs]))
-        losses = self._losses(out, torch.cat([run.x for run in self.runs]),
-                              torch.cat([run.u for run in self.runs]))
+        mus = [run.mu for run in self.runs]
+        mu: float | torch.Tensor = (mus[0] if len(set(mus)) == 1 else
+                                    torch.tensor(mus, device=out.device).reshape(-1, 1))
+        losses, data_mse = self._losses(out, torch.cat([run.x for run in self.runs]),
+                                        torch.cat([run.u for run in self.runs]), mu)
         losses.sum().backward()
         group.optimizer.step()
-        return list(zip(out.detach().split(1), losses.detach().unbind(), strict=True))
+        steps = [_Step(o, loss, mse) for o, loss, mse in zip(
+            out.detach().split(1), losses.detach().unbind(), data_mse.unbind(), strict=True)]
+        if self._rules_need_psnr:
+            for step in steps:
+                step.data_psnr = psnr_of_mse(float(step.data_mse))
+        return steps
 
     #: On the CPU, split the cores between the network and a background denoiser call (async
     #: mode): torch keeps n − 1 threads, the denoiser gets one. ``bench/speed.py
@@ -542,6 +657,19 @@ class NetworkAlgorithm(Algorithm):
         for run, image in zip(self.runs, denoised.split(1), strict=True):
             run.denoised = image
         self._snapshot_at = self.iteration
+
+    def _denoise_lagged(self) -> None:
+        """Sync mode with ``denoiser_lag`` (the authors' thread, made deterministic): f of the x
+        snapshot taken one denoiser period ago becomes f(x); the current x is the next snapshot."""
+        snapshots = []
+        for run in self.runs:
+            assert run.pending is not None
+            snapshots.append(run.pending)
+        denoised = self._denoise(torch.cat(snapshots), self._threads)
+        for run, image in zip(self.runs, denoised.split(1), strict=True):
+            run.denoised = image
+            run.pending = run.x.clone()
+        self._snapshot_at, self._pending_at = self._pending_at, self.iteration
 
     def _poll_background(self, refresh: bool) -> None:
         """Async mode: apply a finished background result; start a new call on refresh rounds."""
@@ -573,9 +701,10 @@ class NetworkAlgorithm(Algorithm):
 
     def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
-        lam, mu = s.lam, s.mu
+        lam, mu = run.lam, run.mu
         for step in range(s.inner_steps):
-            if step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync":
+            if (step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync"
+                    and not s.denoiser_lag):
                 run.denoised = self._denoise(run.x, self._threads)  # J > 1: f of the newest x
             if s.x_update == "fixed-point":
                 run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
@@ -586,27 +715,50 @@ class NetworkAlgorithm(Algorithm):
         run.u = dual_update(run.u, run.x, out)
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s = self.settings
         self.iteration += 1
-        refresh = (self.iteration - 1) % self.settings.denoise_every == 0
+        refresh = (self.iteration - 1) % s.denoise_every == 0
         if self.use_denoiser:
-            if self._worker is None:
-                if refresh:
-                    self._denoise_runs()
-            else:
+            if self._worker is not None:
                 self._poll_background(refresh)
+            elif s.denoiser_lag:
+                if self.iteration % s.denoise_every == 0:
+                    self._denoise_lagged()
+            elif refresh:
+                self._denoise_runs()
         losses = []
         gaps = []
-        for run, (out, loss) in zip(self.runs, self._theta_steps(), strict=True):
+        for run, step in zip(self.runs, self._theta_steps(), strict=True):
+            losses.append(step.loss)
+            if not step.kept:  # backtracked: this iteration's T is discarded
+                if self.admm and run.out is not None:
+                    gaps.append(torch.sqrt(torch.mean((run.x - run.out) ** 2)))
+                continue
+            out = step.out
             if self.admm:
                 self._x_update(run, out, refresh)
                 gaps.append(torch.sqrt(torch.mean((run.x - out) ** 2)))
-            w = self.settings.ema
+                if s.grow_step > 0 and step.data_psnr is not None:
+                    run.grow(step.data_psnr, s)
+            w = s.ema
             run.ema = out.clone() if run.ema is None else run.ema.mul_(w).add_(out, alpha=1 - w)
             run.out = out
-            losses.append(loss)
+        if s.lr_decay < 1 and self.iteration % s.lr_decay_every == 0:
+            self.scale_learning_rate(s.lr_decay)
         loss = torch.stack(losses).mean()
         gap = torch.stack(gaps).mean() if gaps else None
         return loss, gap
+
+    def weights(self) -> tuple[float | None, float | None]:
+        if not self.admm:
+            return None, None
+        count = len(self.runs)
+        return (sum(run.lam for run in self.runs) / count,
+                sum(run.mu for run in self.runs) / count)
+
+    def backtrack_events(self) -> list[dict[str, Any]]:
+        return [{**event, "run": r} for r, run in enumerate(self.runs)
+                for event in run.backtracks]
 
     def close(self) -> None:
         """Stop the background denoiser (waits for a call in flight) and the run workers."""
@@ -628,7 +780,7 @@ class NetworkAlgorithm(Algorithm):
         if self._group is not None:
             self._group.write_back(self.runs)
         return {"iteration": self.iteration, "denoiser_calls": self.denoiser_calls,
-                "snapshot_at": self._snapshot_at,
+                "snapshot_at": self._snapshot_at, "pending_at": self._pending_at,
                 "runs": [run.state_dict() for run in self.runs]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -642,6 +794,7 @@ class NetworkAlgorithm(Algorithm):
         self.iteration = int(state["iteration"])
         self.denoiser_calls = int(state["denoiser_calls"])
         self._snapshot_at = state["snapshot_at"]
+        self._pending_at = int(state.get("pending_at", 1))
         for run, saved in zip(self.runs, state["runs"], strict=True):
             run.load_state_dict(saved)
         if self._group is not None:
@@ -877,7 +1030,7 @@ class Runner:
                     self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
                     continue
                 row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
-                             algorithm.denoiser_age())
+                             algorithm.denoiser_age(), *algorithm.weights())
                 self.log.append(row)
                 if (stateful and control.max_rollbacks > 0 and good is not None
                         and it - good[0]["iteration"] >= control.snapshot_every):
@@ -900,6 +1053,7 @@ class Runner:
             denoiser_calls=algorithm.denoiser_calls,
             denoiser=algorithm.denoiser_name,
             rollbacks=self.rollbacks,
+            backtracks=algorithm.backtrack_events(),
         )
 
 

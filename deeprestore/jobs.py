@@ -209,6 +209,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
         "seconds": round(wall, 3),
         "resumed_from": None if resume is None else resume["algorithm"]["iteration"],
         "rollbacks": result.rollbacks,
+        "backtracks": result.backtracks,
         "psnr_protocol": task_problem.protocol,
         "reference": str(job.reference) if job.reference is not None else None,
         "psnr": psnr,

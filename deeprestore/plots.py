@@ -1,8 +1,9 @@
 """Pictures of runs: convergence plots (matplotlib, optional) and labelled image panels (PIL).
 
 - :func:`plot_runs`: loss (log scale) and PSNR against iteration, one line per run log CSV
-  (the engine's CSV: ``iteration,loss,psnr,gap,seconds,denoiser_age``). Needs matplotlib, the
-  optional extra ``plot``; without it :class:`PlotUnavailable` says how to install it.
+  (the engine's CSV: ``iteration,loss,psnr,gap,seconds,denoiser_age,lam,mu``). Needs
+  matplotlib, the optional extra ``plot``; without it :class:`PlotUnavailable` says how to
+  install it.
 - :func:`compare_image`: images side by side, each with a title above it — ``compare.png``
   files and the grids of ``deeprestore reproduce``. Pillow only.
 """

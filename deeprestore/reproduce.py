@@ -41,7 +41,7 @@ from deeprestore import __version__
 from deeprestore.degrade import degrade_pixels
 from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import Image, read_image
-from deeprestore.jobs import Job, run_job
+from deeprestore.jobs import Job, JobError, record_failure, run_job
 from deeprestore.metrics import ssim
 from deeprestore.plots import compare_image
 from deeprestore.presets import load_preset
@@ -145,7 +145,9 @@ class ReproduceEvent:
     ``kind``: ``"table"`` (a table starts), ``"start"`` / ``"done"`` (a job; ``manifest`` with
     ``done``), ``"skip"`` (already done), ``"iteration"`` (``engine`` holds the engine's
     progress), ``"missing"`` (an image is not in the data directory; ``message`` says which) or
-    ``"note"``. ``step`` / ``steps``: the job's number (1-based) and the jobs of the table.
+    ``"note"``, or ``"failed"`` (a job failed — its run diverged; ``message`` says why; the table
+    goes on and ``NAME_METHOD.failed.json`` records it). ``step`` / ``steps``: the job's number
+    (1-based) and the jobs of the table.
     """
 
     kind: str
@@ -469,7 +471,12 @@ def _run_table(
                 def forward(event: EngineProgress, where: dict[str, Any] = where) -> None:
                     report(ReproduceEvent("iteration", **where, engine=event))
 
-                manifest = run_job(job, callback=forward if progress is not None else None)
+                try:
+                    manifest = run_job(job, callback=forward if progress is not None else None)
+                except (FloatingPointError, JobError) as err:  # this pair fails, the table goes on
+                    record_failure(image_dir, job.input, method, str(err))
+                    report(ReproduceEvent("failed", **where, message=str(err)))
+                    continue
                 report(ReproduceEvent("done", **where, manifest=manifest))
             _write_grid(bench, image_dir, methods)
             _write_results(bench, table_dir, methods, entries, missing, meta)

@@ -22,6 +22,8 @@ OUTPUTS = ("ema", "network", "x", "x-u")
 INPUT_KINDS = ("gaussian", "uniform")
 DENOISER_MODES = ("sync", "async")
 PRECISIONS = ("float32", "tf32", "bf16")
+LOSS_TERMS = ("sum", "mean")
+X_STARTS = ("problem", "zeros")
 UPSAMPLE_MODES = ("bilinear", "nearest")
 
 
@@ -59,6 +61,26 @@ class Settings:
     x_step: float = 0.5  #: c, the step of the steepest-descent x-update
     clip_x: bool = True  #: clip x to [0, 1] after its update (the authors' code does)
     denoiser_mode: str = "sync"  #: "sync": Algorithm 1's order; "async": background denoiser
+    # --- rules of the authors' released code (docs/algorithm.md, "Paper vs code") ---
+    #: "sum": (½‖H T − y‖² + µ/2 ‖x − T − u‖²) / pixels of x (the paper's sums);
+    #: "mean": each term averaged over its own pixels (the authors' code: MSE + µ·MSE)
+    loss_terms: str = "sum"
+    #: λ and µ both grow by this after an iteration whose PSNR(H T_Θ(z), y) passes the
+    #: threshold, which then grows by ``grow_threshold_step`` (0 = off; the code's denoising: 0.03)
+    grow_step: float = 0.0
+    grow_threshold: float = 20.0  #: the growth rule's first threshold, dB
+    grow_threshold_step: float = 0.01  #: dB added to the threshold at every growth
+    #: dB: when PSNR(H T_Θ(z), y) falls more than this below the last good iteration's, the
+    #: weights of that iteration come back (DIP's denoising code: 5; 0 = off)
+    backtrack_drop: float = 0.0
+    #: sync mode: f(x) one denoiser period late, as the code's thread (f applied on rounds d,
+    #: 2d, … to the x of d rounds before; f = x₀ until then). Async mode lags by its own timing
+    #: and ignores it.
+    denoiser_lag: bool = False
+    #: where x and f(x) start: "problem" (y; bicubic for SR) or "zeros" (the code's SR)
+    x_start: str = "problem"
+    lr_decay: float = 1.0  #: learning rate × this every ``lr_decay_every`` iterations (1 = off)
+    lr_decay_every: int = 1000  #: iterations between two learning-rate decays
     # --- DIP-TV ---
     tv_weight: float = 0.0  #: λ of DIP-TV: weight of the isotropic TV of T_Θ(z)
     # --- RED without a network: CG inner solves for H ≠ I ---
@@ -77,13 +99,16 @@ class Settings:
         _choice("denoiser_mode", self.denoiser_mode, DENOISER_MODES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("upsample", self.upsample, UPSAMPLE_MODES)
+        _choice("loss_terms", self.loss_terms, LOSS_TERMS)
+        _choice("x_start", self.x_start, X_STARTS)
         for key in ("iterations", "runs", "input_channels", "denoise_every", "inner_steps",
-                    "log_every", "cg_steps", "net_channels"):
+                    "log_every", "cg_steps", "net_channels", "lr_decay_every"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.skip_channels < 0:
             raise SettingsError(f"skip_channels must be ≥ 0, got {self.skip_channels}")
-        for key in ("lr", "sigma_noise", "input_scale", "lam", "mu", "x_step", "tv_weight"):
+        for key in ("lr", "sigma_noise", "input_scale", "lam", "mu", "x_step", "tv_weight",
+                    "grow_step", "grow_threshold_step", "backtrack_drop"):
             value = getattr(self, key)
             if not math.isfinite(value) or value < 0:
                 raise SettingsError(f"{key} must be a finite number ≥ 0, got {value}")
@@ -91,6 +116,11 @@ class Settings:
             raise SettingsError(f"sigma_f must be a finite number ≥ 0, got {self.sigma_f}")
         if not 0 <= self.ema < 1:
             raise SettingsError(f"ema must be in [0, 1), got {self.ema}")
+        if not math.isfinite(self.grow_threshold):
+            raise SettingsError(f"grow_threshold must be a finite number (dB), got "
+                                f"{self.grow_threshold}")
+        if not (math.isfinite(self.lr_decay) and 0 < self.lr_decay <= 1):
+            raise SettingsError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.lr <= 0:
             raise SettingsError(f"lr must be > 0, got {self.lr}")
         from deeprestore.denoisers import DENOISERS

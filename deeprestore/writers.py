@@ -19,7 +19,7 @@ from typing import Any
 from deeprestore.engine import LogRow
 from deeprestore.images import Image, encode_image
 
-CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age")
+CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age", "lam", "mu")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,6 +56,8 @@ def log_csv(rows: Iterable[LogRow]) -> str:
                 "" if row.gap is None else f"{row.gap:.6g}",
                 f"{row.seconds:.3f}",
                 "" if row.denoiser_age is None else row.denoiser_age,
+                "" if row.lam is None else f"{row.lam:.6g}",
+                "" if row.mu is None else f"{row.mu:.6g}",
             ]
         )
     return buffer.getvalue()

@@ -89,3 +89,15 @@ def test_denoiser_threads_are_validated_and_ignored_by_single_threaded_ones(pair
     assert torch.equal(nlm(noisy, 25.0, threads=2), nlm(noisy, 25.0))
     with pytest.raises(ValueError, match="threads"):
         nlm(noisy, 25.0, threads=0)
+
+
+@pytest.mark.parametrize("image", ["zeros", "constant", "grey"])
+def test_bm3d_on_images_with_a_flat_colour_channel(image):
+    # CBM3D's colour transform divides by each channel's range: flat ones used to give NaN
+    # (DeepRED's SR starts from x = 0; a grey photo stored as RGB has flat chroma)
+    grey = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = {"zeros": torch.zeros(1, 3, 32, 32), "constant": torch.full((1, 3, 32, 32), 0.4),
+         "grey": grey.expand(1, 3, 32, 32).contiguous()}[image]
+    out = get_denoiser("bm3d")(x, 5.0)
+    assert torch.isfinite(out).all()
+    assert (out - x).abs().max() < 0.05

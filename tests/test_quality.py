@@ -71,7 +71,8 @@ def test_async_denoiser_is_within_0_3_db_of_sync(run_cli, denoise_input, crops, 
     assert manifest["parameters"]["denoiser_mode"] == "async"
     assert abs(manifest["psnr"] - deepred_sync["psnr"]) <= 0.3
     rows = (tmp_path / "c64_deepred.csv").read_text().splitlines()
-    assert rows[0].endswith("denoiser_age") and rows[-1].split(",")[-1] != ""
+    header = rows[0].split(",")
+    assert rows[-1].split(",")[header.index("denoiser_age")] != ""
 
 
 def test_bm3d_torch_deepred_matches_bm3d(run_cli, denoise_input, crops, tmp_path):

@@ -184,3 +184,26 @@ def test_labels_name_the_denoiser_that_ran(tmp_path: Path, demo_pair):
                          seed=0, command="test")
     text = md.read_text()
     assert "| RED (NLM) |" in text and "RED (BM3D)" not in text
+
+
+def test_a_diverging_job_fails_alone_and_the_table_goes_on(data_dir, tmp_path, monkeypatch):
+    import deeprestore.reproduce as reproduce_module
+
+    real_run_job = reproduce_module.run_job
+
+    def diverge_on_house_dip(job, callback=None):
+        if job.method == "dip" and job.input.parent.name == "house":
+            raise FloatingPointError("the loss became nan at iteration 2 after 3 rollbacks")
+        return real_run_job(job, callback=callback)
+
+    monkeypatch.setattr(reproduce_module, "run_job", diverge_on_house_dip)
+    events: list[ReproduceEvent] = []
+    out = tmp_path / "out"
+    run(data_dir, out, events)
+    assert kinds(events, "failed") == [("house", "dip")]
+    assert ("peppers", "dip") in kinds(events, "done")
+    record = out / "denoise" / "house" / "input_dip.failed.json"
+    assert "nan" in record.read_text()
+    monkeypatch.setattr(reproduce_module, "run_job", real_run_job)
+    run(data_dir, out, events := [])
+    assert ("house", "dip") in kinds(events, "done") and not record.exists()

@@ -6,6 +6,8 @@ tensor of the same shape, dtype and device (computed in numpy on the host).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -73,10 +75,16 @@ def bm3d_package(x: torch.Tensor, sigma: float, *, threads: int | None = None) -
     for n in range(images.shape[0]):
         if images.shape[1] == 3:
             rgb = np.moveaxis(images[n], 0, -1)
-            denoised = bm3d.bm3d_rgb(rgb, sigma_psd=s, profile=profile)
-            out[n] = np.moveaxis(np.asarray(denoised), -1, 0)
-        else:
-            for c in range(images.shape[1]):
-                denoised = bm3d.bm3d(images[n, c], sigma_psd=s, profile=profile)
-                out[n, c] = np.asarray(denoised).reshape(images.shape[2:])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                denoised = np.asarray(bm3d.bm3d_rgb(rgb, sigma_psd=s, profile=profile))
+            if np.all(np.isfinite(denoised)):
+                out[n] = np.moveaxis(denoised, -1, 0)
+                continue
+            # CBM3D normalises each channel of its colour transform by its range: an image with
+            # a flat one (grey RGB, a constant image, x = 0 at the start of DeepRED's SR) gives
+            # NaN. BM3D per channel, as for other channel counts, handles those.
+        for c in range(images.shape[1]):
+            denoised = bm3d.bm3d(images[n, c], sigma_psd=s, profile=profile)
+            out[n, c] = np.asarray(denoised).reshape(images.shape[2:])
     return _from_numpy(out, x)
