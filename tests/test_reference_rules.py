@@ -288,3 +288,20 @@ def test_learning_rate_decays_every_n_iterations() -> None:
 def test_bad_rule_settings_name_their_key(key: str, value: object) -> None:
     with pytest.raises(SettingsError, match=key):
         _settings(**{key: value})
+
+
+def test_the_csv_log_carries_lam_and_mu() -> None:
+    from deeprestore.writers import CSV_COLUMNS, log_csv
+
+    problem = tiny_denoising_problem()
+    algorithm = _algorithm(problem, lam=0.5, mu=0.5, grow_step=0.25, grow_threshold=-50.0,
+                           iterations=2)
+    rows = log_csv(Runner(algorithm, problem, log_every=1).run().log).splitlines()
+    header = rows[0].split(",")
+    assert tuple(header) == CSV_COLUMNS
+    lam, mu = header.index("lam"), header.index("mu")
+    assert [(float(r.split(",")[lam]), float(r.split(",")[mu])) for r in rows[1:]] == [
+        (0.75, 0.75), (1.0, 1.0)]
+    dip = _algorithm(problem, method="dip", iterations=1)
+    (row,) = log_csv(Runner(dip, problem, log_every=1).run().log).splitlines()[1:]
+    assert row.split(",")[lam] == "" and row.split(",")[mu] == ""
