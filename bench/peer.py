@@ -372,15 +372,21 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def worker_deepred_denoise(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """DeepRED's denoising notebook: its network, NLM and ``train_via_admm``."""
-    repo = Path(spec["repo"])
-    path = repo / "denoising.ipynb"
+def load_deepred_notebook(repo: Path, notebook: str, markers: tuple[str, ...],
+                           nlm_from_denoising: bool = False
+                           ) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A namespace with the cells of ``notebook`` that contain ``markers`` run in order (the
+    first is its import cell), on the CPU and without plots; with ``nlm_from_denoising`` also
+    the denoising notebook's ``non_local_means``. Returns (namespace, shims, substitutions)."""
+    path = repo / notebook
     cells = notebook_cells(path)
-    markers = ("from models.skip import skip", "def get_network_and_input",
-               "def non_local_means", "def train_via_admm")
-    shims = install_legacy_shims(
-        reference_text(repo, [find_cell(cells, m, path)[1] for m in markers]))
+    sources = [find_cell(cells, m, path)[1] for m in markers]
+    nlm_marker = "def non_local_means"
+    denoising = repo / "denoising.ipynb"
+    denoising_cells = notebook_cells(denoising) if nlm_from_denoising else []
+    if nlm_from_denoising:
+        sources.append(find_cell(denoising_cells, nlm_marker, denoising)[1])
+    shims = install_legacy_shims(reference_text(repo, sources))
     namespace = reference_namespace(repo)
     substitutions: list[str] = []
     run_cell(namespace, path, cells, markers[0], substitutions)
@@ -388,6 +394,17 @@ def worker_deepred_denoise(spec: dict[str, Any], arrays: dict[str, np.ndarray]) 
     namespace["plot_dict"] = _no_plot
     for marker in markers[1:]:
         run_cell(namespace, path, cells, marker, substitutions)
+    if nlm_from_denoising:
+        run_cell(namespace, denoising, denoising_cells, nlm_marker, substitutions)
+    return namespace, shims, substitutions
+
+
+def worker_deepred_denoise(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """DeepRED's denoising notebook: its network, NLM and ``train_via_admm``."""
+    repo = Path(spec["repo"])
+    namespace, shims, substitutions = load_deepred_notebook(
+        repo, "denoising.ipynb", ("from models.skip import skip", "def get_network_and_input",
+                                  "def non_local_means", "def train_via_admm"))
     train = namespace["train_via_admm"]
     defaults = _plain_defaults(train)
     kwargs = {"admm_iter": spec["iterations"], **spec["ref_kwargs"]}
@@ -497,23 +514,10 @@ def worker_deepred_superres(spec: dict[str, Any],
                             arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """DeepRED's SR notebook ``train_via_admm`` with the denoising notebook's NLM as f."""
     repo = Path(spec["repo"])
-    path = repo / "super_resolution.ipynb"
-    cells = notebook_cells(path)
-    markers = ("from models.skip import skip", "def get_network_and_input", "def train_via_admm")
-    denoising = repo / "denoising.ipynb"
-    denoising_cells = notebook_cells(denoising)
-    nlm_marker = "def non_local_means"
-    sources = [find_cell(cells, m, path)[1] for m in markers]
-    sources.append(find_cell(denoising_cells, nlm_marker, denoising)[1])
-    shims = install_legacy_shims(reference_text(repo, sources))
-    namespace = reference_namespace(repo)
-    substitutions: list[str] = []
-    run_cell(namespace, path, cells, markers[0], substitutions)
-    namespace["dtype"] = torch.FloatTensor  # the notebook's CPU branch (CUDA_FLAG = False)
-    namespace["plot_dict"] = _no_plot
-    for marker in markers[1:]:
-        run_cell(namespace, path, cells, marker, substitutions)
-    run_cell(namespace, denoising, denoising_cells, nlm_marker, substitutions)
+    namespace, shims, substitutions = load_deepred_notebook(
+        repo, "super_resolution.ipynb",
+        ("from models.skip import skip", "def get_network_and_input", "def train_via_admm"),
+        nlm_from_denoising=True)
     train = namespace["train_via_admm"]
     hr = _chw32(arrays["hr"])
     lr_image = _chw32(arrays["lr"])
@@ -782,8 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run the DeepRED/DIP authors' code (from local checkouts) and deeprestore "
                     "on the same inputs; print a side-by-side table.")
-    parser.add_argument("--deepred-repo", type=Path, required=True,
-                        help="checkout of GaryMataev/DeepRED")
+    parser.add_argument("--deepred-repo", type=Path,
+                        help="checkout of GaryMataev/DeepRED (required unless --collect)")
+    parser.add_argument("--collect", type=Path, metavar="WORK",
+                        help="run nothing: print the tables of the finished runs in the --work "
+                             "folder of an earlier (possibly interrupted) invocation")
     parser.add_argument("--dip-repo", type=Path, help="checkout of DmitryUlyanov/deep-image-prior")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder with cbm3d9/ and set5/ (default: %(default)s)")
@@ -819,6 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--denoise-references", default=",".join(DENOISE_VARIANTS),
                         help="which DeepRED denoising reference variants to run "
                              "(default: %(default)s)")
+    parser.add_argument("--no-ours", action="store_true",
+                        help="skip the preset's own deeprestore side (only --variant sides; "
+                             "for ablations beside an earlier run of the same inputs)")
     parser.add_argument("--no-reference", action="store_true",
                         help="run only deeprestore's sides (ours and --variant ones)")
     parser.add_argument("--json", type=Path, help="write every number to this JSON file")
@@ -836,8 +846,50 @@ def check_repo(repo: Path, files: tuple[str, ...], what: str) -> Path:
     return repo
 
 
+def collect(work: Path, args: argparse.Namespace) -> int:
+    """The report of the finished workers in ``work`` (what an interrupted run had done)."""
+    runs: list[dict[str, Any]] = []
+    plan: dict[str, dict[str, Any]] = {}
+    for spec_path in sorted(work.glob("*.spec.json")):
+        label = spec_path.name[: -len(".spec.json")]
+        match = re.fullmatch(r"(denoise|dip|superres)-(.+?)-s(\d+)-(.+)", label)
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        out = Path(spec["out"])
+        if match is None or spec.get("timing") or not out.exists():
+            continue
+        task, image, seed, side = match.groups()
+        result = json.loads(out.read_text(encoding="utf-8"))
+        arrays = spec["arrays"]
+        clean_path = arrays.get("reference") or arrays.get("hr") or arrays["clean"]
+        iterations = int(spec["iterations"])
+        given = args.sr_checkpoints if task == "superres" else args.checkpoints
+        checkpoints = task_checkpoints(int_list(given) if given else None, iterations)
+        plan.setdefault(task, {"iterations": iterations, "checkpoints": checkpoints,
+                               "every": int(spec["every"])})
+        row: dict[str, Any] = {"task": task, "image": image, "seed": int(seed),
+                               "side": side.replace("_", " ")}
+        if "error" in result:
+            row["error"] = result["error"]
+        else:
+            end = psnr_of(np.load(spec["image_out"]), np.load(clean_path),
+                          "y" if task == "superres" else "rgb")
+            row.update(end=end, curve=result["curve"], wall_s=result["wall_s"],
+                       printed=result.get("printed", {}), iterations=result["iterations"],
+                       info=result["info"], **summarise(result["curve"], end, iterations))
+        runs.append(row)
+    tasks = [task for task in TASKS if task in plan]
+    if not tasks:
+        raise SystemExit(f"{work}: no finished runs")
+    print_report(tasks, plan, runs, [], args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.collect is not None:
+        return collect(args.collect, args)
+    if args.deepred_repo is None:
+        raise SystemExit("--deepred-repo is required (or --collect WORK)")
     tasks = name_list(args.tasks)
     for task in tasks:
         if task not in TASKS:
@@ -905,8 +957,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def sides(task: str) -> list[Side]:
         """The reference sides (unless --no-reference), then ours and its --variant sides."""
-        mine = [Side("ours", "ours"), *(Side(f"ours {name}", "ours", {"variant": overrides})
-                                        for name, overrides in variants)]
+        mine = [*([] if args.no_ours else [Side("ours", "ours")]),
+                *(Side(f"ours {name}", "ours", {"variant": overrides})
+                  for name, overrides in variants)]
         if args.no_reference:
             return mine
         if task == "denoise":
@@ -971,7 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
                                        **summarise(result["curve"], end,
                                                    task_plan["iterations"]))
                         runs.append(row)
-            if args.timing_iters > 0 and not args.no_reference:
+            if args.timing_iters > 0 and not args.no_reference and not args.no_ours:
                 total = args.timing_warmup + args.timing_iters
                 arrays, _ = inputs(task, images[0], 0)
                 label = f"timing-{task}-{images[0]}"
