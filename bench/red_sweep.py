@@ -3,13 +3,15 @@
     python bench/red_sweep.py [--data ../shared/data] [--images house,peppers,baboon,f16,kodim03]
                               [--crop 64] [--sigma 25] [--lams 0.5,1,2,4,8,20]
                               [--sigma-fs 5,10,15,25,30,35] [--iters 25] [--start y|denoised]
-                              [--denoiser nlm] [--json PATH]
+                              [--denoiser nlm] [--estimated-scales 1,1.5,2] [--json PATH]
 
 For each cbm3d9 image: a centre crop, σ noise (0–255 scale; numpy seed = the image's index), the
 one-shot denoiser at σ (the paper's NLM baseline), and RED's fixed point
 ``x ← (y + λ f(x, σ_f)) / (1 + λ)`` (H = I, deeprestore's ``red``) from x = y (or from f(y, σ)).
 Prints, per (λ, σ_f), the mean PSNR (RGB) over the images at iterations 1, 5, 10 and the last,
-and the best iteration, beside the one-shot denoiser's mean.
+and the best iteration, beside the one-shot denoiser's mean. ``--estimated-scales`` replaces the
+fixed σ_f by ``scale × estimate_sigma(x)`` (scikit-image, recomputed each iteration, at least 1),
+a denoiser that weakens as x gets cleaner.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skimage.restoration import estimate_sigma
 
 from deeprestore.denoisers import get_denoiser
 from deeprestore.images import read_image, to_tensor
@@ -32,6 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def numbers(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
+
+
+def estimated_sigma(x: torch.Tensor) -> float:
+    """scikit-image's noise estimate of a (1, C, H, W) image in [0, 1], on the 0–255 scale."""
+    pixels = x[0].permute(1, 2, 0).numpy()
+    return 255.0 * float(np.mean(estimate_sigma(pixels, channel_axis=-1)))
 
 
 def main() -> None:
@@ -45,6 +54,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=25)
     parser.add_argument("--start", choices=("y", "denoised"), default="y")
     parser.add_argument("--denoiser", default="nlm")
+    parser.add_argument("--estimated-scales", default="",
+                        help="σ_f = scale × estimated σ of x, each iteration (not --sigma-fs)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     denoise = get_denoiser(args.denoiser)
@@ -59,13 +70,18 @@ def main() -> None:
         y = (clean + torch.from_numpy(noise).to(clean.dtype)).clamp(0, 1)
         baseline = denoise(y, args.sigma)
         one_shot.append(psnr_rgb(baseline, clean).item())
-        for lam, sigma_f in itertools.product(numbers(args.lams), numbers(args.sigma_fs)):
+        scales = numbers(args.estimated_scales)
+        rules = [f"est×{s:g}" for s in scales] if scales else numbers(args.sigma_fs)
+        for lam, rule in itertools.product(numbers(args.lams), rules):
             x = y.clone() if args.start == "y" else baseline.clone()
             curve = []
             for _ in range(args.iters):
+                sigma_f = rule if isinstance(rule, float) else max(
+                    float(rule[4:]) * estimated_sigma(x), 1.0)
                 x = ((y + lam * denoise(x, sigma_f)) / (1 + lam)).clamp(0, 1)
                 curve.append(psnr_rgb(x, clean).item())
-            curves.setdefault(f"{lam:g},{sigma_f:g}", []).append(curve)
+            curves.setdefault(f"{lam:g},{rule:g}" if isinstance(rule, float) else
+                              f"{lam:g},{rule}", []).append(curve)
         print(f"{name}: one-shot {args.denoiser} at σ {args.sigma:g}: {one_shot[-1]:.2f} dB",
               flush=True)
     print(f"\none-shot {args.denoiser} at σ {args.sigma:g}: {statistics.fmean(one_shot):.2f} dB "

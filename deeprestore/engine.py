@@ -39,6 +39,7 @@ import torch
 from deeprestore.batched import BatchedSkipNet
 from deeprestore.control import Interrupted, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
+from deeprestore.metrics import psnr_of_mse
 from deeprestore.networks import SkipNet, make_input
 from deeprestore.settings import NETWORK_METHODS, Settings
 
@@ -361,11 +362,6 @@ class _Step:
     data_mse: torch.Tensor
     data_psnr: float | None = None
     kept: bool = True
-
-
-def psnr_of_mse(mse: float) -> float:
-    """PSNR in dB of a mean squared error on the [0, 1] scale (inf for 0)."""
-    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
 def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:

@@ -12,6 +12,7 @@ without a host round trip. Images are (N, C, H, W) float tensors in [0, 1].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,11 @@ import torch
 
 PROTOCOLS = ("rgb", "y")
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error on the [0, 1] scale (inf for 0)."""
+    return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
 
 def psnr_rgb(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 from tiny_problems import tiny_denoising_problem
 
 from deeprestore.denoisers import Denoiser
-from deeprestore.engine import NetworkAlgorithm, Problem, Runner, psnr_of_mse
-from deeprestore.metrics import psnr_y
+from deeprestore.engine import NetworkAlgorithm, Problem, Runner
+from deeprestore.metrics import psnr_of_mse, psnr_y
 from deeprestore.operators import Downsample
 from deeprestore.settings import Settings, SettingsError
 
