@@ -17,7 +17,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from deeprestore.engine import prepare_network_step
+from deeprestore.execution import prepare_network_step
 from deeprestore.networks import SkipNet
 
 
