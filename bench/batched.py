@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from deeprestore.batched import BatchedSkipNet
-from deeprestore.engine import _own_thread_count, configure_backends, prepare_network_step
+from deeprestore.execution import configure_backends, own_thread_count, prepare_network_step
 from deeprestore.networks import SkipNet
 
 
@@ -167,7 +167,7 @@ def main() -> None:
     workers: list[ThreadPoolExecutor] = []
     if device.type == "cpu":
         workers = [ThreadPoolExecutor(max_workers=1) for _ in range(n)]
-        for future in [worker.submit(_own_thread_count, 1) for worker in workers]:
+        for future in [worker.submit(own_thread_count, 1) for worker in workers]:
             future.result()
         blocks["one run, 1 thread"] = _one_thread_block(steps[0])
         blocks[f"{n} runs on {n} threads"] = _side_by_side_block(steps, workers)

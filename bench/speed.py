@@ -19,7 +19,7 @@ per denoiser, and the x/u updates.
 Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
 ``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
 by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-runs2-grouped`` (the
-same as one grouped-convolution network, ``NetworkAlgorithm.grouped_runs``), ``dip-untuned`` and
+same as one grouped-convolution network, ``Execution(grouped=True)``), ``dip-untuned`` and
 ``dip-runs2-untuned`` (``dip`` and ``dip-runs2`` without the CPU tuning: network NCHW and Adam
 one parameter at a time, as before 2026-12-01), ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers) and ``dip-compile`` (``--compile``; its compilation
@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -47,25 +48,29 @@ from rich.table import Table
 from deeprestore.denoisers import get_denoiser
 from deeprestore.engine import (
     Algorithm,
-    NetworkAlgorithm,
     Problem,
     Progress,
-    configure_backends,
     dual_update,
     fixed_point_update,
     make_algorithm,
-    prepare_network_step,
     problem_to_device,
     restore,
+)
+from deeprestore.execution import (
+    DEFAULT_EXECUTION,
+    Execution,
+    configure_backends,
+    prepare_network_step,
 )
 from deeprestore.metrics import psnr_rgb
 from deeprestore.networks import SkipNet
 from deeprestore.operators import Identity
 from deeprestore.settings import Settings
 
-LOCK_STEP = "lock-step runs"  # not a setting: turns NetworkAlgorithm.parallel_runs off
-UNTUNED = "untuned cpu"  # not a setting: turns NetworkAlgorithm.cpu_tuned off
-GROUPED = "grouped runs"  # not a setting: turns NetworkAlgorithm.grouped_runs on
+EXECUTION = "execution"  # not a setting: changes to the Execution options of the run
+LOCK_STEP = {EXECUTION: {"side_by_side": False}}
+UNTUNED = {EXECUTION: {"cpu_tuned": False}}
+GROUPED = {EXECUTION: {"grouped": True}}
 
 METHODS: dict[str, dict[str, Any]] = {
     "dip": {"method": "dip"},
@@ -80,10 +85,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "deepred-bm3d-torch": {"method": "deepred", "denoiser": "bm3d-torch", "sigma_f": 5.0},
     "red": {"method": "red", "denoiser": "nlm", "sigma_f": 15.0, "lam": 2.0},
     "dip-runs2": {"method": "dip", "runs": 2},
-    "dip-runs2-lockstep": {"method": "dip", "runs": 2, LOCK_STEP: True},
-    "dip-runs2-grouped": {"method": "dip", "runs": 2, GROUPED: True},
-    "dip-untuned": {"method": "dip", UNTUNED: True},
-    "dip-runs2-untuned": {"method": "dip", "runs": 2, UNTUNED: True},
+    "dip-runs2-lockstep": {"method": "dip", "runs": 2, **LOCK_STEP},
+    "dip-runs2-grouped": {"method": "dip", "runs": 2, **GROUPED},
+    "dip-untuned": {"method": "dip", **UNTUNED},
+    "dip-runs2-untuned": {"method": "dip", "runs": 2, **UNTUNED},
     "dip-compile": {"method": "dip", "compile": True},
 }
 DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2,"
@@ -134,9 +139,10 @@ def _peak_mib(device: torch.device) -> float:
 
 
 def time_method(problem: Problem, overrides: dict[str, Any], device: torch.device, iters: int,
-                warmup: int, precision: str) -> tuple[float, float, float]:
+                warmup: int, precision: str,
+                base: Execution = DEFAULT_EXECUTION) -> tuple[float, float, float]:
     """(seconds per iteration after warm-up, peak MiB, final PSNR) of one engine run."""
-    overrides, switches = _split(overrides)
+    overrides, execution = _split(overrides, base)
     settings = _settings(overrides, warmup + iters, warmup, precision)
     stamps: dict[int, float] = {}
 
@@ -144,36 +150,17 @@ def time_method(problem: Problem, overrides: dict[str, Any], device: torch.devic
         stamps[event.iteration] = time.perf_counter()
 
     _reset_peak(device)
-    with _engine_switches(**switches):
-        result = restore(problem, settings, device=device, callback=on_progress)
+    result = restore(problem, settings, device=device, callback=on_progress, execution=execution)
     _sync(device)
     seconds = (stamps[warmup + iters] - stamps[warmup]) / iters
     psnr = float(psnr_rgb(result.image, problem.reference)) if problem.reference is not None else 0
     return seconds, _peak_mib(device), psnr
 
 
-def _split(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
-    """A method row's settings, and the engine switches it asks for."""
+def _split(row: dict[str, Any], base: Execution) -> tuple[dict[str, Any], Execution]:
+    """A method row's settings, and the execution options it asks for (``base`` changed)."""
     overrides = dict(row)
-    switches = {"parallel_runs": not overrides.pop(LOCK_STEP, False),
-                "cpu_tuned": not overrides.pop(UNTUNED, False),
-                "grouped_runs": overrides.pop(GROUPED, False)}
-    return overrides, switches
-
-
-@contextlib.contextmanager
-def _engine_switches(parallel_runs: bool, cpu_tuned: bool,
-                     grouped_runs: bool = False) -> Iterator[None]:
-    """Set NetworkAlgorithm's class switches (read when an algorithm is built), then restore."""
-    names = ("parallel_runs", "cpu_tuned", "grouped_runs")
-    before = [getattr(NetworkAlgorithm, name) for name in names]
-    for name, value in zip(names, (parallel_runs, cpu_tuned, grouped_runs), strict=True):
-        setattr(NetworkAlgorithm, name, value)
-    try:
-        yield
-    finally:
-        for name, value in zip(names, before, strict=True):
-            setattr(NetworkAlgorithm, name, value)
+    return overrides, dataclasses.replace(base, **overrides.pop(EXECUTION, {}))
 
 
 def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
@@ -184,22 +171,23 @@ def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
 
 
 def build_algorithms(problem: Problem, names: list[str], device: torch.device, iterations: int,
-                     precision: str) -> dict[str, Algorithm]:
+                     precision: str,
+                     base: Execution = DEFAULT_EXECUTION) -> dict[str, Algorithm]:
     """Each method's engine algorithm on ``device``, built as ``restore`` builds it (backends,
-    problem on the device, the method row's settings and engine switches)."""
+    problem on the device, the method row's settings and execution options)."""
     configure_backends(device, precision)
     moved = problem_to_device(problem, device)
     algorithms = {}
     for name in names:
-        overrides, switches = _split(METHODS[name])
+        overrides, execution = _split(METHODS[name], base)
         settings = _settings(overrides, iterations, iterations, precision).validate()
-        with _engine_switches(**switches):
-            algorithms[name] = make_algorithm(moved, settings, device)
+        algorithms[name] = make_algorithm(moved, settings, device, execution=execution)
     return algorithms
 
 
 def time_interleaved(problem: Problem, names: list[str], device: torch.device, iters: int,
-                     warmup: int, precision: str) -> dict[str, tuple[float, float]]:
+                     warmup: int, precision: str,
+                     base: Execution = DEFAULT_EXECUTION) -> dict[str, tuple[float, float]]:
     """Every method's algorithm built at once and stepped in turn, one iteration each.
 
     Returns {method: (seconds per iteration after warm-up, final PSNR)}. Each round steps every
@@ -211,7 +199,7 @@ def time_interleaved(problem: Problem, names: list[str], device: torch.device, i
     asynchronous = [n for n in names if METHODS[n].get("denoiser_mode") == "async"]
     if asynchronous:
         raise SystemExit(f"--interleave cannot time async methods: {', '.join(asynchronous)}")
-    algorithms = build_algorithms(problem, names, device, warmup + iters, precision)
+    algorithms = build_algorithms(problem, names, device, warmup + iters, precision, base)
     spent = dict.fromkeys(names, 0.0)
     try:
         for iteration in range(warmup + iters):
@@ -293,8 +281,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
-    if args.no_core_sharing:
-        NetworkAlgorithm.share_cores = False
+    base = Execution(share_cores=not args.no_core_sharing)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     names = args.methods.split(",")
@@ -313,7 +300,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 if args.interleave:
                     timed = time_interleaved(problem, names, device, args.iters, args.warmup,
-                                             precision)
+                                             precision, base)
                     for name, (seconds, psnr) in timed.items():
                         measured[name].append((seconds, 0.0, psnr))
                     continue
@@ -321,7 +308,7 @@ def main() -> None:
                 # during the run does not favour the methods timed first.
                 for name in names if repeat % 2 == 0 else names[::-1]:
                     measured[name].append(time_method(problem, METHODS[name], device, args.iters,
-                                                      args.warmup, precision))
+                                                      args.warmup, precision, base))
             for name in names:
                 each = [t for t, _, _ in measured[name]]
                 # The ratio to dip: the median of each repeat's own ratio (same minute, same load).

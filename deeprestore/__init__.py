@@ -1,7 +1,22 @@
-"""deeprestore: image restoration with Deep Image Prior, DIP-TV and DeepRED."""
+"""deeprestore: image restoration with Deep Image Prior, DIP-TV and DeepRED.
 
-from deeprestore.huge_pages import request_huge_pages
+``deeprestore.restore(image, task=..., method=...)`` restores a numpy array
+(:func:`deeprestore.api.restore`); the command line is :mod:`deeprestore.cli`. Importing the
+package has no side effect: it imports neither torch nor the engine until ``restore`` is used.
+"""
 
-request_huge_pages()  # before torch's first CPU allocation (deeprestore.huge_pages)
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["Restoration", "__version__", "restore"]
+
+
+def __getattr__(name: str) -> Any:
+    """``deeprestore.restore`` and ``deeprestore.Restoration``, imported on first use."""
+    if name in ("restore", "Restoration"):
+        from deeprestore import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'deeprestore' has no attribute {name!r}")

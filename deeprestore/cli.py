@@ -8,12 +8,16 @@ line on stderr and a non-zero exit code (2: usage, 1: an image failed), never a 
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import json
-import math
 import shlex
 import signal
 import sys
 import threading
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +35,8 @@ from rich.progress import (
 from deeprestore import __version__
 from deeprestore.control import Interrupted
 from deeprestore.engine import Progress as EngineProgress
-from deeprestore.engine import cpu_has_native_bf16
+from deeprestore.execution import bf16_warning
+from deeprestore.huge_pages import request_huge_pages
 from deeprestore.images import ImageError
 from deeprestore.inputs import (
     InputError,
@@ -42,20 +47,17 @@ from deeprestore.inputs import (
     select_shard,
 )
 from deeprestore.jobs import Job, JobError, check_outputs, record_failure, run_job
-from deeprestore.presets import (
-    Preset,
-    PresetError,
-    available_presets,
-    load_preset,
-    parse_override,
-)
-from deeprestore.settings import Settings, SettingsError
+from deeprestore.presets import PresetError, available_presets, load_preset, parse_override
+from deeprestore.resolve import SettingsResolver
+from deeprestore.settings import SettingsError
 from deeprestore.tasks import (
+    DEFAULT_SIGMA,
     TASK_METHODS,
+    TASKS,
     TaskError,
+    TaskOptionError,
     TaskOptions,
-    check_factor,
-    load_blur_kernel,
+    check_task_options,
     read_sidecar,
 )
 
@@ -81,18 +83,23 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False)
 _ARGV: list[str] = []  # the command line, for manifests
 
-try:  # Typer < 0.20 uses the click package; newer Typer vendors it as typer._click.
-    from click.exceptions import Abort as _ClickAbort
-    from click.exceptions import ClickException as _ClickException
-    from click.exceptions import Exit as _ClickExit
 
-    _EXIT_ERRORS: tuple[type[BaseException], ...] = (_ClickExit, typer.Exit)
-    _ABORT_ERRORS: tuple[type[BaseException], ...] = (_ClickAbort, typer.Abort)
-except ImportError:  # pragma: no cover - depends on the Typer version installed
-    from typer._click.exceptions import ClickException as _ClickException
 
-    _EXIT_ERRORS = (typer.Exit,)
-    _ABORT_ERRORS = (typer.Abort,)
+def _click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class ``name`` from each Click found: older Typer raises the click
+    package's, newer Typer its vendored ``typer._click`` (which may be there alongside)."""
+    found: list[type[BaseException]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+_EXIT_ERRORS: tuple[type[BaseException], ...] = (*_click_errors("Exit"), typer.Exit)
+_ABORT_ERRORS: tuple[type[BaseException], ...] = (*_click_errors("Abort"), typer.Abort)
+_CLICK_ERRORS = _click_errors("ClickException")
 
 
 class UsageProblem(Exception):
@@ -227,9 +234,12 @@ def _expand_inputs(inputs: list[Path], recursive: bool = False,
     return files
 
 
-def _check_sigma(sigma: float | None) -> None:
-    if sigma is not None and (math.isnan(sigma) or math.isinf(sigma) or sigma < 0):
-        raise UsageProblem(f"--sigma must be a finite number ≥ 0 (0–255 scale), got {sigma}")
+def _check_flags(flags: TaskOptions) -> None:
+    """The task options' values (whatever the image): a usage error naming the flag."""
+    try:
+        check_task_options(flags)
+    except TaskOptionError as err:
+        raise UsageProblem(f"--{err.option}: {err}") from None
 
 
 def _progress_bar() -> Progress:
@@ -259,140 +269,93 @@ def _summary_line(manifest: dict[str, Any]) -> str:
     return text
 
 
-def default_preset(options: TaskOptions) -> str:
-    """The Table 1 preset of a task (the blur or the factor picks the row)."""
-    if options.task == "deblur":
-        return "deblur-gauss" if options.kernel == "gauss25" else "deblur-uniform"
-    if options.task == "superres":
-        return "superres-x8" if options.factor == 8 else "superres-x4"
-    return options.task
+@dataclass
+class RestoreRequest:
+    """The options every restore command shares: one field per flag, its Typer declaration as
+    the field's type and its default as the field's (``--method``'s help is the task's)."""
+
+    inputs: list[Path]
+    output: OutputOpt = Path("restored")
+    method: str = "deepred"
+    preset: PresetOpt = None
+    iters: ItersOpt = None
+    sets: SetOpt = None
+    reference: ReferenceOpt = None
+    runs: RunsOpt = None
+    seed: SeedOpt = None
+    device: DeviceOpt = "auto"
+    denoiser: DenoiserOpt = "auto"
+    quiet: QuietOpt = False
+    as_json: JsonOpt = False
+    overwrite: OverwriteOpt = False
+    precision: PrecisionOpt = None
+    compile_network: CompileOpt = False
+    no_compare: NoCompareOpt = False
+    recursive: RecursiveOpt = False
+    shard: ShardOpt = None
+    max_pixels: MaxPixelsOpt = "4096x4096"
+    checkpoint_every: CheckpointEveryOpt = None
+    resume: ResumeOpt = False
+    debug: DebugOpt = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings the flags change: ``--set`` pairs, then the flags named after settings."""
+        values: dict[str, Any] = dict(parse_override(text) for text in (self.sets or []))
+        for key, value in (("iterations", self.iters), ("runs", self.runs),
+                           ("seed", self.seed), ("precision", self.precision)):
+            if value is not None:
+                values[key] = value
+        if self.compile_network:
+            values["compile"] = True
+        return values
 
 
-def _check_task_flags(flags: TaskOptions) -> None:
-    """Flag values that are wrong whatever the image: usage errors (exit 2)."""
-    if flags.factor is not None:
-        try:
-            check_factor(flags.factor)
-        except TaskError as err:
-            raise UsageProblem(f"--factor: {err}") from None
-    if flags.kernel is not None and not Path(flags.kernel).exists():
-        try:
-            load_blur_kernel(flags.kernel)
-        except TaskError as err:
-            raise UsageProblem(f"--kernel: {err}") from None
-    if flags.mask is not None and not Path(flags.mask).exists():
-        raise UsageProblem(f"--mask: file not found: {flags.mask}")
-    if flags.downsampler not in (None, "lanczos2", "bicubic"):
-        raise UsageProblem(f"--downsampler must be lanczos2 or bicubic, got {flags.downsampler}")
-
-
-def run_restore(
-    flags: TaskOptions,
-    inputs: list[Path],
-    *,
-    output: Path,
-    method: str,
-    preset_name: str | None,
-    iters: int | None,
-    sets: list[str] | None,
-    reference: Path | None,
-    runs: int | None,
-    seed: int | None,
-    device_name: str,
-    denoiser: str,
-    quiet: bool,
-    as_json: bool,
-    overwrite: bool,
-    precision: str | None = None,
-    compile_network: bool = False,
-    compare: bool = True,
-    recursive: bool = False,
-    shard: str | None = None,
-    max_pixels: str = "4096x4096",
-    checkpoint_every: int | None = None,
-    resume: bool = False,
-) -> int:
-    """Restore every input with one method.
+def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
+    """Restore every input of ``request`` with one method.
 
     Task options come from the flags, then the input's ``degrade`` sidecar, then the preset's
-    ``[degradation]`` table. Returns the exit code: 0 all done, 1 an image failed, 2 an image
-    did not fit the task options (wrong-size mask, kernel larger than the image, ...).
+    ``[degradation]`` table (:mod:`deeprestore.resolve`). Returns the exit code: 0 all done,
+    1 an image failed, 2 an image did not fit the task options (wrong-size mask, kernel larger
+    than the image, ...).
     """
-    from deeprestore.denoisers import choose_denoiser
-
-    task = flags.task
-    _check_sigma(flags.sigma)
-    _check_task_flags(flags)
-    methods = TASK_METHODS[task]
-    if method not in methods:
-        raise UsageProblem(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
-    overrides: dict[str, Any] = dict(parse_override(text) for text in (sets or []))
-    if iters is not None:
-        overrides["iterations"] = iters
-    if runs is not None:
-        overrides["runs"] = runs
-    if seed is not None:
-        overrides["seed"] = seed
-    if precision is not None:
-        overrides["precision"] = precision
-    if compile_network:
-        overrides["compile"] = True
-    device = _resolve_device(device_name)
-    presets: dict[str, Preset] = {}
-
-    def settings_for(name: str) -> tuple[Preset, Settings]:
-        if name not in presets:
-            preset = load_preset(name)
-            if preset.task != task:
-                raise UsageProblem(f"preset {preset.name!r} is for {preset.task}, not {task}")
-            presets[name] = preset
-        preset = presets[name]
-        settings = preset.settings_for(method, overrides)
-        try:
-            if denoiser != "auto" or "denoiser" not in overrides:  # --set denoiser=X is exact
-                settings.denoiser = choose_denoiser(denoiser, settings.denoiser, device)
-        except ValueError as err:
-            raise UsageProblem(str(err)) from None
-        return preset, settings.validate()
-
-    if preset_name is not None:
-        _, first = settings_for(preset_name)  # a bad preset is a usage error before any work
-    else:
-        _, first = settings_for(default_preset(flags))
-    if (first.precision == "bf16" and device.type == "cpu" and not quiet
-            and not cpu_has_native_bf16()):
-        err_console.print("warning: --precision bf16 on this CPU is likely very slow: it has no "
-                          "bf16 arithmetic (AVX512-BF16 or AMX; such a CPU ran 37x slower than "
-                          "float32: docs/performance.md); float32 is the default",
-                          soft_wrap=True, markup=False)
+    task, method, quiet = flags.task, request.method, request.quiet
+    _check_flags(flags)
+    device = _resolve_device(request.device)
+    resolver = SettingsResolver(task, method, request.overrides(), request.denoiser, device)
+    # a bad preset is a usage error before any work
+    _, first, _ = resolver.resolve(flags, request.preset)
+    warning = bf16_warning(first, device)
+    if warning is not None and not quiet:
+        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
+    reference = request.reference
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")
     try:
-        pixel_limit = parse_max_pixels(max_pixels)
+        pixel_limit = parse_max_pixels(request.max_pixels)
     except InputError as err:
         raise UsageProblem(str(err)) from None
-    files = _expand_inputs(inputs, recursive, shard)
+    files = _expand_inputs(request.inputs, request.recursive, request.shard)
     command = "deeprestore " + shlex.join(_ARGV)
 
     tty = sys.stdout.isatty()
     failures = usage_failures = 0
     for entry in files:
-        path, out_dir = entry.path, output / entry.subdir
+        path, out_dir = entry.path, request.output / entry.subdir
         try:
             sidecar = read_sidecar(path)
             if sidecar.get("task") not in (None, task):
                 sidecar = {}
             known = flags.merged(sidecar, source_names=("sidecar",))
-            preset, settings = settings_for(preset_name or default_preset(known))
-            options = known.merged(preset.degradation, source_names=("preset",))
+            preset, settings, options = resolver.resolve(known, request.preset)
             job = Job(
                 input=path, output_dir=out_dir, method=method, settings=settings, task=options,
                 preset=preset.name, reference=reference, device=device, command=command,
-                overwrite=overwrite, compare=compare, max_pixels=pixel_limit,
-                checkpoint_every=checkpoint_every, resume=resume,
+                overwrite=request.overwrite, compare=not request.no_compare,
+                max_pixels=pixel_limit, checkpoint_every=request.checkpoint_every,
+                resume=request.resume,
             )
             existing = check_outputs(job)
-            if existing and not overwrite:
+            if existing and not request.overwrite:
                 if not quiet:
                     err_console.print(
                         f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)",
@@ -411,12 +374,12 @@ def run_restore(
             if not isinstance(err, OSError):  # an unwritable folder or full disk: stderr only
                 record_failure(out_dir, path, method, str(err))
             continue
-        if as_json:
+        if request.as_json:
             sys.stdout.write(json.dumps(manifest) + "\n")
             sys.stdout.flush()
         if not quiet:
             line = _summary_line(manifest)
-            if as_json:
+            if request.as_json:
                 err_console.print(line, soft_wrap=True, markup=False)
             else:
                 print(line, flush=True)
@@ -446,52 +409,7 @@ def _run_with_progress(job: Job, quiet: bool) -> dict[str, Any]:
         return run_job(job, callback=update)
 
 
-# ---------------------------------------------------------------- subcommands
-@app.command(epilog=EXAMPLES_DENOISE)
-def denoise(
-    inputs: InputsArg,
-    output: OutputOpt = Path("restored"),
-    method: Annotated[
-        str, typer.Option("--method", "-m", help="deepred, dip, dip-tv, red, nlm or bm3d.")
-    ] = "deepred",
-    sigma: Annotated[
-        float | None,
-        typer.Option("--sigma", help="Noise std of the input on the 0–255 scale. [default: 25]",
-                     show_default=False),
-    ] = None,
-    preset: PresetOpt = None,
-    iters: ItersOpt = None,
-    sets: SetOpt = None,
-    reference: ReferenceOpt = None,
-    runs: RunsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    denoiser: DenoiserOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    overwrite: OverwriteOpt = False,
-    precision: PrecisionOpt = None,
-    compile_network: CompileOpt = False,
-    no_compare: NoCompareOpt = False,
-    recursive: RecursiveOpt = False,
-    shard: ShardOpt = None,
-    max_pixels: MaxPixelsOpt = "4096x4096",
-    checkpoint_every: CheckpointEveryOpt = None,
-    resume: ResumeOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Remove Gaussian noise (H = identity)."""
-    code = run_restore(
-        TaskOptions("denoise", sigma=sigma), inputs, output=output, method=method,
-        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
-        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network, compare=not no_compare,
-        recursive=recursive, shard=shard, max_pixels=max_pixels,
-        checkpoint_every=checkpoint_every, resume=resume,
-    )
-    raise typer.Exit(code)
-
-
+# ---------------------------------------------------------------- the four restore commands
 EXAMPLES_DEBLUR = """
 [b]Examples[/b]
 
@@ -527,152 +445,79 @@ EXAMPLES_DEGRADE = """
   deeprestore degrade clean.png -o in/ --task inpaint --mask holes:0.2 --seed 3
 """
 
-SigmaOpt = Annotated[
-    float | None,
-    typer.Option("--sigma", help="Noise std of the input on the 0–255 scale.", show_default=False),
-]
+
+def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty
+            ) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
 
 
-def _method_option(task: str) -> Any:
-    return typer.Option("--method", "-m", help=", ".join(TASK_METHODS[task]) + ".")
+def _shared_options(task: str) -> list[inspect.Parameter]:
+    """The options of every restore command after its task's own: :class:`RestoreRequest`'s
+    fields (one definition for all four commands)."""
+    method_help = ", ".join(TASK_METHODS[task]) + "."
+    declared = typing.get_type_hints(RestoreRequest, include_extras=True)
+    declared["method"] = Annotated[str, typer.Option("--method", "-m", help=method_help)]
+    return [_option(f.name, declared[f.name], f.default)
+            for f in dataclasses.fields(RestoreRequest) if f.name != "inputs"]
 
 
-@app.command(epilog=EXAMPLES_DEBLUR)
-def deblur(
-    inputs: InputsArg,
-    kernel: Annotated[
-        str | None,
-        typer.Option("--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, "
-                     ".csv, grey PNG). [default: uniform9]", show_default=False),
-    ] = None,
-    sigma: SigmaOpt = None,
-    output: OutputOpt = Path("restored"),
-    method: Annotated[str, _method_option("deblur")] = "deepred",
-    preset: PresetOpt = None,
-    iters: ItersOpt = None,
-    sets: SetOpt = None,
-    reference: ReferenceOpt = None,
-    runs: RunsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    denoiser: DenoiserOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    overwrite: OverwriteOpt = False,
-    precision: PrecisionOpt = None,
-    compile_network: CompileOpt = False,
-    no_compare: NoCompareOpt = False,
-    recursive: RecursiveOpt = False,
-    shard: ShardOpt = None,
-    max_pixels: MaxPixelsOpt = "4096x4096",
-    checkpoint_every: CheckpointEveryOpt = None,
-    resume: ResumeOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41."""
-    code = run_restore(
-        TaskOptions("deblur", sigma=sigma, kernel=kernel), inputs, output=output, method=method,
-        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
-        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network, compare=not no_compare,
-        recursive=recursive, shard=shard, max_pixels=max_pixels,
-        checkpoint_every=checkpoint_every, resume=resume,
-    )
-    raise typer.Exit(code)
+def _sigma_option(task: str) -> inspect.Parameter:
+    default = DEFAULT_SIGMA[task]
+    shown = "√2 ≈ 1.41" if task == "deblur" else f"{default:g}"
+    return _option("sigma", Annotated[float | None, typer.Option(
+        "--sigma", help=f"Noise std of the input on the 0–255 scale. [default: {shown}]",
+        show_default=False)], None)
 
 
-@app.command(epilog=EXAMPLES_SUPERRES)
-def superres(
-    inputs: InputsArg,
-    factor: Annotated[
-        int | None,
-        typer.Option("--factor", "-f", help="Upscaling factor: 2, 4 or 8. [default: 4]",
-                     show_default=False),
-    ] = None,
-    downsampler: Annotated[
-        str | None,
-        typer.Option("--downsampler", help="H: lanczos2 (DIP's, default) or bicubic.",
-                     show_default=False),
-    ] = None,
-    sigma: SigmaOpt = None,
-    output: OutputOpt = Path("restored"),
-    method: Annotated[str, _method_option("superres")] = "deepred",
-    preset: PresetOpt = None,
-    iters: ItersOpt = None,
-    sets: SetOpt = None,
-    reference: ReferenceOpt = None,
-    runs: RunsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    denoiser: DenoiserOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    overwrite: OverwriteOpt = False,
-    precision: PrecisionOpt = None,
-    compile_network: CompileOpt = False,
-    no_compare: NoCompareOpt = False,
-    recursive: RecursiveOpt = False,
-    shard: ShardOpt = None,
-    max_pixels: MaxPixelsOpt = "4096x4096",
-    checkpoint_every: CheckpointEveryOpt = None,
-    resume: ResumeOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is factor× larger."""
-    code = run_restore(
-        TaskOptions("superres", sigma=sigma, factor=factor, downsampler=downsampler), inputs,
-        output=output, method=method, preset_name=preset, iters=iters, sets=sets,
-        reference=reference, runs=runs, seed=seed, device_name=device, denoiser=denoiser,
-        quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network, compare=not no_compare,
-        recursive=recursive, shard=shard, max_pixels=max_pixels,
-        checkpoint_every=checkpoint_every, resume=resume,
-    )
-    raise typer.Exit(code)
+#: Each restore command's own options (names are TaskOptions fields), before ``--sigma``.
+TASK_OPTIONS: dict[str, list[inspect.Parameter]] = {
+    "denoise": [],
+    "deblur": [_option("kernel", Annotated[str | None, typer.Option(
+        "--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, .csv, grey PNG). "
+        "[default: uniform9]", show_default=False)], None)],
+    "superres": [
+        _option("factor", Annotated[int | None, typer.Option(
+            "--factor", "-f", help="Upscaling factor: 2, 4 or 8. [default: 4]",
+            show_default=False)], None),
+        _option("downsampler", Annotated[str | None, typer.Option(
+            "--downsampler", help="H: lanczos2 (DIP's, default) or bicubic.",
+            show_default=False)], None),
+    ],
+    "inpaint": [_option("mask", Annotated[str | None, typer.Option(
+        "--mask", help="Mask image of the input's size: nonzero = known pixel, 0 = to fill in.",
+        show_default=False)], None)],
+}
+COMMAND_HELP = {
+    "denoise": ("Remove Gaussian noise (H = identity).", EXAMPLES_DENOISE),
+    "deblur": ("Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41.",
+               EXAMPLES_DEBLUR),
+    "superres": ("Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is "
+                 "factor× larger.", EXAMPLES_SUPERRES),
+    "inpaint": ("Fill in missing pixels (H = binary mask).", EXAMPLES_INPAINT),
+}
 
 
-@app.command(epilog=EXAMPLES_INPAINT)
-def inpaint(
-    inputs: InputsArg,
-    mask: Annotated[
-        str | None,
-        typer.Option("--mask", help="Mask image of the input's size: nonzero = known pixel, "
-                     "0 = to fill in.", show_default=False),
-    ] = None,
-    sigma: SigmaOpt = None,
-    output: OutputOpt = Path("restored"),
-    method: Annotated[str, _method_option("inpaint")] = "deepred",
-    preset: PresetOpt = None,
-    iters: ItersOpt = None,
-    sets: SetOpt = None,
-    reference: ReferenceOpt = None,
-    runs: RunsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "auto",
-    denoiser: DenoiserOpt = "auto",
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
-    overwrite: OverwriteOpt = False,
-    precision: PrecisionOpt = None,
-    compile_network: CompileOpt = False,
-    no_compare: NoCompareOpt = False,
-    recursive: RecursiveOpt = False,
-    shard: ShardOpt = None,
-    max_pixels: MaxPixelsOpt = "4096x4096",
-    checkpoint_every: CheckpointEveryOpt = None,
-    resume: ResumeOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Fill in missing pixels (H = binary mask)."""
-    code = run_restore(
-        TaskOptions("inpaint", sigma=sigma, mask=mask), inputs, output=output, method=method,
-        preset_name=preset, iters=iters, sets=sets, reference=reference, runs=runs, seed=seed,
-        device_name=device, denoiser=denoiser, quiet=quiet, as_json=as_json, overwrite=overwrite,
-        precision=precision, compile_network=compile_network, compare=not no_compare,
-        recursive=recursive, shard=shard, max_pixels=max_pixels,
-        checkpoint_every=checkpoint_every, resume=resume,
-    )
-    raise typer.Exit(code)
+def _restore_command(task: str) -> None:
+    """Register ``deeprestore TASK``: its task options, ``--sigma`` and the shared options."""
+    own = [*TASK_OPTIONS[task], _sigma_option(task)]
+    own_names = [p.name for p in own]
+
+    def command(**values: Any) -> None:
+        flags = TaskOptions(task, **{name: values.pop(name) for name in own_names})
+        raise typer.Exit(run_restore(flags, RestoreRequest(**values)))
+
+    inputs = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               annotation=InputsArg)
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inputs, *own, *_shared_options(task)])
+    command.__name__ = task
+    command.__doc__, epilog = COMMAND_HELP[task]
+    app.command(epilog=epilog)(command)
+
+
+for _task in TASKS:
+    _restore_command(_task)
 
 
 @app.command(epilog=EXAMPLES_DEGRADE)
@@ -710,8 +555,7 @@ def degrade(
 
     if task not in TASKS:
         raise UsageProblem(f"unknown task {task!r} (use {', '.join(TASKS)})")
-    _check_sigma(sigma)
-    _check_task_flags(TaskOptions(task, kernel=kernel, factor=factor))
+    _check_flags(TaskOptions(task, sigma=sigma, kernel=kernel, factor=factor))
     if mask is not None and ":" not in mask and mask != "text" and not Path(mask).exists():
         raise UsageProblem(f"--mask: file not found: {mask}")
     failures = usage_failures = 0
@@ -921,6 +765,7 @@ def version() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one line per error, exit codes 0/1/2, 130 on Ctrl-C, 143 on
     SIGTERM (outputs of the image in progress are not written; finished images are kept)."""
+    request_huge_pages()  # before torch's first CPU allocation (deeprestore.huge_pages)
     args = list(sys.argv[1:] if argv is None else argv)
     _ARGV[:] = args
     debug = "--debug" in args
@@ -933,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print("deeprestore: interrupted", soft_wrap=True)
     except _EXIT_ERRORS as stop:
         code = getattr(stop, "exit_code", 0)
-    except _ClickException as err:
+    except _CLICK_ERRORS as err:
         if type(err).__name__ == "NoArgsIsHelpError" and getattr(err, "ctx", None) is not None:
             print(err.ctx.get_help())  # type: ignore[attr-defined]
             code = 0

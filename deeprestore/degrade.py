@@ -34,6 +34,7 @@ from deeprestore.tasks import (
     SIDECAR_SUFFIX,
     TaskError,
     check_factor,
+    check_kernel_fits,
     load_blur_kernel,
 )
 from deeprestore.writers import write_image, write_json
@@ -67,11 +68,7 @@ def degrade_pixels(
     if task == "deblur":
         kernel = kernel or "uniform9"
         k = load_blur_kernel(kernel)
-        if k.shape[0] > clean.shape[0] or k.shape[1] > clean.shape[1]:
-            raise TaskError(
-                f"the blur kernel is {k.shape[1]}x{k.shape[0]} but the image is only "
-                f"{clean.shape[1]}x{clean.shape[0]}"
-            )
+        check_kernel_fits(k, clean.shape[:2])
         image = np.clip(blur_image(clean, k), 0.0, 1.0)
         params["kernel"] = kernel
     elif task == "superres":

@@ -32,13 +32,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import torch
 
 from deeprestore.batched import BatchedSkipNet
 from deeprestore.control import Interrupted, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
+from deeprestore.execution import (
+    DEFAULT_EXECUTION,
+    Execution,
+    configure_backends,
+    own_thread_count,
+    prepare_network_step,
+)
 from deeprestore.metrics import psnr_of_mse
 from deeprestore.networks import SkipNet, make_input
 from deeprestore.settings import NETWORK_METHODS, Settings
@@ -207,25 +214,6 @@ def steepest_descent_update(
 def dual_update(u: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """The scaled dual (Lagrange multiplier) update ``u ← u − x + T_Θ(z)``."""
     return u - x + out
-
-
-NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a BatchedSkipNet of runs
-
-
-def prepare_network_step(
-    net: NetworkT, z: torch.Tensor, lr: float, device: torch.device, cpu_tuned: bool = True
-) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
-    """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``.
-
-    Channels-last network and z on CUDA, and on a CPU unless ``cpu_tuned`` is off; on a tuned
-    CPU Adam uses its fused kernel (one call instead of ~7 small ops per parameter tensor).
-    """
-    on_cpu = device.type == "cpu"
-    if device.type == "cuda" or (on_cpu and cpu_tuned):
-        net = net.to(memory_format=torch.channels_last)
-        z = z.contiguous(memory_format=torch.channels_last)
-    fused = True if on_cpu and cpu_tuned else None
-    return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
 
 
 class _Run:
@@ -440,23 +428,13 @@ class _RunGroup:
                 for key, value in first.items()}
 
 
-def _own_thread_count(threads: int) -> None:
-    """Give the calling thread its own torch (OpenMP) thread count.
-
-    torch sets a thread's count lazily at its first parallel op, from the process default;
-    asking for the count first does that now, so that the count set next stays. Setting it
-    also changes the default for threads created later (the caller puts that back).
-    """
-    torch.get_num_threads()
-    torch.set_num_threads(threads)
-
-
 class NetworkAlgorithm(Algorithm):
     """DIP, DIP-TV and DeepRED: Algorithm 1 with ``runs`` independent runs in lock-step.
 
     Every iteration steps each run once. On a CPU with several torch threads the runs' network
-    steps go side by side on worker threads (see :attr:`parallel_runs`); otherwise one after
-    the other.
+    steps go side by side on worker threads (``execution.side_by_side``), or as one grouped
+    network (``execution.grouped``); otherwise one after the other
+    (:class:`~deeprestore.execution.Execution`).
     """
 
     def __init__(
@@ -465,10 +443,12 @@ class NetworkAlgorithm(Algorithm):
         settings: Settings,
         device: torch.device,
         denoiser: Denoiser | None,
+        execution: Execution = DEFAULT_EXECUTION,
     ) -> None:
         self.problem = problem
         self.settings = settings
         self.device = device
+        self.execution = execution
         self.total = settings.iterations
         self.admm = settings.method == "deepred" and (settings.lam > 0 or settings.mu > 0)
         self.use_denoiser = self.admm and settings.lam > 0
@@ -477,7 +457,8 @@ class NetworkAlgorithm(Algorithm):
         self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
         self.pixels = float(problem.x_init.numel())
         self.runs = [
-            _Run(problem, settings, settings.seed * 1000 + r, device, self.cpu_tuned)
+            _Run(problem, settings, settings.seed * 1000 + r, device,
+                 execution.cpu_tuned)
             for r in range(settings.runs)
         ]
         self._autocast = torch.bfloat16 if settings.precision == "bf16" else None
@@ -492,36 +473,15 @@ class NetworkAlgorithm(Algorithm):
         self._pending_at = 1  # the lagged schedule's snapshot: x₀, "taken" at round 1
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
-        self._group = (_RunGroup(self.runs, settings, device, self.cpu_tuned)
-                       if self.grouped_runs and len(self.runs) > 1
+        self._group = (_RunGroup(self.runs, settings, device, execution.cpu_tuned)
+                       if execution.grouped and len(self.runs) > 1
                        and settings.backtrack_drop == 0 else None)
         if self._side_by_side():
             self._start_run_workers()
 
-    #: Step the runs of ``runs = N`` as one network of grouped convolutions
-    #: (:class:`~deeprestore.batched.BatchedSkipNet`, one Adam) instead of N networks. Off: on
-    #: this CPU it was not faster than N networks one after the other, and side by side beats
-    #: both (docs/performance.md). Meant for a GPU, where it is unmeasured so far;
-    #: ``bench/speed.py``'s ``dip-runs2-grouped`` row and ``bench/gpu_check.sh`` measure it.
-    grouped_runs = False
-
-    #: On a CPU, lay the network out channels-last (as on a GPU) and step Adam with its fused
-    #: kernel: at 64×64 one run's iteration takes 0.87× the time, two runs side by side 0.84×
-    #: (interleaved; docs/performance.md, "CPU tuning"). Changes the rounding, not the method.
-    #: ``bench/speed.py``'s ``dip-untuned`` row turns it off to measure what it is worth.
-    cpu_tuned = True
-
-    #: On a CPU, step the runs of ``runs = N`` side by side: ``min(N, threads)`` worker threads,
-    #: each with its share of torch's threads, each stepping its runs' networks (one torch thread
-    #: gains little on a small image: two 64×64 runs cost about 1.6× one run side by side, 2.0×
-    #: one after the other; docs/performance.md). ``bench/speed.py``'s ``dip-runs2-lockstep`` row
-    #: turns it off to measure what it is worth. Not with torch.compile or an async denoiser
-    #: (which takes a core of its own).
-    parallel_runs = True
-
     def _side_by_side(self) -> bool:
         s = self.settings
-        return (self.parallel_runs and self.device.type == "cpu" and len(self.runs) > 1
+        return (self.execution.side_by_side and self.device.type == "cpu" and len(self.runs) > 1
                 and self._threads > 1 and not s.compile and self._worker is None
                 and self._group is None)
 
@@ -532,7 +492,7 @@ class NetworkAlgorithm(Algorithm):
         shares = [self._threads // count + (w < self._threads % count) for w in range(count)]
         self._run_workers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run{w}")
                              for w in range(count)]
-        for future in [worker.submit(_own_thread_count, share)
+        for future in [worker.submit(own_thread_count, share)
                        for worker, share in zip(self._run_workers, shares, strict=True)]:
             future.result()
         torch.set_num_threads(self._threads)  # the default for threads created later
@@ -634,13 +594,8 @@ class NetworkAlgorithm(Algorithm):
                 step.data_psnr = psnr_of_mse(float(step.data_mse))
         return steps
 
-    #: On the CPU, split the cores between the network and a background denoiser call (async
-    #: mode): torch keeps n − 1 threads, the denoiser gets one. ``bench/speed.py
-    #: --no-core-sharing`` turns it off to measure what it is worth.
-    share_cores = True
-
     def _sharing(self) -> bool:
-        return self.share_cores and self.device.type == "cpu" and self._threads > 1
+        return self.execution.share_cores and self.device.type == "cpu" and self._threads > 1
 
     def _denoise(self, x: torch.Tensor, threads: int | None) -> torch.Tensor:
         assert self.denoiser is not None
@@ -925,13 +880,15 @@ def make_algorithm(
     device: torch.device,
     denoiser: Denoiser | None = None,
     baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
+    execution: Execution = DEFAULT_EXECUTION,
 ) -> Algorithm:
-    """The algorithm object for ``settings.method`` (see the module docstring)."""
+    """The algorithm object for ``settings.method`` (see the module docstring), its steps
+    executed as ``execution`` says (network methods)."""
     method = settings.method
     if method in NETWORK_METHODS:
         if method == "deepred" and settings.lam > 0 and denoiser is None:
             denoiser = get_denoiser(settings.denoiser)
-        return NetworkAlgorithm(problem, settings, device, denoiser)
+        return NetworkAlgorithm(problem, settings, device, denoiser, execution)
     if method == "red":
         return REDAlgorithm(problem, settings, denoiser or get_denoiser(settings.denoiser))
     if method in ("nlm", "bm3d"):
@@ -1062,45 +1019,22 @@ def restore(
     denoiser: Denoiser | None = None,
     baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
     control: RunControl | None = None,
+    execution: Execution = DEFAULT_EXECUTION,
 ) -> Result:
     """Run ``settings.method`` on ``problem`` and return the restored image and its log.
 
     ``problem``'s tensors are moved to ``device``; ``callback`` receives a :class:`Progress`
     every ``settings.log_every`` iterations; ``denoiser`` overrides ``settings.denoiser``;
     ``baselines`` maps extra one-shot method names to functions of the problem; ``control``:
-    checkpoints, resume and NaN rollback (:class:`~deeprestore.control.RunControl`).
+    checkpoints, resume and NaN rollback (:class:`~deeprestore.control.RunControl`);
+    ``execution``: how the network steps run (:class:`~deeprestore.execution.Execution`).
     """
     settings.validate()
     device = torch.device(device)
     configure_backends(device, settings.precision)
     problem = problem_to_device(problem, device)
-    algorithm = make_algorithm(problem, settings, device, denoiser, baselines)
+    algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
     return Runner(algorithm, problem, settings.log_every, callback, control).run()
-
-
-def configure_backends(device: torch.device, precision: str) -> None:
-    """cuDNN autotuning on CUDA, and TF32 only when asked for (``precision="tf32"``).
-
-    ``float32`` (the default) turns TF32 off for both matmuls and convolutions so results follow
-    the paper's arithmetic; ``bf16`` autocasts the network (the ADMM variables stay float32).
-    """
-    if device.type != "cuda":
-        return
-    torch.backends.cudnn.benchmark = True
-    allow = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX) for ``precision="bf16"``.
-
-    With it, bf16 made a DIP iteration 0.35–0.52× as long as float32 on this project's
-    development CPU (docs/performance.md); without it oneDNN has no fast bf16 kernels (a CPU
-    measured on 2026-11-23 ran bf16 37× slower). ``False`` where torch cannot tell.
-    """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def problem_to_device(problem: Problem, device: torch.device) -> Problem:

@@ -282,8 +282,10 @@ class Blur(LinearOperator):
 # Downsampling
 # --------------------------------------------------------------------------------------------
 
-_FACTORS: tuple[int, ...] = (2, 4, 8)
-_KINDS: tuple[str, ...] = ("lanczos2", "bicubic")
+#: The super-resolution factors of the papers (and of :class:`Downsample`).
+FACTORS: tuple[int, ...] = (2, 4, 8)
+#: The downsampling filters :class:`Downsample` knows (``lanczos2``: DIP's; the default).
+DOWNSAMPLERS: tuple[str, ...] = ("lanczos2", "bicubic")
 
 
 def _half_phase_taps(factor: int) -> np.ndarray:
@@ -340,10 +342,10 @@ class Downsample(LinearOperator):
     def __init__(self, factor: int, kind: str = "lanczos2") -> None:
         if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
             raise ValueError(f"factor must be 2, 4 or 8 (got {factor!r})")
-        if int(factor) not in _FACTORS:
+        if int(factor) not in FACTORS:
             raise ValueError(f"factor must be 2, 4 or 8 (got {factor})")
-        if kind not in _KINDS:
-            known = ", ".join(_KINDS)
+        if kind not in DOWNSAMPLERS:
+            known = ", ".join(DOWNSAMPLERS)
             raise ValueError(f"unknown downsampling kind {kind!r}; known kinds: {known}")
         self.factor = int(factor)
         self.kind = kind

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deeprestore.settings import METHODS, Settings, SettingsError, coerce_setting
+from deeprestore.tasks import TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,7 +46,6 @@ DEGRADATION_KEYS: dict[str, tuple[type, ...]] = {
     "downsampler": (str,),
     "mask": (str,),
 }
-TASKS = ("denoise", "deblur", "superres", "inpaint")
 
 
 class PresetError(ValueError):

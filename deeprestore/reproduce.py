@@ -44,7 +44,8 @@ from deeprestore.images import Image, read_image
 from deeprestore.jobs import Job, JobError, record_failure, run_job
 from deeprestore.metrics import ssim
 from deeprestore.plots import compare_image
-from deeprestore.presets import load_preset
+from deeprestore.presets import DEGRADATION_KEYS, load_preset
+from deeprestore.resolve import SettingsResolver
 from deeprestore.settings import NETWORK_METHODS
 from deeprestore.tasks import TASK_METHODS, TaskOptions, build_problem
 from deeprestore.writers import atomic_write_bytes, write_image, write_json
@@ -68,7 +69,6 @@ _PROTOCOL_TEXT = {
     "rgb": "RGB, data range 1, no border crop",
     "y": "8-bit Y channel (both images quantised to 8 bits), peak 255, no border crop",
 }
-_DEGRADATION_KEYS = ("sigma", "kernel", "factor", "downsampler", "mask")
 
 
 class ReproduceError(ValueError):
@@ -184,7 +184,7 @@ def load_benchmarks(path: Path | None = None) -> dict[str, Benchmark]:
             if method not in allowed:
                 raise ValueError(f"{where}: method {method!r} does not apply to {task}")
         for key in raw.get("degradation", {}):
-            if key not in _DEGRADATION_KEYS:
+            if key not in DEGRADATION_KEYS:
                 raise ValueError(f"{where}: unknown degradation key {key!r}")
         sets = {s: list(table["images"]) for s, table in raw["sets"].items()}
         names = [Path(f).stem for files in sets.values() for f in files]
@@ -417,8 +417,6 @@ def _run_table(
     iterations: int | None,
 ) -> Path:
     """Run one table: degrade, restore, grids, results. Returns OUT/TABLE/results.md."""
-    from deeprestore.denoisers import choose_denoiser
-
     def report(event: ReproduceEvent) -> None:
         if progress is not None:
             progress(event)
@@ -430,14 +428,14 @@ def _run_table(
     warnings = [f"{e.relative} not found in {data}: skipped" for e in missing]
     for text in warnings:
         report(ReproduceEvent("missing", bench.name, message=text))
-    preset = load_preset(bench.quick_preset if quick else bench.preset)
+    preset_name = bench.quick_preset if quick else bench.preset
+    preset = load_preset(preset_name)
     jobs_methods = [m for m in methods if m != INPUT_ROW]
     settings = {}
-    for method in jobs_methods:
-        chosen = preset.settings_for(method, _overrides(method, seed=seed, runs=runs,
-                                                        iterations=iterations))
-        chosen.denoiser = choose_denoiser("auto", chosen.denoiser, device)
-        settings[method] = chosen.validate()
+    for method in jobs_methods:  # the preset's denoiser, in torch on CUDA (as the CLI's auto)
+        overrides = _overrides(method, seed=seed, runs=runs, iterations=iterations)
+        resolver = SettingsResolver(bench.task, method, overrides, "auto", device)
+        settings[method] = resolver.settings(preset_name)[1]
     table_dir = out / bench.name
     present = [e for e in entries if e not in missing]
     steps = len(present) * len(jobs_methods)

@@ -14,6 +14,7 @@ A task knows its degradation operator H, how x starts, which PSNR protocol the p
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,8 @@ from deeprestore.engine import Problem
 from deeprestore.images import Image, to_array, to_tensor
 from deeprestore.metrics import psnr_function
 from deeprestore.operators import (
+    DOWNSAMPLERS,
+    FACTORS,
     KNOWN_KERNELS,
     Blur,
     Downsample,
@@ -48,12 +51,19 @@ TASK_METHODS: dict[str, tuple[str, ...]] = {
 }
 #: Noise std (0–255 scale) assumed when neither a flag, a sidecar nor a preset says.
 DEFAULT_SIGMA = {"denoise": 25.0, "deblur": 2**0.5, "superres": 0.0, "inpaint": 0.0}
-FACTORS = (2, 4, 8)
 SIDECAR_SUFFIX = ".degrade.json"
 
 
 class TaskError(ValueError):
     """Task options that do not fit the image (one-line message)."""
+
+
+class TaskOptionError(TaskError):
+    """A task option whose value is wrong whatever the image; ``option`` names it (``sigma``)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass
@@ -62,9 +72,10 @@ class TaskOptions:
 
     ``sigma``: noise std on the 0–255 scale; ``kernel``: a named kernel (``uniform9``,
     ``gauss25``) or a kernel file (deblur); ``factor``: 2, 4 or 8 and ``downsampler``
-    (``lanczos2`` or ``bicubic``) for superres; ``mask``: mask image file, nonzero = known
-    (inpaint); ``crop``: (top, left, height, width) of the high-resolution image that was kept
-    before downscaling (from a ``degrade`` sidecar), to crop a reference the same way.
+    (``lanczos2`` or ``bicubic``) for superres; ``mask``: mask image file or (H, W) array,
+    nonzero = known (inpaint); ``crop``: (top, left, height, width) of the high-resolution
+    image that was kept before downscaling (from a ``degrade`` sidecar), to crop a reference
+    the same way.
     """
 
     task: str = "denoise"
@@ -72,7 +83,7 @@ class TaskOptions:
     kernel: str | None = None
     factor: int | None = None
     downsampler: str | None = None
-    mask: str | None = None
+    mask: str | np.ndarray | None = None
     crop: tuple[int, int, int, int] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -158,6 +169,39 @@ def check_factor(factor: int | None) -> int:
     return int(factor)
 
 
+def check_kernel_fits(kernel: np.ndarray, size: tuple[int, int]) -> None:
+    """Raise :class:`TaskError` when a (kh, kw) blur kernel is larger than a (height, width)
+    image (the circular blur needs the kernel inside the image)."""
+    if kernel.shape[0] > size[0] or kernel.shape[1] > size[1]:
+        raise TaskError(
+            f"the blur kernel is {kernel.shape[1]}x{kernel.shape[0]} but the image is only "
+            f"{size[1]}x{size[0]}"
+        )
+
+
+def check_task_options(options: TaskOptions) -> None:
+    """Task option values that are wrong whatever the image: :class:`TaskOptionError`."""
+    sigma = options.sigma
+    if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
+        raise TaskOptionError("sigma", f"sigma must be a finite number ≥ 0 (0–255 scale), got "
+                              f"{sigma}")
+    try:
+        if options.factor is not None:
+            check_factor(options.factor)
+    except TaskError as err:
+        raise TaskOptionError("factor", str(err)) from None
+    try:
+        if isinstance(options.kernel, str) and not Path(options.kernel).exists():
+            load_blur_kernel(options.kernel)
+    except TaskError as err:
+        raise TaskOptionError("kernel", str(err)) from None
+    if isinstance(options.mask, str) and not Path(options.mask).exists():
+        raise TaskOptionError("mask", f"file not found: {options.mask}")
+    if options.downsampler not in (None, *DOWNSAMPLERS):
+        raise TaskOptionError("downsampler", f"downsampler must be {' or '.join(DOWNSAMPLERS)}, "
+                              f"got {options.downsampler}")
+
+
 def operator_for(options: TaskOptions, hr_size: tuple[int, int], channels: int) -> LinearOperator:
     """H for ``options`` acting on images of (height, width) ``hr_size``."""
     task = options.task
@@ -165,11 +209,7 @@ def operator_for(options: TaskOptions, hr_size: tuple[int, int], channels: int) 
         return Identity()
     if task == "deblur":
         kernel = load_blur_kernel(options.kernel or "uniform9")
-        if kernel.shape[0] > hr_size[0] or kernel.shape[1] > hr_size[1]:
-            raise TaskError(
-                f"the blur kernel is {kernel.shape[1]}x{kernel.shape[0]} but the image is only "
-                f"{hr_size[1]}x{hr_size[0]}"
-            )
+        check_kernel_fits(kernel, hr_size)
         return Blur(kernel)
     if task == "superres":
         return Downsample(check_factor(options.factor), kind=options.downsampler or "lanczos2")
@@ -246,8 +286,13 @@ def biharmonic_inpaint(y: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
     return to_tensor(np.asarray(filled))
 
 
-def load_mask(spec: str, height: int, width: int) -> np.ndarray:
-    """A mask (H, W) float {0, 1} from an image file (nonzero = known pixel)."""
+def load_mask(spec: str | np.ndarray, height: int, width: int) -> np.ndarray:
+    """A mask (H, W) float {0, 1} from an image file or an (H, W) array (nonzero = known)."""
+    if isinstance(spec, np.ndarray):
+        if spec.shape != (height, width):
+            raise TaskError(f"mask is {'x'.join(map(str, spec.shape))} but the image is "
+                            f"{height}x{width}")
+        return (spec != 0).astype(np.float64)
     if not Path(spec).exists():
         raise TaskError(f"mask file not found: {spec}")
     try:

@@ -179,9 +179,9 @@ def test_console_script_help_and_exit_code(tiny_images, tmp_path):
 
 def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_once_and_float32_does_not(
         run_cli, tiny_images, tmp_path, monkeypatch):
-    import deeprestore.cli as cli
+    import deeprestore.execution as execution
 
-    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: False)
     args = ("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1")
     slow = run_cli(*args, "-o", tmp_path / "a", "--precision", "bf16")
     assert slow.code == 0, slow.err
@@ -192,9 +192,9 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_once_and_float32_does_not(
 
 def test_bf16_on_a_cpu_with_bf16_arithmetic_does_not_warn(run_cli, tiny_images, tmp_path,
                                                           monkeypatch):
-    import deeprestore.cli as cli
+    import deeprestore.execution as execution
 
-    monkeypatch.setattr(cli, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
     done = run_cli("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1",
                    "-o", tmp_path, "--precision", "bf16")
     assert done.code == 0, done.err
@@ -204,7 +204,7 @@ def test_bf16_on_a_cpu_with_bf16_arithmetic_does_not_warn(run_cli, tiny_images, 
 def test_cpu_bf16_capability_follows_torchs_cpu_feature_checks(monkeypatch):
     import torch
 
-    from deeprestore.engine import cpu_has_native_bf16
+    from deeprestore.execution import cpu_has_native_bf16
 
     for avx512_bf16, amx in [(False, False), (True, False), (False, True)]:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)

@@ -14,6 +14,7 @@ from deeprestore.engine import (
     steepest_descent_update,
     total_variation,
 )
+from deeprestore.execution import Execution
 from deeprestore.metrics import psnr_rgb
 from deeprestore.operators import Identity
 from deeprestore.settings import Settings
@@ -99,10 +100,9 @@ def test_same_seed_same_result_and_other_seed_differs():
 
 
 @pytest.mark.parametrize("tuned", [True, False])
-def test_cpu_tuning_lays_the_network_out_channels_last_with_a_fused_adam(tuned, monkeypatch):
-    monkeypatch.setattr(NetworkAlgorithm, "cpu_tuned", tuned)
+def test_cpu_tuning_lays_the_network_out_channels_last_with_a_fused_adam(tuned):
     algorithm = NetworkAlgorithm(_problem(), _fast(method="dip", runs=2), torch.device("cpu"),
-                                 None)
+                                 None, Execution(cpu_tuned=tuned))
     for run in algorithm.runs:
         convs = [m for m in run.net.modules()
                  if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
@@ -122,16 +122,13 @@ def test_cpu_tuning_changes_the_rounding_not_the_network():
     problem = _problem(size=24)
     losses = {}
     for tuned in (True, False):
-        NetworkAlgorithm.cpu_tuned = tuned
-        try:
-            result = restore(problem, _fast(method="dip", iterations=1, log_every=1))
-        finally:
-            NetworkAlgorithm.cpu_tuned = True
+        result = restore(problem, _fast(method="dip", iterations=1, log_every=1),
+                         execution=Execution(cpu_tuned=tuned))
         losses[tuned] = result.log[0].loss
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
-def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one(monkeypatch):
+def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one():
     # torch's fused CPU Adam walks parameter, gradient and moments as flat memory, so a
     # gradient in another layout than its channels-last 3×3 weight would move the wrong
     # elements: about half of them by ~2·lr = 0.02. After one step the tuned and untuned
@@ -141,8 +138,8 @@ def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one(monkeypatch):
     settings = _fast(method="dip", net_channels=8, skip_channels=2)
     weights = {}
     for tuned in (True, False):
-        monkeypatch.setattr(NetworkAlgorithm, "cpu_tuned", tuned)
-        algorithm = NetworkAlgorithm(problem, settings, torch.device("cpu"), None)
+        algorithm = NetworkAlgorithm(problem, settings, torch.device("cpu"), None,
+                                     Execution(cpu_tuned=tuned))
         algorithm.update()
         weights[tuned] = [m.weight.detach().clone() for m in algorithm.runs[0].net.modules()
                           if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]

@@ -1,4 +1,4 @@
-"""``NetworkAlgorithm.grouped_runs``: the runs' networks as one grouped-convolution network.
+"""``Execution(grouped=True)``: the runs' networks as one grouped-convolution network.
 
 The grouped step must be the runs' own steps (same losses, same Adam updates, up to rounding),
 and its state must travel through the runs' own nets and optimisers, so that checkpoints and
@@ -12,6 +12,7 @@ import torch
 from tiny_problems import tiny_denoising_problem
 
 from deeprestore.engine import NetworkAlgorithm, make_algorithm
+from deeprestore.execution import Execution
 from deeprestore.settings import Settings
 
 # One torch thread: no side-by-side workers, the same rounding in every algorithm.
@@ -27,12 +28,8 @@ def _settings(**changes: object) -> Settings:
 
 
 def _algorithm(settings: Settings, grouped: bool) -> NetworkAlgorithm:
-    before = NetworkAlgorithm.grouped_runs
-    NetworkAlgorithm.grouped_runs = grouped
-    try:
-        algorithm = make_algorithm(tiny_denoising_problem(), settings, torch.device("cpu"))
-    finally:
-        NetworkAlgorithm.grouped_runs = before
+    algorithm = make_algorithm(tiny_denoising_problem(), settings, torch.device("cpu"),
+                               execution=Execution(grouped=grouped))
     assert isinstance(algorithm, NetworkAlgorithm)
     assert (algorithm._group is not None) is grouped
     return algorithm

@@ -1,0 +1,157 @@
+"""The Python API: ``deeprestore.restore(image, task=..., method=...)`` on numpy arrays.
+
+It takes the same road as the command line below the parsing: the task's preset (Table 1's row
+unless ``preset`` names another), the user's settings on top (:mod:`deeprestore.resolve`), the
+task's :class:`~deeprestore.engine.Problem` (:mod:`deeprestore.tasks`) and the engine. It writes
+no file. Errors are the command line's: :class:`~deeprestore.images.ImageError` (the array),
+:class:`~deeprestore.tasks.TaskError` (task options, unknown task or method),
+:class:`~deeprestore.presets.PresetError` and :class:`~deeprestore.settings.SettingsError`
+(a bad preset or setting), each with a one-line message.
+
+Example::
+
+    import deeprestore
+    restored = deeprestore.restore(noisy, task="denoise", method="deepred", sigma=25,
+                                   iterations=300, seed=0)
+    restored.image      # same shape and dtype as ``noisy``
+    restored.log[-1]    # the last logged iteration: loss, PSNR (with a reference), ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deeprestore.huge_pages import request_huge_pages
+
+
+@dataclass
+class Restoration:
+    """What :func:`restore` returns.
+
+    ``image``: the restored image, the input's layout (H×W, H×W×1 or H×W×C) and dtype (uint8
+    and uint16 on their full range, floats in [0, 1]); for ``superres`` ``factor`` times larger.
+    ``log``: the logged iterations (:class:`~deeprestore.engine.LogRow`: loss, PSNR against
+    ``reference`` in dB or None, gap, seconds, ...). ``settings``: every parameter the run used;
+    ``preset``: the preset they came from; ``psnr``: the final PSNR in dB (with a reference,
+    under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran.
+    """
+
+    image: np.ndarray
+    log: list[Any]
+    settings: Any
+    preset: str
+    psnr: float | None
+    iterations: int
+    denoiser_calls: int
+
+
+def restore(
+    image: np.ndarray,
+    task: str = "denoise",
+    method: str = "deepred",
+    *,
+    sigma: float | None = None,
+    kernel: str | None = None,
+    factor: int | None = None,
+    downsampler: str | None = None,
+    mask: str | np.ndarray | None = None,
+    reference: np.ndarray | None = None,
+    preset: str | None = None,
+    denoiser: str = "auto",
+    device: str = "cpu",
+    callback: Any = None,
+    execution: Any = None,
+    **settings: Any,
+) -> Restoration:
+    """Restore one image given as a numpy array.
+
+    Parameters
+    ----------
+    image : ndarray
+        The degraded image, H×W (grey) or H×W×C (C = 1, 3 or 4; alpha is kept), uint8, uint16
+        or float in [0, 1]. For ``superres`` the low-resolution image.
+    task : str
+        ``denoise``, ``deblur``, ``superres`` or ``inpaint``.
+    method : str
+        ``deepred``, ``dip``, ``dip-tv``, ``red`` or one of the task's baselines (``nlm``,
+        ``bm3d``, ``wiener``, ``bicubic``, ``biharmonic``).
+    sigma : float, optional
+        Noise std of ``image`` on the 0–255 scale (default: the preset's, else the task's).
+    kernel : str, optional
+        deblur: ``uniform9``, ``gauss25`` or a kernel file.
+    factor, downsampler : optional
+        superres: 2, 4 or 8; ``lanczos2`` (default) or ``bicubic``.
+    mask : str or ndarray, optional
+        inpaint: H×W array (nonzero = known pixel) or a mask image file; required.
+    reference : ndarray, optional
+        The clean image (the high-resolution one for superres), to log PSNR.
+    preset : str, optional
+        A preset name or TOML path (default: the task's Table 1 row).
+    denoiser : str
+        f(x) for deepred/red: ``auto`` (the preset's; its torch version on CUDA) or a name.
+    device : str
+        ``cpu``, ``cuda`` or ``cuda:N``.
+    callback : callable, optional
+        Called with a :class:`~deeprestore.engine.Progress` every ``log_every`` iterations.
+    execution : Execution, optional
+        How the network steps run (:class:`~deeprestore.execution.Execution`).
+    **settings
+        Any :class:`~deeprestore.settings.Settings` field (``iterations=300``, ``seed=1``,
+        ``lam=0.3``, ...), over the preset's values.
+
+    Returns
+    -------
+    Restoration
+        The restored image (the input's layout and dtype) and the log.
+    """
+    request_huge_pages()  # before torch's first CPU allocation (deeprestore.huge_pages)
+    import torch
+
+    from deeprestore import engine
+    from deeprestore.execution import DEFAULT_EXECUTION
+    from deeprestore.images import MIN_SIDE, ImageError, from_array, to_array
+    from deeprestore.resolve import SettingsResolver
+    from deeprestore.tasks import TaskOptions, build_problem, check_task_options
+
+    observed = from_array(image, "image")
+    if min(observed.height, observed.width) < MIN_SIDE:
+        raise ImageError(f"image: {observed.width}×{observed.height} is too small (each side "
+                         f"needs at least {MIN_SIDE} pixels)")
+    clean = None if reference is None else from_array(reference, "reference")
+    flags = TaskOptions(task, sigma=sigma, kernel=kernel, factor=factor,
+                        downsampler=downsampler, mask=mask)  # type: ignore[arg-type]
+    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device))
+    check_task_options(flags)
+    found, chosen, options = resolver.resolve(flags, preset)
+    task_problem = build_problem(options, observed, clean)
+    result = engine.restore(task_problem.problem, chosen, device=device, callback=callback,
+                            baselines=task_problem.baselines,
+                            execution=execution or DEFAULT_EXECUTION)
+    problem = task_problem.problem
+    psnr = None
+    if problem.reference is not None and problem.psnr is not None:
+        psnr = float(problem.psnr(result.image, problem.reference))
+    return Restoration(
+        image=_like_input(to_array(result.image), np.asarray(image), observed.alpha),
+        log=result.log, settings=chosen, preset=found.name, psnr=psnr,
+        iterations=result.iterations, denoiser_calls=result.denoiser_calls)
+
+
+def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None
+                ) -> np.ndarray:
+    """(H, W, C) float64 in [0, 1] → the layout and dtype of ``original`` (alpha put back when
+    the size is kept)."""
+    if alpha is not None and alpha.shape == pixels.shape[:2]:
+        pixels = np.concatenate([pixels, alpha[:, :, None]], axis=2)
+    if original.ndim == 2:
+        pixels = pixels[:, :, 0]
+    dtype = original.dtype
+    if dtype in (np.uint8, np.uint16):
+        scale = float(np.iinfo(dtype).max)
+        return np.round(np.clip(pixels, 0.0, 1.0) * scale).astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return pixels.astype(dtype)
+    return pixels

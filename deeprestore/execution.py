@@ -1,0 +1,106 @@
+"""How a step runs on this device: an options object passed in, never class state.
+
+:class:`Execution` says how the network methods lay out and step their work (CPU tuning,
+runs side by side or grouped, cores shared with a background denoiser). None of it changes the
+method: only rounding and speed (docs/performance.md gives the measured ratios and the
+``bench/speed.py`` rows that measure them). The numbers of a run (precision, torch.compile) stay
+in :class:`~deeprestore.settings.Settings`, since the manifest records them.
+
+Also here: the torch backend switches a device needs (:func:`configure_backends`), the layout
+of one network step (:func:`prepare_network_step`) and whether a CPU has bf16 arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from deeprestore.settings import Settings
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the network methods execute their steps (the defaults are the measured best).
+
+    ``cpu_tuned``: on a CPU, lay the network out channels-last (as on a GPU) and step Adam with
+    its fused kernel (``bench/speed.py``'s ``dip-untuned`` row turns it off).
+    ``side_by_side``: on a CPU with several torch threads, step the runs of ``runs = N`` on
+    ``min(N, threads)`` worker threads, each with its share of the threads
+    (``dip-runs2-lockstep`` turns it off). Not with torch.compile or an async denoiser.
+    ``grouped``: step the runs as one network of grouped convolutions with one Adam
+    (``dip-runs2-grouped`` turns it on; meant for a GPU). Not with ``backtrack_drop``.
+    ``share_cores``: async denoiser on a CPU: the network keeps n − 1 torch threads while a
+    denoiser call is in flight, the denoiser gets one (``bench/speed.py --no-core-sharing``).
+    """
+
+    cpu_tuned: bool = True
+    side_by_side: bool = True
+    grouped: bool = False
+    share_cores: bool = True
+
+
+#: What :func:`deeprestore.engine.restore` uses when no :class:`Execution` is given.
+DEFAULT_EXECUTION = Execution()
+
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a BatchedSkipNet of runs
+
+
+def prepare_network_step(
+    net: NetworkT, z: torch.Tensor, lr: float, device: torch.device, cpu_tuned: bool = True
+) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
+    """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``.
+
+    Channels-last network and z on CUDA, and on a CPU unless ``cpu_tuned`` is off; on a tuned
+    CPU Adam uses its fused kernel (one call instead of ~7 small ops per parameter tensor).
+    """
+    on_cpu = device.type == "cpu"
+    if device.type == "cuda" or (on_cpu and cpu_tuned):
+        net = net.to(memory_format=torch.channels_last)
+        z = z.contiguous(memory_format=torch.channels_last)
+    fused = True if on_cpu and cpu_tuned else None
+    return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
+
+
+def own_thread_count(threads: int) -> None:
+    """Give the calling thread its own torch (OpenMP) thread count.
+
+    torch sets a thread's count lazily at its first parallel op, from the process default;
+    asking for the count first does that now, so that the count set next stays. Setting it
+    also changes the default for threads created later (the caller puts that back).
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+
+def configure_backends(device: torch.device, precision: str) -> None:
+    """cuDNN autotuning on CUDA, and TF32 only when asked for (``precision="tf32"``).
+
+    ``float32`` (the default) turns TF32 off for both matmuls and convolutions so results follow
+    the paper's arithmetic; ``bf16`` autocasts the network (the ADMM variables stay float32).
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX) for ``precision="bf16"``.
+
+    Without it oneDNN has no fast bf16 kernels, and bf16 runs many times slower than float32
+    (docs/performance.md). ``False`` where torch cannot tell.
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def bf16_warning(settings: Settings, device: torch.device) -> str | None:
+    """A one-line warning when ``settings`` ask for bf16 on a CPU without bf16 arithmetic."""
+    if settings.precision != "bf16" or device.type != "cpu" or cpu_has_native_bf16():
+        return None
+    return ("--precision bf16 on this CPU is likely very slow: it has no bf16 arithmetic "
+            "(AVX512-BF16 or AMX; see docs/performance.md); float32 is the default")

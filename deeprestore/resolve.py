@@ -1,0 +1,78 @@
+"""From what a user asked for to what a run uses: preset, :class:`Settings`, task options.
+
+The one place where the command line and :func:`deeprestore.restore` turn a task, a method, a
+preset name, overrides and a denoiser choice into a run's parameters, so both give the same
+numbers for the same request. Precedence: task options from the user (flags or arguments) ←
+the input's ``degrade`` sidecar (CLI only) ← the preset's ``[degradation]``; settings from the
+preset's ``[defaults]`` ← ``[methods.METHOD]`` ← overrides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from deeprestore.presets import Preset, PresetError, load_preset
+from deeprestore.settings import Settings, SettingsError
+from deeprestore.tasks import TASK_METHODS, TASKS, TaskError, TaskOptions
+
+
+def default_preset(options: TaskOptions) -> str:
+    """The Table 1 preset of a task (the blur or the factor picks the row)."""
+    if options.task == "deblur":
+        return "deblur-gauss" if options.kernel == "gauss25" else "deblur-uniform"
+    if options.task == "superres":
+        return "superres-x8" if options.factor == 8 else "superres-x4"
+    return options.task
+
+
+def check_method(task: str, method: str) -> None:
+    """Raise :class:`TaskError` unless ``task`` is known and offers ``method``."""
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r} (use {', '.join(TASKS)})")
+    methods = TASK_METHODS[task]
+    if method not in methods:
+        raise TaskError(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
+
+
+class SettingsResolver:
+    """The settings of one method of one task, for any preset, with the user's overrides.
+
+    ``overrides``: setting name → value (``--set``, ``--iters``, keyword arguments);
+    ``denoiser``: ``auto`` (the preset's family, its torch version on CUDA) or a denoiser name;
+    an explicit ``denoiser`` override is kept as given unless ``denoiser`` is not ``auto``.
+    Presets are read once each.
+    """
+
+    def __init__(self, task: str, method: str, overrides: dict[str, Any], denoiser: str,
+                 device: torch.device) -> None:
+        check_method(task, method)
+        self.task, self.method, self.overrides = task, method, dict(overrides)
+        self.denoiser, self.device = denoiser, device
+        self._presets: dict[str, Preset] = {}
+
+    def settings(self, preset_name: str) -> tuple[Preset, Settings]:
+        """The preset called (or at the path) ``preset_name`` and the settings it gives."""
+        from deeprestore.denoisers import choose_denoiser
+
+        if preset_name not in self._presets:
+            preset = load_preset(preset_name)
+            if preset.task != self.task:
+                raise PresetError(f"preset {preset.name!r} is for {preset.task}, not {self.task}")
+            self._presets[preset_name] = preset
+        preset = self._presets[preset_name]
+        settings = preset.settings_for(self.method, self.overrides)
+        if self.denoiser != "auto" or "denoiser" not in self.overrides:
+            try:
+                settings.denoiser = choose_denoiser(self.denoiser, settings.denoiser, self.device)
+            except ValueError as err:
+                raise SettingsError(str(err)) from None
+        return preset, settings.validate()
+
+    def resolve(self, options: TaskOptions, preset_name: str | None
+                ) -> tuple[Preset, Settings, TaskOptions]:
+        """Preset, settings and the task options in effect (``options`` ← the preset's
+        ``[degradation]``); ``preset_name`` None: the task's Table 1 row for ``options``."""
+        preset, settings = self.settings(preset_name or default_preset(options))
+        return preset, settings, options.merged(preset.degradation, source_names=("preset",))
