@@ -23,18 +23,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from deeprestore import __version__
 from deeprestore.control import Interrupted
-from deeprestore.engine import Progress as EngineProgress
 from deeprestore.execution import bf16_warning
 from deeprestore.huge_pages import request_huge_pages
 from deeprestore.images import ImageError
@@ -48,6 +39,7 @@ from deeprestore.inputs import (
 )
 from deeprestore.jobs import Job, JobError, check_outputs, record_failure, run_job
 from deeprestore.presets import PresetError, available_presets, load_preset, parse_override
+from deeprestore.progress import add_run, err_console, progress_bar
 from deeprestore.resolve import SettingsResolver
 from deeprestore.settings import SettingsError
 from deeprestore.tasks import (
@@ -80,7 +72,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-err_console = Console(stderr=True, highlight=False)
 _ARGV: list[str] = []  # the command line, for manifests
 
 
@@ -242,21 +233,6 @@ def _check_flags(flags: TaskOptions) -> None:
         raise UsageProblem(f"--{err.option}: {err}") from None
 
 
-def _progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("PSNR {task.fields[psnr]}"),
-        TextColumn("{task.fields[speed]} it/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
 def _summary_line(manifest: dict[str, Any]) -> str:
     text = (
         f"{manifest['input']}: {manifest['method']} {manifest['iterations']} it "
@@ -389,23 +365,8 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
 def _run_with_progress(job: Job, quiet: bool) -> dict[str, Any]:
     if quiet:
         return run_job(job)
-    with _progress_bar() as bar:
-        task_id = bar.add_task(
-            f"{job.input.name} {job.method}", total=job.settings.iterations,
-            loss="-", psnr="-", speed="-",
-        )
-
-        def update(event: EngineProgress) -> None:
-            speed = event.iteration / event.seconds if event.seconds > 0 else 0.0
-            bar.update(
-                task_id,
-                completed=event.iteration,
-                total=event.total,
-                loss=f"{event.loss:.3g}",
-                psnr="-" if event.psnr is None else f"{event.psnr:.2f}",
-                speed=f"{speed:.1f}",
-            )
-
+    with progress_bar() as bar:
+        update = add_run(bar, f"{job.input.name} {job.method}", job.settings.iterations)
         return run_job(job, callback=update)
 
 

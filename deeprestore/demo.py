@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import Image, read_image
 from deeprestore.jobs import Job, run_job
 from deeprestore.presets import load_preset
+from deeprestore.progress import add_run, progress_bar
 from deeprestore.tasks import TaskOptions
 from deeprestore.writers import write_image
 
@@ -69,18 +69,8 @@ def run_demo(
         f"Denoising a 64×64 crop (σ = {DEMO_SIGMA:g}) with DeepRED, "
         f"{settings.iterations} iterations on {job.device} …"
     )
-    from deeprestore.cli import _progress_bar
-
-    with _progress_bar() as bar:
-        task_id = bar.add_task("demo deepred", total=settings.iterations, loss="-", psnr="-",
-                               speed="-")
-
-        def update(event: EngineProgress) -> None:
-            speed = event.iteration / max(event.seconds, 1e-9)
-            psnr = "-" if event.psnr is None else f"{event.psnr:.2f}"
-            bar.update(task_id, completed=event.iteration, loss=f"{event.loss:.3g}", psnr=psnr,
-                       speed=f"{speed:.1f}")
-
+    with progress_bar() as bar:
+        update = add_run(bar, "demo deepred", settings.iterations)
         manifest = run_job(job, callback=None if quiet else update)
     restored = read_image(manifest["output"]).pixels
     gap = np.ones((clean.shape[0], 4, 3))
