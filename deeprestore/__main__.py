@@ -1,6 +1,35 @@
-"""``python -m deeprestore`` runs the command line."""
+"""The command's entry point (``deeprestore`` and ``python -m deeprestore``).
 
-from deeprestore.cli import main
+It imports the command line (and with it torch) only inside :func:`run`, so that a Ctrl-C or
+SIGTERM while the libraries load — several seconds on a busy machine — ends like one during
+a run: one line on stderr and exit code 130 (143), no traceback.
+"""
 
-if __name__ == "__main__":  # worker processes (several runs on a CPU) import this module too
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def run() -> None:
+    """Load :mod:`deeprestore.cli`, run its ``main``; an interrupt while loading: exit 130/143."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        from deeprestore.cli import main
+    except KeyboardInterrupt:
+        word = "terminated" if received and received[-1] == signal.SIGTERM else "interrupted"
+        sys.stderr.write(f"deeprestore: {word}\n")
+        sys.exit(143 if word == "terminated" else 130)
+    for number, handler in previous.items():
+        signal.signal(number, handler)
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -133,9 +133,16 @@ def test_a_signal_mid_run_exits_cleanly_and_keeps_finished_images(tmp_path, sign
     first = subprocess.run([*command, str(tmp_path / "in" / "good0.png"), "--iters", "1"],
                            check=False, env=env)
     assert first.returncode == 0
-    process = subprocess.Popen([*command, str(tmp_path / "in"), "--iters", "100000"],
+    # --checkpoint-every 1: good1's checkpoint appears after its first iteration, so the signal
+    # lands mid-run however long the imports take on a busy machine
+    process = subprocess.Popen([*command, str(tmp_path / "in"), "--iters", "100000",
+                                "--checkpoint-every", "1"],
                                stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(8)
+    deadline = time.monotonic() + 300
+    while not (out / "good1_dip.ckpt").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before the signal"
+        time.sleep(0.2)
+    time.sleep(1)
     process.send_signal(getattr(signal, signal_name))
     _, err = process.communicate(timeout=60)
     assert process.returncode == code, err
@@ -143,3 +150,25 @@ def test_a_signal_mid_run_exits_cleanly_and_keeps_finished_images(tmp_path, sign
     assert err.strip().splitlines()[-1].startswith(f"deeprestore: {word}; checkpoint saved to")
     assert sorted(p.name for p in out.iterdir()) == ["good0_dip.csv", "good0_dip.json",
                                                      "good0_dip.png", "good1_dip.ckpt"]
+
+
+@pytest.mark.parametrize(("signal_name", "code", "word"),
+                         [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_while_the_libraries_load_is_one_line(tmp_path, signal_name, code, word):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _batch(tmp_path / "in", good=1, corrupt=0)
+    process = subprocess.Popen([sys.executable, "-m", "deeprestore", "denoise", "-o",
+                                str(tmp_path / "out"), "-m", "dip", "-q", str(tmp_path / "in")],
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    time.sleep(0.3)  # torch alone takes longer than this to import
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert err.strip() == f"deeprestore: {word}"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
