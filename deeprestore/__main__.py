@@ -23,9 +23,10 @@ def run() -> None:
     try:
         from deeprestore.cli import main
     except KeyboardInterrupt:
-        word = "terminated" if received and received[-1] == signal.SIGTERM else "interrupted"
+        signum = received[-1] if received else signal.SIGINT  # a KeyboardInterrupt of its own
+        word = "terminated" if signum == signal.SIGTERM else "interrupted"
         sys.stderr.write(f"deeprestore: {word}\n")
-        sys.exit(143 if word == "terminated" else 130)
+        sys.exit(128 + signum)  # the command line's rule (deeprestore.cli.main)
     for number, handler in previous.items():
         signal.signal(number, handler)
     main()
