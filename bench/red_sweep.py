@@ -71,17 +71,17 @@ def main() -> None:
         baseline = denoise(y, args.sigma)
         one_shot.append(psnr_rgb(baseline, clean).item())
         scales = numbers(args.estimated_scales)
-        rules = [f"est×{s:g}" for s in scales] if scales else numbers(args.sigma_fs)
-        for lam, rule in itertools.product(numbers(args.lams), rules):
+        # (label, σ_f on 0–255 or None, scale of the estimated σ or None)
+        rules = ([(f"est×{s:g}", None, s) for s in scales] if scales else
+                 [(f"{f:g}", f, None) for f in numbers(args.sigma_fs)])
+        for lam, (label, fixed, scale) in itertools.product(numbers(args.lams), rules):
             x = y.clone() if args.start == "y" else baseline.clone()
             curve = []
             for _ in range(args.iters):
-                sigma_f = rule if isinstance(rule, float) else max(
-                    float(rule[4:]) * estimated_sigma(x), 1.0)
+                sigma_f = fixed if scale is None else max(scale * estimated_sigma(x), 1.0)
                 x = ((y + lam * denoise(x, sigma_f)) / (1 + lam)).clamp(0, 1)
                 curve.append(psnr_rgb(x, clean).item())
-            curves.setdefault(f"{lam:g},{rule:g}" if isinstance(rule, float) else
-                              f"{lam:g},{rule}", []).append(curve)
+            curves.setdefault(f"{lam:g},{label}", []).append(curve)
         print(f"{name}: one-shot {args.denoiser} at σ {args.sigma:g}: {one_shot[-1]:.2f} dB",
               flush=True)
     print(f"\none-shot {args.denoiser} at σ {args.sigma:g}: {statistics.fmean(one_shot):.2f} dB "
