@@ -3,8 +3,8 @@
     python bench/batched.py [--size 64] [--runs 2] [--steps 20] [--rounds 5] [--device cpu]
 
 Times a full DIP step (forward, MSE loss, backward, Adam; networks laid out as the engine lays
-them out: channels-last, fused Adam on a CPU, since 2026-12-01) for: one SkipNet; N SkipNets stepped
-one after the other (what the engine does on one thread or a GPU); one
+them out: NCHW with a fused Adam on a CPU, channels-last on CUDA) for: one SkipNet; N SkipNets
+stepped one after the other (what the engine does on one thread or a GPU); one
 :class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions; and, on
 the CPU, one run on one torch thread (what each of N runs side by side on N cores could do at
 best), N runs side by side on N worker threads with one torch thread each (what the engine does
@@ -35,7 +35,7 @@ from deeprestore.networks import SkipNet
 
 
 def _step_of(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One DIP step of ``net`` on ``z``, laid out as the engine does (channels-last, its Adam)."""
+    """One DIP step of ``net`` on ``z``, laid out as the engine does (its layout, its Adam)."""
     net, z, optimiser = prepare_network_step(net, z, 0.01, z.device)
 
     def step() -> None:

@@ -19,9 +19,10 @@ per denoiser, and the x/u updates.
 Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepred-nlm-async``,
 ``deepred-bm3d-async``, ``red``, ``dip-runs2`` (``--runs 2``; on a CPU the two runs step side
 by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-runs2-grouped`` (the
-same as one grouped-convolution network, ``Execution(grouped=True)``), ``dip-untuned`` and
-``dip-runs2-untuned`` (``dip`` and ``dip-runs2`` without the CPU tuning: network NCHW and Adam
-one parameter at a time, as before 2026-12-01), ``deepred-nlm-torch`` /
+same as one grouped-convolution network, ``Execution(grouped=True)``), ``dip-unfused``
+(Adam one parameter at a time instead of torch's fused kernel), ``dip-channels-last`` and
+``dip-runs2-channels-last`` (the CPU network channels-last, the default of 2026-12-01, measured
+slower at 128 px), ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers) and ``dip-compile`` (``--compile``; its compilation
 falls in the warm-up).
 """
@@ -69,7 +70,8 @@ from deeprestore.settings import Settings
 
 EXECUTION = "execution"  # not a setting: changes to the Execution options of the run
 LOCK_STEP = {EXECUTION: {"side_by_side": False}}
-UNTUNED = {EXECUTION: {"cpu_tuned": False}}
+UNFUSED = {EXECUTION: {"fused_adam": False}}
+CHANNELS_LAST = {EXECUTION: {"cpu_channels_last": True}}
 GROUPED = {EXECUTION: {"grouped": True}}
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -87,8 +89,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "dip-runs2": {"method": "dip", "runs": 2},
     "dip-runs2-lockstep": {"method": "dip", "runs": 2, **LOCK_STEP},
     "dip-runs2-grouped": {"method": "dip", "runs": 2, **GROUPED},
-    "dip-untuned": {"method": "dip", **UNTUNED},
-    "dip-runs2-untuned": {"method": "dip", "runs": 2, **UNTUNED},
+    "dip-unfused": {"method": "dip", **UNFUSED},
+    "dip-channels-last": {"method": "dip", **CHANNELS_LAST},
+    "dip-runs2-channels-last": {"method": "dip", "runs": 2, **CHANNELS_LAST},
     "dip-compile": {"method": "dip", "compile": True},
 }
 DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,dip-runs2,"

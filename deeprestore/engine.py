@@ -225,7 +225,7 @@ class _Run:
         settings: Settings,
         seed: int,
         device: torch.device,
-        cpu_tuned: bool = True,
+        execution: Execution = DEFAULT_EXECUTION,
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         height, width = problem.size
@@ -248,7 +248,7 @@ class _Run:
                 upsample_mode=settings.upsample,
             ).to(device)
         self.net, self.z, self.optimizer = prepare_network_step(
-            self.net, self.z, settings.lr, device, cpu_tuned)
+            self.net, self.z, settings.lr, device, execution)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         if settings.compile:
             self.forward = torch.compile(self.net)  # type: ignore[assignment]
@@ -355,9 +355,10 @@ class _Step:
 def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
 
-    Loaded state keeps the strides it was saved with: a checkpoint made with an NCHW network
-    (before the CPU tuning) holds NCHW moments, and torch's fused CPU Adam steps a
-    channels-last parameter wrongly from them (tests/test_engine.py).
+    Loaded state keeps the strides it was saved with: a checkpoint made with the other CPU
+    layout (channels-last on 2026-12-01, NCHW before and after) holds its moments in that
+    layout, and torch's fused CPU Adam steps a parameter wrongly from moments of another
+    layout (tests/test_engine.py).
     """
     for param, state in optimizer.state.items():
         for key, value in state.items():
@@ -376,10 +377,10 @@ class _RunGroup:
     """
 
     def __init__(self, runs: list[_Run], settings: Settings, device: torch.device,
-                 cpu_tuned: bool) -> None:
+                 execution: Execution) -> None:
         self.net, _, self.optimizer = prepare_network_step(
             BatchedSkipNet.from_nets([run.net for run in runs]), runs[0].z, settings.lr, device,
-            cpu_tuned)
+            execution)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         if settings.compile:
             self.forward = torch.compile(self.net)  # type: ignore[assignment]
@@ -457,8 +458,7 @@ class NetworkAlgorithm(Algorithm):
         self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
         self.pixels = float(problem.x_init.numel())
         self.runs = [
-            _Run(problem, settings, settings.seed * 1000 + r, device,
-                 execution.cpu_tuned)
+            _Run(problem, settings, settings.seed * 1000 + r, device, execution)
             for r in range(settings.runs)
         ]
         self._autocast = torch.bfloat16 if settings.precision == "bf16" else None
@@ -473,7 +473,7 @@ class NetworkAlgorithm(Algorithm):
         self._pending_at = 1  # the lagged schedule's snapshot: x₀, "taken" at round 1
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
-        self._group = (_RunGroup(self.runs, settings, device, execution.cpu_tuned)
+        self._group = (_RunGroup(self.runs, settings, device, execution)
                        if execution.grouped and len(self.runs) > 1
                        and settings.backtrack_drop == 0 else None)
         if self._side_by_side():

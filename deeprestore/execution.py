@@ -1,8 +1,8 @@
 """How a step runs on this device: an options object passed in, never class state.
 
-:class:`Execution` says how the network methods lay out and step their work (CPU tuning,
-runs side by side or grouped, cores shared with a background denoiser). None of it changes the
-method: only rounding and speed (docs/performance.md gives the measured ratios and the
+:class:`Execution` says how the network methods lay out and step their work (CPU layout, Adam
+kernel, runs side by side or grouped, cores shared with a background denoiser). None of it
+changes the method: only rounding and speed (docs/performance.md gives the measured ratios and the
 ``bench/speed.py`` rows that measure them). The numbers of a run (precision, torch.compile) stay
 in :class:`~deeprestore.settings.Settings`, since the manifest records them.
 
@@ -24,8 +24,11 @@ from deeprestore.settings import Settings
 class Execution:
     """How the network methods execute their steps (the defaults are the measured best).
 
-    ``cpu_tuned``: on a CPU, lay the network out channels-last (as on a GPU) and step Adam with
-    its fused kernel (``bench/speed.py``'s ``dip-untuned`` row turns it off).
+    ``fused_adam``: on a CPU, step Adam with its fused kernel, one call instead of ~7 small ops
+    per parameter tensor (``bench/speed.py``'s ``dip-unfused`` row turns it off).
+    ``cpu_channels_last``: on a CPU, lay the network out channels-last as on CUDA. Off by
+    default: measured 1.3–1.4× slower per step than the default layout at 128 px on this
+    project's 2-core CPU (``dip-channels-last``; docs/performance.md).
     ``side_by_side``: on a CPU with several torch threads, step the runs of ``runs = N`` on
     ``min(N, threads)`` worker threads, each with its share of the threads
     (``dip-runs2-lockstep`` turns it off). Not with torch.compile or an async denoiser.
@@ -35,7 +38,8 @@ class Execution:
     denoiser call is in flight, the denoiser gets one (``bench/speed.py --no-core-sharing``).
     """
 
-    cpu_tuned: bool = True
+    fused_adam: bool = True
+    cpu_channels_last: bool = False
     side_by_side: bool = True
     grouped: bool = False
     share_cores: bool = True
@@ -48,18 +52,19 @@ NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a Batched
 
 
 def prepare_network_step(
-    net: NetworkT, z: torch.Tensor, lr: float, device: torch.device, cpu_tuned: bool = True
+    net: NetworkT, z: torch.Tensor, lr: float, device: torch.device,
+    execution: Execution = DEFAULT_EXECUTION,
 ) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
     """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``.
 
-    Channels-last network and z on CUDA, and on a CPU unless ``cpu_tuned`` is off; on a tuned
-    CPU Adam uses its fused kernel (one call instead of ~7 small ops per parameter tensor).
+    Channels-last network and z on CUDA, and on a CPU only with ``execution.cpu_channels_last``;
+    on a CPU Adam uses its fused kernel unless ``execution.fused_adam`` is off.
     """
     on_cpu = device.type == "cpu"
-    if device.type == "cuda" or (on_cpu and cpu_tuned):
+    if device.type == "cuda" or (on_cpu and execution.cpu_channels_last):
         net = net.to(memory_format=torch.channels_last)
         z = z.contiguous(memory_format=torch.channels_last)
-    fused = True if on_cpu and cpu_tuned else None
+    fused = True if on_cpu and execution.fused_adam else None
     return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
 
 

@@ -14,7 +14,7 @@ from deeprestore.engine import (
     steepest_descent_update,
     total_variation,
 )
-from deeprestore.execution import Execution
+from deeprestore.execution import DEFAULT_EXECUTION, Execution
 from deeprestore.metrics import psnr_rgb
 from deeprestore.operators import Identity
 from deeprestore.settings import Settings
@@ -99,31 +99,43 @@ def test_same_seed_same_result_and_other_seed_differs():
     assert not torch.equal(a.image, c.image)
 
 
-@pytest.mark.parametrize("tuned", [True, False])
-def test_cpu_tuning_lays_the_network_out_channels_last_with_a_fused_adam(tuned):
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("fused", [True, False])
+def test_the_cpu_layout_and_adam_follow_the_execution_options(channels_last, fused):
+    execution = Execution(cpu_channels_last=channels_last, fused_adam=fused)
     algorithm = NetworkAlgorithm(_problem(), _fast(method="dip", runs=2), torch.device("cpu"),
-                                 None, Execution(cpu_tuned=tuned))
+                                 None, execution)
     for run in algorithm.runs:
         convs = [m for m in run.net.modules()
                  if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
         assert convs
-        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == tuned
+        assert all(c.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
                    for c in convs)
-        assert run.z.is_contiguous(memory_format=torch.channels_last) == tuned
-        assert bool(run.optimizer.defaults["fused"]) == tuned
+        assert run.z.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert bool(run.optimizer.defaults["fused"]) == fused
     algorithm.close()
 
 
+def test_the_default_cpu_step_is_the_standard_layout_with_a_fused_adam():
+    # The measured best on a CPU (docs/performance.md): channels-last was 1.3–1.4× slower.
+    assert DEFAULT_EXECUTION.fused_adam and not DEFAULT_EXECUTION.cpu_channels_last
+
+
+TUNINGS = {True: Execution(cpu_channels_last=True, fused_adam=True),
+           False: Execution(cpu_channels_last=False, fused_adam=False)}
+
+
 def test_cpu_tuning_changes_the_rounding_not_the_network():
-    # Same seed, tuned or not: the first loss (network output before any Adam step) agrees to
-    # float32 rounding; a wrong layout (e.g. channels mixed up) would change it entirely. Later
-    # losses are not compared: Adam's first steps (≈ lr·sign(g)) amplify any rounding change,
-    # a thread count's included (iteration 2 already differs by ~1 % between 1 and 2 threads).
+    # Same seed, channels-last with a fused Adam or neither: the first loss (network output
+    # before any Adam step) agrees to float32 rounding; a wrong layout (e.g. channels mixed up)
+    # would change it entirely. Later losses are not compared: Adam's first steps
+    # (≈ lr·sign(g)) amplify any rounding change, a thread count's included (iteration 2
+    # already differs by ~1 % between 1 and 2 threads).
     problem = _problem(size=24)
     losses = {}
     for tuned in (True, False):
         result = restore(problem, _fast(method="dip", iterations=1, log_every=1),
-                         execution=Execution(cpu_tuned=tuned))
+                         execution=TUNINGS[tuned])
         losses[tuned] = result.log[0].loss
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
@@ -139,7 +151,7 @@ def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one():
     weights = {}
     for tuned in (True, False):
         algorithm = NetworkAlgorithm(problem, settings, torch.device("cpu"), None,
-                                     Execution(cpu_tuned=tuned))
+                                     TUNINGS[tuned])
         algorithm.update()
         weights[tuned] = [m.weight.detach().clone() for m in algorithm.runs[0].net.modules()
                           if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
@@ -149,29 +161,32 @@ def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one():
         assert moved_alike.float().mean().item() >= 0.99, a.shape
 
 
-def test_a_state_with_nchw_adam_moments_resumes_the_tuned_run_exactly():
-    # A checkpoint made before the CPU tuning holds Adam's moments in NCHW; torch's fused CPU
-    # Adam on a channels-last network steps them wrongly unless they are given the network's
-    # layout when loaded.
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_state_with_adam_moments_in_the_other_layout_resumes_exactly(channels_last):
+    # A checkpoint from an engine with the other CPU layout (channels-last was the default on
+    # 2026-12-01) holds Adam's moments in that layout; torch's fused CPU Adam steps them wrongly
+    # unless they are given the network's layout when loaded.
     problem = _problem()
     settings = _fast(method="dip", iterations=6, net_channels=8, skip_channels=2)
     cpu = torch.device("cpu")
-    source = NetworkAlgorithm(problem, settings, cpu, None)
+    execution = Execution(cpu_channels_last=channels_last)
+    source = NetworkAlgorithm(problem, settings, cpu, None, execution)
     for _ in range(2):
         source.update()
     state = source.state_dict()
-    nchw = copy.deepcopy(state)
+    other = copy.deepcopy(state)
+    layout = torch.contiguous_format if channels_last else torch.channels_last
     changed = 0
-    for run_state in nchw["runs"]:
+    for run_state in other["runs"]:
         for moments in run_state["optimizer"]["state"].values():
             for key, value in moments.items():
-                if torch.is_tensor(value) and value.dim() == 4 and not value.is_contiguous():
-                    moments[key] = value.contiguous()
+                if torch.is_tensor(value) and value.dim() == 4 and value.shape[-1] > 1:
+                    moments[key] = value.contiguous(memory_format=layout)
                     changed += 1
-    assert changed > 0  # the tuned run's 3×3 moments are channels-last, so some were changed
+    assert changed > 0
     weights = []
-    for saved in (state, nchw):
-        resumed = NetworkAlgorithm(problem, settings, cpu, None)
+    for saved in (state, other):
+        resumed = NetworkAlgorithm(problem, settings, cpu, None, execution)
         resumed.load_state_dict(saved)
         resumed.update()  # one Adam step from the loaded moments
         weights.append([p.detach().clone() for p in resumed.runs[0].net.parameters()])
