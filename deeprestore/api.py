@@ -36,7 +36,8 @@ class Restoration:
     ``log``: the logged iterations (:class:`~deeprestore.engine.LogRow`: loss, PSNR against
     ``reference`` in dB or None, gap, seconds, ...). ``settings``: every parameter the run used;
     ``preset``: the preset they came from; ``psnr``: the final PSNR in dB (with a reference,
-    under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran.
+    under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran;
+    ``sigma``: the noise std the run assumed (0–255 scale; estimated when it was ``"auto"``).
     """
 
     image: np.ndarray
@@ -46,6 +47,7 @@ class Restoration:
     psnr: float | None
     iterations: int
     denoiser_calls: int
+    sigma: float
 
 
 def restore(
@@ -53,7 +55,7 @@ def restore(
     task: str = "denoise",
     method: str = "deepred",
     *,
-    sigma: float | None = None,
+    sigma: float | str | None = None,
     kernel: str | None = None,
     factor: int | None = None,
     downsampler: str | None = None,
@@ -78,8 +80,10 @@ def restore(
     method : str
         ``deepred``, ``dip``, ``dip-tv``, ``red`` or one of the task's baselines (``nlm``,
         ``bm3d``, ``wiener``, ``bicubic``, ``biharmonic``).
-    sigma : float, optional
-        Noise std of ``image`` on the 0–255 scale (default: the preset's, else the task's).
+    sigma : float or "auto", optional
+        Noise std of ``image`` on the 0–255 scale; ``"auto"``: estimated from ``image``
+        (:func:`deeprestore.noise.estimate_noise_sigma`). Default: ``"auto"`` for denoise,
+        else the preset's, else the task's.
     kernel : str, optional
         deblur: ``uniform9``, ``gauss25`` or a kernel file.
     factor, downsampler : optional
@@ -137,7 +141,8 @@ def restore(
     return Restoration(
         image=_like_input(to_array(result.image), np.asarray(image), observed.alpha),
         log=result.log, settings=chosen, preset=found.name, psnr=psnr,
-        iterations=result.iterations, denoiser_calls=result.denoiser_calls)
+        iterations=result.iterations, denoiser_calls=result.denoiser_calls,
+        sigma=problem.sigma)
 
 
 def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None

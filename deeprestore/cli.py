@@ -43,6 +43,7 @@ from deeprestore.progress import add_run, err_console, progress_bar
 from deeprestore.resolve import SettingsResolver
 from deeprestore.settings import SettingsError
 from deeprestore.tasks import (
+    AUTO_SIGMA,
     DEFAULT_SIGMA,
     TASK_METHODS,
     TASKS,
@@ -152,6 +153,9 @@ DenoiserOpt = Annotated[
                  "(auto: the preset's, in torch on CUDA)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+ThreadsOpt = Annotated[str, typer.Option(
+    "--threads", help="CPU threads of torch: a number, or auto (one per core, fewer when other "
+    "work keeps cores busy at the start; OMP_NUM_THREADS wins if set).", metavar="N|auto")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON manifest per image.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Redo images whose outputs already exist.")
@@ -191,6 +195,31 @@ ResumeOpt = Annotated[
 MaxPixelsOpt = Annotated[
     str, typer.Option("--max-pixels", help="Refuse larger images: WxH, a count, or 16M.")
 ]
+
+
+def _apply_threads(text: str, quiet: bool) -> None:
+    """Set torch's thread count from ``--threads`` (say so when a busy machine lowers it)."""
+    import torch
+
+    from deeprestore.threads import AUTO_THREADS, choose_thread_count
+
+    value: str | int = text.strip().lower()
+    if value != AUTO_THREADS:
+        try:
+            value = int(value)
+        except ValueError:
+            raise UsageProblem(f"--threads: expected a number or {AUTO_THREADS}, got "
+                               f"{text!r}") from None
+    try:
+        count, reason = choose_thread_count(value)
+    except ValueError as err:
+        raise UsageProblem(str(err)) from None
+    if count is None:
+        return
+    torch.set_num_threads(count)
+    if reason != "asked for" and not quiet:
+        err_console.print(f"note: {count} torch thread{'s' if count > 1 else ''} ({reason}; "
+                          f"--threads sets it)", soft_wrap=True, markup=False)
 
 
 def _resolve_device(name: str) -> Any:
@@ -260,6 +289,7 @@ class RestoreRequest:
     runs: RunsOpt = None
     seed: SeedOpt = None
     device: DeviceOpt = "auto"
+    threads: ThreadsOpt = "auto"
     denoiser: DenoiserOpt = "auto"
     quiet: QuietOpt = False
     as_json: JsonOpt = False
@@ -312,6 +342,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
         raise UsageProblem(str(err)) from None
     files = _expand_inputs(request.inputs, request.recursive, request.shard)
     command = "deeprestore " + shlex.join(_ARGV)
+    _apply_threads(request.threads, quiet)  # last: after every usage error
 
     tty = sys.stdout.isatty()
     failures = usage_failures = 0
@@ -338,7 +369,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
                         soft_wrap=True, markup=False,
                     )
                 continue
-            manifest = _run_with_progress(job, quiet=quiet or not tty)
+            manifest = _run_with_progress(job, quiet=quiet or not tty, notices=not quiet)
         except TaskError as err:
             usage_failures += 1
             err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
@@ -362,12 +393,16 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     return 2 if usage_failures else (1 if failures else 0)
 
 
-def _run_with_progress(job: Job, quiet: bool) -> dict[str, Any]:
+def _run_with_progress(job: Job, quiet: bool, notices: bool) -> dict[str, Any]:
+    def notice(text: str) -> None:
+        err_console.print(text, soft_wrap=True, markup=False)
+
+    tell = notice if notices else None
     if quiet:
-        return run_job(job)
+        return run_job(job, notice=tell)
     with progress_bar() as bar:
         update = add_run(bar, f"{job.input.name} {job.method}", job.settings.iterations)
-        return run_job(job, callback=update)
+        return run_job(job, callback=update, notice=tell)
 
 
 # ---------------------------------------------------------------- the four restore commands
@@ -425,10 +460,23 @@ def _shared_options(task: str) -> list[inspect.Parameter]:
 
 def _sigma_option(task: str) -> inspect.Parameter:
     default = DEFAULT_SIGMA[task]
-    shown = "√2 ≈ 1.41" if task == "deblur" else f"{default:g}"
-    return _option("sigma", Annotated[float | None, typer.Option(
-        "--sigma", help=f"Noise std of the input on the 0–255 scale. [default: {shown}]",
-        show_default=False)], None)
+    shown = {"denoise": "auto (estimated, unless the input's .degrade.json sidecar says)",
+             "deblur": "√2 ≈ 1.41"}.get(task, f"{default:g}")
+    auto = "" if task == "inpaint" else ", or auto: estimated from the image"
+    return _option("sigma", Annotated[str | None, typer.Option(
+        "--sigma", help=f"Noise std of the input on the 0–255 scale{auto}. [default: {shown}]",
+        show_default=False, metavar="SIGMA")], None)
+
+
+def _parse_sigma(text: str | None) -> float | str | None:
+    """``--sigma``: a number (0–255 scale), ``auto`` or None; anything else a usage error."""
+    if text is None or text.strip().lower() == AUTO_SIGMA:
+        return None if text is None else AUTO_SIGMA
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageProblem(f"--sigma: expected a number (0–255 scale) or {AUTO_SIGMA}, got "
+                           f"{text!r}") from None
 
 
 #: Each restore command's own options (names are TaskOptions fields), before ``--sigma``.
@@ -465,7 +513,9 @@ def _restore_command(task: str) -> None:
     own_names = [p.name for p in own]
 
     def command(**values: Any) -> None:
-        flags = TaskOptions(task, **{name: values.pop(name) for name in own_names})
+        own_values = {name: values.pop(name) for name in own_names}
+        own_values["sigma"] = _parse_sigma(own_values["sigma"])
+        flags = TaskOptions(task, **own_values)
         raise typer.Exit(run_restore(flags, RestoreRequest(**values)))
 
     inputs = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -582,6 +632,7 @@ def reproduce(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Warn about missing "
                                                "images and mark their rows instead of "
                                                "failing.")] = False,
+    threads: ThreadsOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce the DeepRED paper's tables (resumable): results.csv, results.md, grids."""
@@ -591,6 +642,7 @@ def reproduce(
         return [item.strip() for item in text.split(",") if item.strip()] if text else None
 
     resolved = _resolve_device(device)
+    _apply_threads(threads, quiet)
     tty = sys.stderr.isatty() and not quiet
 
     failed: list[str] = []
@@ -707,11 +759,13 @@ def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write.")] = Path("demo"),
     iters: ItersOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Denoise a bundled image (scikit-image's astronaut, 64×64 crop, σ = 25) with DeepRED."""
     from deeprestore.demo import run_demo
 
+    _apply_threads(threads, quiet)
     run_demo(output, iterations=iters, device=_resolve_device(device), quiet=quiet)
 
 

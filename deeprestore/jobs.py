@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,8 +144,11 @@ def load_checkpoint(job: Job) -> dict[str, Any]:
     return saved["runner"]
 
 
-def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any]:
+def run_job(job: Job, callback: ProgressCallback | None = None,
+            notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Restore ``job.input``; write image, CSV and manifest; return the manifest.
+
+    ``notice`` gets one-line messages before the run starts (the estimated σ).
 
     Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
     :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
@@ -162,6 +166,9 @@ def run_job(job: Job, callback: ProgressCallback | None = None) -> dict[str, Any
         )
     reference = read_image(job.reference) if job.reference is not None else None
     task_problem = build_problem(job.task, observed, reference)
+    if notice is not None and task_problem.info.get("from", {}).get("sigma") == "estimated":
+        notice(f"{job.input}: noise σ estimated {task_problem.info['sigma']:.1f} "
+               f"(0–255 scale; set it with --sigma)")
     checkpoint = job.checkpoint_path()
     resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
     control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),

@@ -15,7 +15,7 @@ import torch
 
 from deeprestore.presets import Preset, PresetError, load_preset
 from deeprestore.settings import Settings, SettingsError
-from deeprestore.tasks import TASK_METHODS, TASKS, TaskError, TaskOptions
+from deeprestore.tasks import AUTO_SIGMA, TASK_METHODS, TASKS, TaskError, TaskOptions
 
 
 def default_preset(options: TaskOptions) -> str:
@@ -73,6 +73,12 @@ class SettingsResolver:
     def resolve(self, options: TaskOptions, preset_name: str | None
                 ) -> tuple[Preset, Settings, TaskOptions]:
         """Preset, settings and the task options in effect (``options`` ← the preset's
-        ``[degradation]``); ``preset_name`` None: the task's Table 1 row for ``options``."""
+        ``[degradation]``); ``preset_name`` None: the task's Table 1 row for ``options``.
+
+        Denoising with no σ given (flag, argument or sidecar) estimates it from the image
+        (``sigma = "auto"``): the preset's σ describes the table's inputs, not the user's.
+        """
         preset, settings = self.settings(preset_name or default_preset(options))
+        if options.task == "denoise" and options.sigma is None:
+            options = options.merged({"sigma": AUTO_SIGMA}, source_names=("default",))
         return preset, settings, options.merged(preset.degradation, source_names=("preset",))

@@ -27,6 +27,7 @@ from deeprestore.degradations import bicubic_upscale, parse_mask_spec
 from deeprestore.engine import Problem
 from deeprestore.images import Image, to_array, to_tensor
 from deeprestore.metrics import psnr_function
+from deeprestore.noise import estimate_noise_sigma
 from deeprestore.operators import (
     DOWNSAMPLERS,
     FACTORS,
@@ -51,6 +52,8 @@ TASK_METHODS: dict[str, tuple[str, ...]] = {
 }
 #: Noise std (0–255 scale) assumed when neither a flag, a sidecar nor a preset says.
 DEFAULT_SIGMA = {"denoise": 25.0, "deblur": 2**0.5, "superres": 0.0, "inpaint": 0.0}
+#: The value of ``sigma`` that asks for an estimate from the image (``--sigma auto``).
+AUTO_SIGMA = "auto"
 SIDECAR_SUFFIX = ".degrade.json"
 
 
@@ -70,16 +73,17 @@ class TaskOptionError(TaskError):
 class TaskOptions:
     """What the observed image went through.
 
-    ``sigma``: noise std on the 0–255 scale; ``kernel``: a named kernel (``uniform9``,
-    ``gauss25``) or a kernel file (deblur); ``factor``: 2, 4 or 8 and ``downsampler``
-    (``lanczos2`` or ``bicubic``) for superres; ``mask``: mask image file or (H, W) array,
-    nonzero = known (inpaint); ``crop``: (top, left, height, width) of the high-resolution
-    image that was kept before downscaling (from a ``degrade`` sidecar), to crop a reference
-    the same way.
+    ``sigma``: noise std on the 0–255 scale, or ``"auto"``: estimated from the observed
+    image (:func:`deeprestore.noise.estimate_noise_sigma`; not for inpainting);
+    ``kernel``: a named kernel (``uniform9``, ``gauss25``) or a kernel file (deblur);
+    ``factor``: 2, 4 or 8 and ``downsampler`` (``lanczos2`` or ``bicubic``) for superres;
+    ``mask``: mask image file or (H, W) array, nonzero = known (inpaint); ``crop``: (top, left,
+    height, width) of the high-resolution image that was kept before downscaling (from a
+    ``degrade`` sidecar), to crop a reference the same way.
     """
 
     task: str = "denoise"
-    sigma: float | None = None
+    sigma: float | str | None = None
     kernel: str | None = None
     factor: int | None = None
     downsampler: str | None = None
@@ -182,9 +186,14 @@ def check_kernel_fits(kernel: np.ndarray, size: tuple[int, int]) -> None:
 def check_task_options(options: TaskOptions) -> None:
     """Task option values that are wrong whatever the image: :class:`TaskOptionError`."""
     sigma = options.sigma
-    if sigma is not None and not (math.isfinite(sigma) and sigma >= 0):
-        raise TaskOptionError("sigma", f"sigma must be a finite number ≥ 0 (0–255 scale), got "
-                              f"{sigma}")
+    if sigma == AUTO_SIGMA:
+        if options.task == "inpaint":
+            raise TaskOptionError("sigma", "sigma auto is not available for inpainting (the "
+                                  "mask's holes would count as noise); give a number")
+    elif sigma is not None and (isinstance(sigma, str)
+                                or not (math.isfinite(sigma) and sigma >= 0)):
+        raise TaskOptionError("sigma", f"sigma must be a finite number ≥ 0 (0–255 scale) or "
+                              f"{AUTO_SIGMA}, got {sigma}")
     try:
         if options.factor is not None:
             check_factor(options.factor)
@@ -307,8 +316,14 @@ def build_problem(options: TaskOptions, observed: Image, reference: Image | None
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
     sigma = options.sigma if options.sigma is not None else DEFAULT_SIGMA[task]
+    sources = dict(options.sources)
+    if sigma == AUTO_SIGMA:
+        sigma = round(estimate_noise_sigma(observed.pixels), 2)
+        sources["sigma"] = "estimated"
+    elif isinstance(sigma, str):
+        raise TaskOptionError("sigma", f"sigma must be a number or {AUTO_SIGMA}, got {sigma}")
     options = TaskOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)},
-                             "sigma": sigma})
+                             "sigma": float(sigma), "sources": sources})
     y = to_tensor(observed.pixels)
     channels = observed.channels
     baselines: dict[str, Callable[[Problem], torch.Tensor]] = {}

@@ -16,6 +16,14 @@ from deeprestore.images import Image
 from deeprestore.writers import write_image
 
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--threads auto`` sees an idle machine in every test (the note it prints on a busy one,
+    and the thread count it sets, would depend on what else runs); tests/test_threads.py
+    replaces this where it tests the busy case."""
+    monkeypatch.setattr("deeprestore.threads.busy_cores", lambda *args, **kwargs: 0.0)
+
+
 @dataclass
 class CliResult:
     code: int

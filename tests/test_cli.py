@@ -122,7 +122,8 @@ def test_existing_outputs_are_skipped_unless_overwrite(run_cli, tiny_images, tmp
 def test_one_bad_input_fails_and_the_others_still_run(run_cli, tiny_images, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png at all")
-    result = run_cli("denoise", broken, tiny_images["noisy"], "-o", tmp_path / "o", "-m", "nlm")
+    result = run_cli("denoise", broken, tiny_images["noisy"], "-o", tmp_path / "o", "-m", "nlm",
+                     "--sigma", "25")
     assert result.code == 1
     assert "broken.png" in result.err and len(result.err.strip().splitlines()) == 1
     assert (tmp_path / "o" / "noisy_nlm.png").exists()
@@ -182,7 +183,7 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_once_and_float32_does_not(
     import deeprestore.execution as execution
 
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: False)
-    args = ("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1")
+    args = ("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1", "--sigma", "25")
     slow = run_cli(*args, "-o", tmp_path / "a", "--precision", "bf16")
     assert slow.code == 0, slow.err
     assert slow.err.count("warning: --precision bf16 on this CPU") == 1
@@ -196,7 +197,7 @@ def test_bf16_on_a_cpu_with_bf16_arithmetic_does_not_warn(run_cli, tiny_images, 
 
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
     done = run_cli("denoise", tiny_images["noisy"], "--method", "dip", "--iters", "1",
-                   "-o", tmp_path, "--precision", "bf16")
+                   "--sigma", "25", "-o", tmp_path, "--precision", "bf16")
     assert done.code == 0, done.err
     assert "bf16" not in done.err
 
