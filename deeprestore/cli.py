@@ -654,6 +654,9 @@ def reproduce(
             failed.append(f"{event.table}/{event.image} {event.method}")
             err_console.print(f"error: {event.table}/{event.image} {event.method}: "
                               f"{event.message}", soft_wrap=True, markup=False)
+        elif event.kind == "note" and event.image is not None and not quiet:
+            err_console.print(f"{event.table}/{event.image} {event.method}: {event.message}",
+                              soft_wrap=True, markup=False)
         elif event.kind in ("done", "skip") and not quiet:
             where = f"{event.table}/{event.image} {event.method}"
             psnr = (event.manifest or {}).get("psnr")
@@ -809,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except Interrupted as stop:
         word = "terminated" if stop.signum == signal.SIGTERM else "interrupted"
-        where = (f"; checkpoint saved to {stop.checkpoint} (rerun with --resume to continue)"
+        where = (f"; checkpoint saved to {stop.checkpoint} ({stop.hint})"
                  if stop.checkpoint is not None else "")
         err_console.print(f"deeprestore: {word}{where}", soft_wrap=True, markup=False)
         code = 128 + stop.signum

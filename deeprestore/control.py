@@ -21,12 +21,14 @@ CheckpointWriter = Callable[[dict[str, Any]], None]
 
 class Interrupted(BaseException):
     """A run stopped by a signal between two iterations; ``signum`` is the signal's number and
-    ``checkpoint`` where its state was saved (set by whoever saved it), if anywhere."""
+    ``checkpoint`` where its state was saved (set by whoever saved it), if anywhere; ``hint``
+    how the user continues it (the command that ran it may say)."""
 
     def __init__(self, signum: int, checkpoint: Any = None) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.checkpoint = checkpoint
+        self.hint = "rerun with --resume to continue"  # how to pick it up again
 
 
 @dataclass

@@ -28,7 +28,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -38,10 +38,11 @@ import numpy as np
 import torch
 
 from deeprestore import __version__
+from deeprestore.control import Interrupted
 from deeprestore.degrade import degrade_pixels
 from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import Image, read_image
-from deeprestore.jobs import Job, JobError, record_failure, run_job
+from deeprestore.jobs import Job, JobError, load_checkpoint, record_failure, run_job
 from deeprestore.metrics import ssim
 from deeprestore.plots import compare_image
 from deeprestore.presets import DEGRADATION_KEYS, load_preset
@@ -464,6 +465,7 @@ def _run_table(
                         report(ReproduceEvent("skip", **where, manifest=done))
                         continue
                     report(ReproduceEvent("note", **where, message="settings changed: redone"))
+                job = _resumed_if_possible(job, force or fresh, report, where)
                 report(ReproduceEvent("start", **where))
 
                 def forward(event: EngineProgress, where: dict[str, Any] = where) -> None:
@@ -471,6 +473,9 @@ def _run_table(
 
                 try:
                     manifest = run_job(job, callback=forward if progress is not None else None)
+                except Interrupted as stop:
+                    stop.hint = "rerun the same command to continue"
+                    raise
                 except (FloatingPointError, JobError) as err:  # this pair fails, the table goes on
                     record_failure(image_dir, job.input, method, str(err))
                     report(ReproduceEvent("failed", **where, message=str(err)))
@@ -483,6 +488,22 @@ def _run_table(
             _write_results(bench, table_dir, methods, entries, missing, meta)
         raise
     return _write_results(bench, table_dir, methods, entries, missing, meta)
+
+
+def _resumed_if_possible(job: Job, start_over: bool, report: Callable[[ReproduceEvent], None],
+                         where: dict[str, Any]) -> Job:
+    """``job`` resuming the checkpoint an interrupted run of the same pair left, when there is
+    one made with the same settings (and neither ``--force`` nor a new input asks to start
+    over); otherwise ``job`` itself, from iteration 0."""
+    if start_over or not job.checkpoint_path().exists():
+        return job
+    try:
+        load_checkpoint(job)
+    except JobError as err:
+        report(ReproduceEvent("note", **where, message=f"{err}: started over"))
+        return job
+    report(ReproduceEvent("note", **where, message="resumed from its checkpoint"))
+    return replace(job, resume=True)
 
 
 # ----------------------------------------------------------------------------- results, grids

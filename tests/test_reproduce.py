@@ -136,6 +136,63 @@ def test_interrupted_run_continues(tmp_path: Path, data_dir: Path):
     assert kinds(events, "done") == [("peppers", "nlm")]
 
 
+def test_a_signal_mid_pair_leaves_a_checkpoint_the_same_command_resumes(
+        tmp_path: Path, data_dir: Path):
+    # SIGTERM at iteration 10 of 30 (the quick preset logs every 10): the pair's state is
+    # saved; the rerun says it resumed and ends bit-identical to a run never interrupted.
+    import os
+    import signal
+
+    from deeprestore.control import Interrupted
+
+    settings = dict(methods=["dip"], images=["house"], iterations=30)
+    events: list[ReproduceEvent] = []
+
+    def stop_at_10(event: ReproduceEvent) -> None:
+        events.append(event)
+        if event.kind == "iteration" and event.engine is not None and \
+                event.engine.iteration == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted) as info:
+        run(data_dir, out, events, progress=stop_at_10, **settings)
+    checkpoint = out / "denoise" / "house" / "input_dip.ckpt"
+    assert info.value.checkpoint == checkpoint and checkpoint.exists()
+    assert info.value.hint == "rerun the same command to continue"
+    events.clear()
+    run(data_dir, out, events, **settings)
+    assert [e.message for e in events if e.kind == "note"] == ["resumed from its checkpoint"]
+    assert kinds(events, "done") == [("house", "dip")] and not checkpoint.exists()
+    whole = tmp_path / "whole"
+    run(data_dir, whole, [], **settings)
+    resumed = read_image(out / "denoise" / "house" / "input_dip.png").pixels
+    assert np.array_equal(resumed, read_image(whole / "denoise" / "house" / "input_dip.png").pixels)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path: Path, data_dir: Path):
+    import os
+    import signal
+
+    from deeprestore.control import Interrupted
+
+    def stop_at_10(event: ReproduceEvent) -> None:
+        if event.kind == "iteration" and event.engine is not None and \
+                event.engine.iteration == 10:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted):
+        run(data_dir, out, [], methods=["dip"], images=["house"], iterations=20,
+            progress=stop_at_10)
+    events: list[ReproduceEvent] = []
+    run(data_dir, out, events, methods=["dip"], images=["house"], iterations=20, runs=2)
+    notes = [e.message for e in events if e.kind == "note"]
+    assert len(notes) == 1 and "made with other settings" in notes[0]
+    assert notes[0].endswith("started over")
+    assert kinds(events, "done") == [("house", "dip")]
+
+
 def test_missing_image_is_named(tmp_path: Path, data_dir: Path):
     (data_dir / "cbm3d9" / "peppers.png").unlink()
     with pytest.raises(MissingImageError) as info:
