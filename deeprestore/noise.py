@@ -10,8 +10,9 @@ cbm3d9 images (docs/tasks.md, "Estimated σ"):
    Texture (baboon) fools it far less than the wavelet estimator's finest band.
 2. **Clipping**: an 8-bit image clips the noise at 0 and 1, which lowers the variance seen near
    black and white (−10…−19 % at σ = 50 with the wavelet estimator). The patch estimate is the
-   mean variance of the clipped noise; it is inverted through the clipped-Gaussian variance at
-   each pixel's local mean (a Gaussian blur of the image), by bisection.
+   mean variance of the clipped noise; it is inverted, by bisection, through the clipped-Gaussian
+   variance at each pixel's clean intensity: a Gaussian blur of the image, itself corrected for
+   the pull of the clipping on the mean.
 """
 
 from __future__ import annotations
@@ -67,25 +68,28 @@ def _patch_side(shape: tuple[int, ...]) -> int:
     return 3
 
 
-def clipped_variance(mean: np.ndarray, std: float) -> np.ndarray:
-    """Variance of ``clip(mean + std·Z, 0, 1)`` for Z ~ N(0, 1), elementwise over ``mean``."""
+def _clipped_moments(mean: np.ndarray, std: float) -> tuple[np.ndarray, np.ndarray]:
+    """E[Y] and E[Y²] of ``Y = clip(mean + std·Z, 0, 1)``, Z ~ N(0, 1), elementwise."""
     a, b = -mean / std, (1.0 - mean) / std
     cdf_a, cdf_b = ndtr(a), ndtr(b)
-    pdf_a, pdf_b = np.exp(-0.5 * a * a), np.exp(-0.5 * b * b)
-    pdf_a, pdf_b = pdf_a / np.sqrt(2 * np.pi), pdf_b / np.sqrt(2 * np.pi)
+    pdf_a = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)
+    pdf_b = np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
     inside = cdf_b - cdf_a
     first = mean * inside + std * (pdf_a - pdf_b) + (1.0 - cdf_b)
     second = ((mean**2 + std**2) * inside + 2 * mean * std * (pdf_a - pdf_b)
               + std**2 * (a * pdf_a - b * pdf_b) + (1.0 - cdf_b))
+    return first, second
+
+
+def clipped_variance(mean: np.ndarray, std: float) -> np.ndarray:
+    """Variance of ``clip(mean + std·Z, 0, 1)`` for Z ~ N(0, 1), elementwise over ``mean``."""
+    first, second = _clipped_moments(mean, std)
     return np.maximum(second - first**2, 0.0)
 
 
 def clipped_mean(mean: np.ndarray, std: float) -> np.ndarray:
     """Mean of ``clip(mean + std·Z, 0, 1)`` for Z ~ N(0, 1), elementwise over ``mean``."""
-    a, b = -mean / std, (1.0 - mean) / std
-    pdf_a = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)
-    pdf_b = np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
-    return mean * (ndtr(b) - ndtr(a)) + std * (pdf_a - pdf_b) + (1.0 - ndtr(b))
+    return _clipped_moments(mean, std)[0]
 
 
 def _clean_means(observed_means: np.ndarray, std: float) -> np.ndarray:
