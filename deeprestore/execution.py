@@ -27,7 +27,7 @@ class Execution:
     ``fused_adam``: on a CPU, step Adam with its fused kernel, one call instead of ~7 small ops
     per parameter tensor (``bench/speed.py``'s ``dip-unfused`` row turns it off).
     ``cpu_channels_last``: on a CPU, lay the network out channels-last as on CUDA. Off by
-    default: measured 1.3–1.4× slower per step than the default layout at 128 px on this
+    default: measured 1.1–1.4× slower per step than the default layout at 128 px on this
     project's 2-core CPU (``dip-channels-last``; docs/performance.md).
     ``side_by_side``: on a CPU with several torch threads, step the runs of ``runs = N`` on
     ``min(N, threads)`` worker threads, each with its share of the threads
