@@ -37,7 +37,9 @@ class Restoration:
     ``reference`` in dB or None, gap, seconds, ...). ``settings``: every parameter the run used;
     ``preset``: the preset they came from; ``psnr``: the final PSNR in dB (with a reference,
     under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran;
-    ``sigma``: the noise std the run assumed (0–255 scale; estimated when it was ``"auto"``).
+    ``sigma``: the noise std the run assumed (0–255 scale; estimated when it was ``"auto"``);
+    ``stop``: with ``stop="auto"``, where the run stopped and why (``stopped_at``,
+    ``detected_at``, ``reason``), else None.
     """
 
     image: np.ndarray
@@ -48,6 +50,7 @@ class Restoration:
     iterations: int
     denoiser_calls: int
     sigma: float
+    stop: dict[str, Any] | None = None
 
 
 def restore(
@@ -142,7 +145,7 @@ def restore(
         image=_like_input(to_array(result.image), np.asarray(image), observed.alpha),
         log=result.log, settings=chosen, preset=found.name, psnr=psnr,
         iterations=result.iterations, denoiser_calls=result.denoiser_calls,
-        sigma=problem.sigma)
+        sigma=problem.sigma, stop=result.stop)
 
 
 def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None

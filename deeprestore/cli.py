@@ -26,6 +26,7 @@ from rich.console import Console
 
 from deeprestore import __version__
 from deeprestore.control import Interrupted
+from deeprestore.cost import CostError, parse_bytes
 from deeprestore.execution import bf16_warning
 from deeprestore.huge_pages import request_huge_pages
 from deeprestore.images import ImageError
@@ -128,6 +129,13 @@ ItersOpt = Annotated[
     int | None, typer.Option("--iters", min=1, help="Number of iterations (overrides the preset).",
                              show_default=False)
 ]
+RestoreItersOpt = Annotated[
+    str | None, typer.Option(
+        "--iters", metavar="N|auto",
+        help="Number of iterations (overrides the preset), or auto: stop when the network "
+        "outputs settle (moving variance, no reference needed) with the preset's count as the "
+        "ceiling; the manifest says where and why it stopped.", show_default=False)
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override one preset value, KEY=VALUE (repeatable).",
@@ -194,6 +202,18 @@ ResumeOpt = Annotated[
 ]
 MaxPixelsOpt = Annotated[
     str, typer.Option("--max-pixels", help="Refuse larger images: WxH, a count, or 16M.")
+]
+MaxMinutesOpt = Annotated[
+    float | None, typer.Option(
+        "--max-minutes", min=0, help="Refuse (one line, nothing written) an image whose run "
+        "is expected to take longer; the expectation comes from one step timed at its size.",
+        show_default=False)
+]
+MaxMemoryOpt = Annotated[
+    str | None, typer.Option(
+        "--max-memory", metavar="SIZE", help="Refuse an image whose run is predicted to need "
+        "more memory than this (e.g. 4GB); the device's available memory always bounds it.",
+        show_default=False)
 ]
 
 
@@ -283,7 +303,7 @@ class RestoreRequest:
     output: OutputOpt = Path("restored")
     method: str = "deepred"
     preset: PresetOpt = None
-    iters: ItersOpt = None
+    iters: RestoreItersOpt = None
     sets: SetOpt = None
     reference: ReferenceOpt = None
     runs: RunsOpt = None
@@ -300,6 +320,8 @@ class RestoreRequest:
     recursive: RecursiveOpt = False
     shard: ShardOpt = None
     max_pixels: MaxPixelsOpt = "4096x4096"
+    max_minutes: MaxMinutesOpt = None
+    max_memory: MaxMemoryOpt = None
     checkpoint_every: CheckpointEveryOpt = None
     resume: ResumeOpt = False
     debug: DebugOpt = False
@@ -307,13 +329,29 @@ class RestoreRequest:
     def overrides(self) -> dict[str, Any]:
         """The settings the flags change: ``--set`` pairs, then the flags named after settings."""
         values: dict[str, Any] = dict(parse_override(text) for text in (self.sets or []))
-        for key, value in (("iterations", self.iters), ("runs", self.runs),
+        values.update(_iteration_overrides(self.iters))
+        for key, value in (("runs", self.runs),
                            ("seed", self.seed), ("precision", self.precision)):
             if value is not None:
                 values[key] = value
         if self.compile_network:
             values["compile"] = True
         return values
+
+
+def _iteration_overrides(text: str | None) -> dict[str, Any]:
+    """``--iters N`` → ``iterations = N``; ``--iters auto`` → ``stop = "auto"``."""
+    if text is None:
+        return {}
+    if text.strip().lower() == "auto":
+        return {"stop": "auto"}
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageProblem(f"--iters: expected a number ≥ 1 or auto, got {text!r}")
+    return {"iterations": count}
 
 
 def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
@@ -340,6 +378,10 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
         pixel_limit = parse_max_pixels(request.max_pixels)
     except InputError as err:
         raise UsageProblem(str(err)) from None
+    try:
+        memory_limit = None if request.max_memory is None else parse_bytes(request.max_memory)
+    except ValueError as err:
+        raise UsageProblem(f"--max-memory: {err}") from None
     files = _expand_inputs(request.inputs, request.recursive, request.shard)
     command = "deeprestore " + shlex.join(_ARGV)
     _apply_threads(request.threads, quiet)  # last: after every usage error
@@ -359,7 +401,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
                 preset=preset.name, reference=reference, device=device, command=command,
                 overwrite=request.overwrite, compare=not request.no_compare,
                 max_pixels=pixel_limit, checkpoint_every=request.checkpoint_every,
-                resume=request.resume,
+                resume=request.resume, max_memory=memory_limit, max_minutes=request.max_minutes,
             )
             existing = check_outputs(job)
             if existing and not request.overwrite:
@@ -378,7 +420,8 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
         except (ImageError, JobError, ValueError, FloatingPointError, OSError) as err:
             failures += 1
             err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
-            if not isinstance(err, OSError):  # an unwritable folder or full disk: stderr only
+            # stderr only: an unwritable folder or full disk, or a run refused before it began
+            if not isinstance(err, (OSError, CostError)):
                 record_failure(out_dir, path, method, str(err))
             continue
         if request.as_json:

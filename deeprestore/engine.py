@@ -49,6 +49,7 @@ from deeprestore.execution import (
 from deeprestore.metrics import psnr_of_mse
 from deeprestore.networks import SkipNet, make_input
 from deeprestore.settings import NETWORK_METHODS, Settings
+from deeprestore.stopping import VarianceStop
 
 
 class Operator(Protocol):
@@ -101,6 +102,8 @@ class LogRow:
     denoiser_age: int | None = None
     lam: float | None = None
     mu: float | None = None
+    #: the automatic stop's signal (``stop = "auto"``): the moving variance of the outputs
+    stop_signal: float | None = None
 
 
 @dataclass
@@ -126,6 +129,8 @@ class Result:
     denoiser: str | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
     backtracks: list[dict[str, Any]] = field(default_factory=list)
+    #: the automatic stop's report (``stop = "auto"``): stopped_at, detected_at, reason
+    stop: dict[str, Any] | None = None
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -150,6 +155,10 @@ class Algorithm:
         return self.iteration >= self.total
 
     def denoiser_age(self) -> int | None:
+        return None
+
+    def network_output(self) -> torch.Tensor | None:
+        """The latest T_Θ(z) (1, C, H, W), averaged over runs; None for methods without one."""
         return None
 
     def weights(self) -> tuple[float | None, float | None]:
@@ -700,6 +709,12 @@ class NetworkAlgorithm(Algorithm):
         gap = torch.stack(gaps).mean() if gaps else None
         return loss, gap
 
+    def network_output(self) -> torch.Tensor | None:
+        outputs = [run.out for run in self.runs if run.out is not None]
+        if not outputs:
+            return None
+        return outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(dim=0)
+
     def weights(self) -> tuple[float | None, float | None]:
         if not self.admm:
             return None, None
@@ -909,6 +924,10 @@ class Runner:
     :class:`~deeprestore.control.Interrupted` between two iterations), and when the loss or x
     turns NaN/Inf rolls back to the last logged good state with the learning rate halved, at
     most ``max_rollbacks`` times (stateful algorithms only; otherwise the run fails at once).
+
+    With a ``stopper`` (:class:`~deeprestore.stopping.VarianceStop`) it feeds it every
+    iteration's network output and ends the run early when the stopper is done; the image
+    returned is then the stopper's estimate at its detected iteration.
     """
 
     def __init__(
@@ -918,8 +937,10 @@ class Runner:
         log_every: int,
         callback: ProgressCallback | None = None,
         control: RunControl | None = None,
+        stopper: VarianceStop | None = None,
     ) -> None:
         self.algorithm = algorithm
+        self.stopper = stopper
         self.problem = problem
         self.log_every = log_every
         self.callback = callback
@@ -943,12 +964,17 @@ class Runner:
 
     def state(self, seconds: float) -> dict[str, Any]:
         """The runner's checkpoint: the algorithm's state, the log so far, the elapsed time."""
-        return {"algorithm": self.algorithm.state_dict(),
-                "log": [vars(row).copy() for row in self.log],
-                "rollbacks": list(self.rollbacks), "seconds": seconds}
+        state = {"algorithm": self.algorithm.state_dict(),
+                 "log": [vars(row).copy() for row in self.log],
+                 "rollbacks": list(self.rollbacks), "seconds": seconds}
+        if self.stopper is not None:
+            state["stopper"] = self.stopper.state_dict()
+        return state
 
     def _resume(self, state: dict[str, Any]) -> None:
         self.algorithm.load_state_dict(state["algorithm"])
+        if self.stopper is not None and state.get("stopper") is not None:
+            self.stopper.load_state_dict(state["stopper"], self.problem.y.device)
         self.log = [LogRow(**row) for row in state["log"]]
         self.rollbacks = list(state.get("rollbacks", []))
         self._offset = float(state["seconds"])
@@ -960,10 +986,16 @@ class Runner:
             self._resume(control.resume)
         start = time.perf_counter() - self._offset
         good = (algorithm.state_dict(), len(self.log)) if stateful else None
-        while not algorithm.done():
+        stopper = self.stopper
+        finished = algorithm.done() or (stopper is not None and stopper.done)
+        while not finished:
             loss, gap = algorithm.update()
             it = algorithm.iteration
-            if it % self.log_every == 0 or algorithm.done():
+            output = algorithm.network_output() if stopper is not None else None
+            if stopper is not None and output is not None:
+                stopper.observe(it, output, algorithm.estimate)
+            finished = algorithm.done() or (stopper is not None and stopper.done)
+            if it % self.log_every == 0 or finished:
                 with torch.no_grad():
                     psnr = self._measure()
                 values = [loss, *(v for v in (psnr, gap) if v is not None)]
@@ -979,11 +1011,15 @@ class Runner:
                             f"the loss became {loss_value} at iteration {it}{tried}")
                     algorithm.load_state_dict(good[0])
                     del self.log[good[1]:]
+                    if stopper is not None:
+                        stopper.forget_window()
+                    finished = False
                     rate = algorithm.scale_learning_rate(0.5)
                     self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
                     continue
                 row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
-                             algorithm.denoiser_age(), *algorithm.weights())
+                             algorithm.denoiser_age(), *algorithm.weights(),
+                             stop_signal=None if stopper is None else stopper.signal)
                 self.log.append(row)
                 if (stateful and control.max_rollbacks > 0 and good is not None
                         and it - good[0]["iteration"] >= control.snapshot_every):
@@ -992,12 +1028,14 @@ class Runner:
                     self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
             if stateful and control.checkpoint is not None:
                 every = control.checkpoint_every
-                if flag.signum is not None or (every and it % every == 0
-                                               and not algorithm.done()):
+                if flag.signum is not None or (every and it % every == 0 and not finished):
                     control.checkpoint(self.state(time.perf_counter() - start))
             if flag.signum is not None:
                 raise Interrupted(flag.signum)
-        image = algorithm.estimate().detach().float().clamp(0.0, 1.0).cpu()
+        estimate = algorithm.estimate()
+        if stopper is not None and stopper.done and stopper.best_estimate is not None:
+            estimate = stopper.best_estimate
+        image = estimate.detach().float().clamp(0.0, 1.0).cpu()
         return Result(
             image=image,
             log=self.log,
@@ -1007,6 +1045,7 @@ class Runner:
             denoiser=algorithm.denoiser_name,
             rollbacks=self.rollbacks,
             backtracks=algorithm.backtrack_events(),
+            stop=None if stopper is None else stopper.report(algorithm.total),
         )
 
 
@@ -1034,7 +1073,9 @@ def restore(
     configure_backends(device, settings.precision)
     problem = problem_to_device(problem, device)
     algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
-    return Runner(algorithm, problem, settings.log_every, callback, control).run()
+    stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
+               if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
+    return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
 
 
 def problem_to_device(problem: Problem, device: torch.device) -> Problem:

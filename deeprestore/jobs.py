@@ -26,7 +26,8 @@ import torch
 
 from deeprestore import __version__
 from deeprestore.control import Interrupted, RunControl
-from deeprestore.engine import ProgressCallback, restore
+from deeprestore.cost import CostError, estimate_cost
+from deeprestore.engine import ProgressCallback, problem_to_device, restore
 from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
 from deeprestore.inputs import DEFAULT_MAX_PIXELS
 from deeprestore.metrics import ssim
@@ -57,6 +58,10 @@ class Job:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     checkpoint_every: int | None = None
     resume: bool = False
+    #: refuse, before anything is written, a run predicted to need more than this many bytes
+    #: (the device's available memory always bounds it) or to take longer than this (minutes)
+    max_memory: int | None = None
+    max_minutes: float | None = None
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -148,7 +153,9 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
             notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Restore ``job.input``; write image, CSV and manifest; return the manifest.
 
-    ``notice`` gets one-line messages before the run starts (the estimated σ).
+    ``notice`` gets one-line messages before the run starts (the estimated σ; the expected
+    time and peak memory, :func:`deeprestore.cost.estimate_cost`, which also refuses a run that
+    would not fit with :class:`~deeprestore.cost.CostError`).
 
     Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
     :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
@@ -171,6 +178,15 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
                f"(0–255 scale; set it with --sigma)")
     checkpoint = job.checkpoint_path()
     resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
+    done = 0 if resume is None else int(resume["algorithm"]["iteration"])
+    try:
+        cost = estimate_cost(problem_to_device(task_problem.problem, job.device), job.settings,
+                             job.device, iterations=max(job.settings.iterations - done, 0),
+                             max_bytes=job.max_memory, max_minutes=job.max_minutes)
+    except CostError as err:
+        raise CostError(f"{job.input}: {job.method} {err}") from None
+    if notice is not None and cost is not None:
+        notice(f"{job.input}: {job.method} {cost.describe(job.settings.stop == 'auto')}")
     control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
                          checkpoint_every=job.checkpoint_every, resume=resume)
     tic = time.perf_counter()
@@ -213,6 +229,8 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         "seed": job.settings.seed,
         "device": str(job.device),
         "iterations": result.iterations,
+        "stopped_at": None if result.stop is None else result.stop["stopped_at"],
+        "stop": result.stop,
         "seconds": round(wall, 3),
         "resumed_from": None if resume is None else resume["algorithm"]["iteration"],
         "rollbacks": result.rollbacks,

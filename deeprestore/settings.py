@@ -25,6 +25,7 @@ PRECISIONS = ("float32", "tf32", "bf16")
 LOSS_TERMS = ("sum", "mean")
 X_STARTS = ("problem", "zeros")
 UPSAMPLE_MODES = ("bilinear", "nearest")
+STOP_RULES = ("fixed", "auto")
 
 
 class SettingsError(ValueError):
@@ -85,6 +86,13 @@ class Settings:
     tv_weight: float = 0.0  #: λ of DIP-TV: weight of the isotropic TV of T_Θ(z)
     # --- RED without a network: CG inner solves for H ≠ I ---
     cg_steps: int = 10  #: conjugate-gradient steps per RED iteration when H is not the identity
+    # --- when to stop (network methods) ---
+    #: "fixed": run ``iterations``; "auto": stop when the moving variance of the network
+    #: outputs (window ``stop_window``) has not reached a new minimum for ``stop_patience``
+    #: iterations and return the estimate at that minimum; ``iterations`` is the ceiling
+    stop: str = "fixed"
+    stop_window: int = 100  #: W, outputs the automatic stop's variance is taken over
+    stop_patience: int = 1000  #: P, iterations without a new minimum before it stops
     # --- logging and speed ---
     log_every: int = 10  #: one CSV row (and one host↔device sync) every this many iterations
     precision: str = "float32"  #: "float32", "tf32" or "bf16" (network only)
@@ -101,10 +109,14 @@ class Settings:
         _choice("upsample", self.upsample, UPSAMPLE_MODES)
         _choice("loss_terms", self.loss_terms, LOSS_TERMS)
         _choice("x_start", self.x_start, X_STARTS)
+        _choice("stop", self.stop, STOP_RULES)
         for key in ("iterations", "runs", "input_channels", "denoise_every", "inner_steps",
-                    "log_every", "cg_steps", "net_channels", "lr_decay_every"):
+                    "log_every", "cg_steps", "net_channels", "lr_decay_every",
+                    "stop_patience"):
             if getattr(self, key) < 1:
                 raise SettingsError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.stop_window < 2:
+            raise SettingsError(f"stop_window must be at least 2, got {self.stop_window}")
         if self.skip_channels < 0:
             raise SettingsError(f"skip_channels must be ≥ 0, got {self.skip_channels}")
         for key in ("lr", "sigma_noise", "input_scale", "lam", "mu", "x_step", "tv_weight",

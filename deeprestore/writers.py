@@ -19,7 +19,8 @@ from typing import Any
 from deeprestore.engine import LogRow
 from deeprestore.images import Image, encode_image
 
-CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age", "lam", "mu")
+CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age", "lam", "mu",
+               "stop_signal")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -58,6 +59,7 @@ def log_csv(rows: Iterable[LogRow]) -> str:
                 "" if row.denoiser_age is None else row.denoiser_age,
                 "" if row.lam is None else f"{row.lam:.6g}",
                 "" if row.mu is None else f"{row.mu:.6g}",
+                "" if row.stop_signal is None else f"{row.stop_signal:.6g}",
             ]
         )
     return buffer.getvalue()

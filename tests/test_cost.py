@@ -1,0 +1,109 @@
+"""The cost estimate before a run: memory model, limits, and that it leaves the run alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_problems import tiny_denoising_problem
+
+from deeprestore import cost
+from deeprestore.cost import CostError, estimate_cost, parse_bytes, predict_peak_bytes
+from deeprestore.engine import Problem, restore
+from deeprestore.images import Image
+from deeprestore.operators import Identity
+from deeprestore.settings import Settings
+from deeprestore.writers import write_image
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _settings(**changes) -> Settings:
+    base = dict(method="dip", iterations=20, log_every=5, net_channels=8, skip_channels=2,
+                seed=2)
+    base.update(changes)
+    return Settings(**base).validate()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("4096", 4096), ("10MB", 10 * 1024**2), ("1.5 GB", int(1.5 * 1024**3)), ("2g", 2 * 1024**3),
+    ("512KiB", 512 * 1024), ("3GiB", 3 * 1024**3)])
+def test_sizes_parse(text, expected):
+    assert parse_bytes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-1GB", "0", "5XB", "nanGB"])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="expected a size"):
+        parse_bytes(text)
+
+
+def test_the_memory_of_a_large_image_is_extrapolated_within_two_percent():
+    side = 192  # above the probe: predicted from the 64² and 128² probes
+    assert side > cost.PROBE_SIDE
+    y = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    problem = Problem(y, Identity(), y.clone(), 25.0)
+    settings = _settings()
+    predicted = predict_peak_bytes(problem, settings, torch.device("cpu"))
+    measured = cost._probe_real(problem, settings, torch.device("cpu"), cost.DEFAULT_EXECUTION)
+    measured += 2 * y.numel() * y.element_size()  # y and x_init, as the prediction counts them
+    assert predicted == pytest.approx(measured, rel=0.02)
+
+
+def test_a_run_over_the_memory_budget_is_refused_before_any_step_is_timed(monkeypatch):
+    def no_timing(*_args, **_kwargs):
+        raise AssertionError("timed a step of a run that cannot fit")
+
+    monkeypatch.setattr(cost, "_timed", no_timing)
+    with pytest.raises(CostError, match="--max-memory budget is 1.0 KB"):
+        estimate_cost(tiny_denoising_problem(), _settings(), torch.device("cpu"), max_bytes=1024)
+
+
+def test_a_run_over_the_time_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(cost, "_timed", lambda call, device: 3.0)  # 3 s per step, 20 steps
+    with pytest.raises(CostError, match="more than --max-minutes 0.5"):
+        estimate_cost(tiny_denoising_problem(), _settings(), torch.device("cpu"), max_minutes=0.5)
+    fine = estimate_cost(tiny_denoising_problem(), _settings(), torch.device("cpu"),
+                         max_minutes=2)
+    assert fine is not None and fine.seconds == pytest.approx(60.0)
+
+
+def test_denoiser_calls_are_counted_for_deepred():
+    estimate = estimate_cost(tiny_denoising_problem(), _settings(method="deepred",
+                                                                 denoise_every=3),
+                             torch.device("cpu"))
+    assert estimate is not None and estimate.denoiser_calls == 7  # ceil(20 / 3)
+    assert "denoiser calls" in estimate.describe()
+
+
+def test_methods_without_a_network_have_no_estimate():
+    assert estimate_cost(tiny_denoising_problem(), _settings(method="nlm", iterations=1),
+                         torch.device("cpu")) is None
+
+
+def test_estimating_first_does_not_change_the_run():
+    problem = tiny_denoising_problem()
+    alone = restore(problem, _settings())
+    estimate_cost(problem, _settings(), torch.device("cpu"))
+    after = restore(problem, _settings())
+    assert torch.equal(alone.image, after.image)
+
+
+def test_cli_prints_the_estimate_then_runs(run_cli, tmp_path):
+    write_image(tmp_path / "in.png", Image(tiny_denoising_problem(32).y[0].permute(1, 2, 0)
+                                           .double().numpy()))
+    result = run_cli("denoise", tmp_path / "in.png", "--method", "dip", "--iters", "5",
+                     "--sigma", "25", "--set", "net_channels=8", "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    assert "s/it × 5 it), peak memory ≈" in result.err
+
+
+def test_cli_refuses_an_image_over_a_tiny_memory_budget_in_one_line(run_cli, tmp_path):
+    write_image(tmp_path / "in.png", Image(tiny_denoising_problem(32).y[0].permute(1, 2, 0)
+                                           .double().numpy()))
+    result = run_cli("denoise", tmp_path / "in.png", "--method", "deepred", "--sigma", "25",
+                     "--max-memory", "100KB", "-o", tmp_path / "out")
+    assert result.code == 1
+    errors = [line for line in result.err.splitlines() if line.startswith("deeprestore: error")]
+    assert len(errors) == 1 and "--max-memory budget is 100.0 KB" in errors[0]
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
