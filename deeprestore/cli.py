@@ -203,6 +203,13 @@ ResumeOpt = Annotated[
 MaxPixelsOpt = Annotated[
     str, typer.Option("--max-pixels", help="Refuse larger images: WxH, a count, or 16M.")
 ]
+TileOpt = Annotated[
+    str, typer.Option(
+        "--tile", metavar="SIZE|auto",
+        help="Restore in overlapping tiles of at most SIZE input pixels a side, blended without "
+        "seams (each tile its own run); auto: only when the whole image is predicted not to "
+        "fit in memory, with the largest tile that fits.")
+]
 MaxMinutesOpt = Annotated[
     float | None, typer.Option(
         "--max-minutes", min=0, help="Refuse (one line, nothing written) an image whose run "
@@ -320,6 +327,7 @@ class RestoreRequest:
     recursive: RecursiveOpt = False
     shard: ShardOpt = None
     max_pixels: MaxPixelsOpt = "4096x4096"
+    tile: TileOpt = "auto"
     max_minutes: MaxMinutesOpt = None
     max_memory: MaxMemoryOpt = None
     checkpoint_every: CheckpointEveryOpt = None
@@ -354,6 +362,22 @@ def _iteration_overrides(text: str | None) -> dict[str, Any]:
     return {"iterations": count}
 
 
+def _tile_size(text: str) -> int | None:
+    """``--tile SIZE`` → SIZE (at least the smallest image side); ``auto`` → None."""
+    from deeprestore.images import MIN_SIDE
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < MIN_SIDE:
+        raise UsageProblem(f"--tile: expected a size of at least {MIN_SIDE} px or auto, got "
+                           f"{text!r}")
+    return size
+
+
 def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     """Restore every input of ``request`` with one method.
 
@@ -382,6 +406,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
         memory_limit = None if request.max_memory is None else parse_bytes(request.max_memory)
     except ValueError as err:
         raise UsageProblem(f"--max-memory: {err}") from None
+    tile = _tile_size(request.tile)
     files = _expand_inputs(request.inputs, request.recursive, request.shard)
     command = "deeprestore " + shlex.join(_ARGV)
     _apply_threads(request.threads, quiet)  # last: after every usage error
@@ -402,6 +427,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
                 overwrite=request.overwrite, compare=not request.no_compare,
                 max_pixels=pixel_limit, checkpoint_every=request.checkpoint_every,
                 resume=request.resume, max_memory=memory_limit, max_minutes=request.max_minutes,
+                tile=tile, auto_tile=tile is None,
             )
             existing = check_outputs(job)
             if existing and not request.overwrite:

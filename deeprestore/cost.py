@@ -32,7 +32,13 @@ _SMALL_PROBE = 64
 
 
 class CostError(ValueError):
-    """A run that would not fit the memory or the time allowed (one-line message)."""
+    """A run that would not fit the memory or the time allowed (one-line message);
+    ``fits_side``: for memory, the largest square tile side (a multiple of 32 px of the
+    network's image) predicted to fit, None when none of at least 64 px does."""
+
+    def __init__(self, message: str, fits_side: int | None = None) -> None:
+        super().__init__(message)
+        self.fits_side = fits_side
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,10 @@ def _state_bytes(algorithm: Algorithm) -> int:
 
 
 def _step_bytes(algorithm: Algorithm) -> int:
-    """Bytes autograd keeps for one step (the activations), plus the state after it."""
+    """Bytes autograd keeps for one step (the activations), plus the state after it, plus the
+    backward pass's transients: four copies of z's size per run (z + noise, its gradient and
+    the first layer's; measured 160 MB at 560² with 8-channel networks, where the saved bytes
+    alone missed the peak by as much — with the default 128 channels this overshoots by 7 %)."""
     saved = 0
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -158,7 +167,9 @@ def _step_bytes(algorithm: Algorithm) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         algorithm.update()
-    return saved + _state_bytes(algorithm)
+    transient = sum(4 * run.z.numel() * run.z.element_size()
+                    for run in getattr(algorithm, "runs", []))
+    return saved + _state_bytes(algorithm) + transient
 
 
 def _probe(problem: Problem, settings: Settings, device: torch.device, execution: Execution,
@@ -181,24 +192,52 @@ def _without_denoiser(settings: Settings) -> Settings:
     return Settings(**values).validate()
 
 
-def predict_peak_bytes(problem: Problem, settings: Settings, device: torch.device,
-                       execution: Execution = DEFAULT_EXECUTION) -> int:
-    """Predicted peak bytes of ``settings.method``'s tensors on ``problem`` (network methods):
-    measured directly up to :data:`PROBE_SIDE`² pixels, extrapolated linearly in the pixel
-    count from 64² and 128² probes above it. Adds ``problem``'s own tensors."""
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak bytes of a run as ``fixed + per_pixel × pixels`` of the network's image (from the
+    two probes), and the prediction for the problem at hand."""
+
+    fixed: float
+    per_pixel: float
+    peak: int
+
+    def largest_side(self, limit: int) -> int | None:
+        """The largest square side (multiple of 32, ≥ 64) whose prediction stays ≤ ``limit``."""
+        if self.per_pixel <= 0:
+            return None
+        side = int(math.sqrt(max(limit - self.fixed, 0.0) / self.per_pixel)) // 32 * 32
+        return side if side >= 64 else None
+
+
+def memory_model(problem: Problem, settings: Settings, device: torch.device,
+                 execution: Execution = DEFAULT_EXECUTION) -> MemoryModel:
+    """Peak bytes of ``settings.method``'s tensors on ``problem`` (network methods): measured
+    directly up to :data:`PROBE_SIDE`² pixels, extrapolated linearly in the pixel count from
+    64² and 128² probes above it; ``problem``'s own tensors added."""
     height, width = problem.size
     pixels = height * width
     small, large = _SMALL_PROBE**2, PROBE_SIDE**2
+    tensors = [problem.y, problem.x_init, problem.reference]
+    own = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    low = _probe(problem, settings, device, execution, _SMALL_PROBE)
+    if pixels <= small:
+        network = _probe_real(problem, settings, device, execution)
+        return MemoryModel(float(network), 0.0, network + own)
+    high = _probe(problem, settings, device, execution, PROBE_SIDE)
+    slope = (high - low) / (large - small)
+    per_pixel = slope + own / pixels
+    fixed = high - slope * large
     if pixels <= large:
         network = _probe_real(problem, settings, device, execution)
     else:
-        low = _probe(problem, settings, device, execution, _SMALL_PROBE)
-        high = _probe(problem, settings, device, execution, PROBE_SIDE)
-        slope = (high - low) / (large - small)
         network = int(high + slope * (pixels - large))
-    tensors = [problem.y, problem.x_init, problem.reference]
-    own = sum(t.numel() * t.element_size() for t in tensors if t is not None)
-    return network + own
+    return MemoryModel(fixed, per_pixel, network + own)
+
+
+def predict_peak_bytes(problem: Problem, settings: Settings, device: torch.device,
+                       execution: Execution = DEFAULT_EXECUTION) -> int:
+    """The predicted peak bytes of :func:`memory_model`."""
+    return memory_model(problem, settings, device, execution).peak
 
 
 def _probe_real(problem: Problem, settings: Settings, device: torch.device,
@@ -234,15 +273,18 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
     if settings.method not in NETWORK_METHODS:
         return None
     remaining = settings.iterations if iterations is None else iterations
-    peak = predict_peak_bytes(problem, settings, device, execution)
+    model = memory_model(problem, settings, device, execution)
+    peak = model.peak
     available = available_memory(device)
     limits = [(max_bytes, "the --max-memory budget is {}"), (available, "{} available on "
                                                              f"{device}")]
     for limit, what in limits:
         if limit is not None and peak > limit:
+            side = model.largest_side(limit)
+            advice = ("use a smaller image (or crop it)" if side is None
+                      else f"tiles of {side} px fit (--tile {side})")
             raise CostError(f"needs about {format_bytes(peak)} of memory, "
-                            f"{what.format(format_bytes(limit))}: use a smaller image (or crop "
-                            "it)")
+                            f"{what.format(format_bytes(limit))}: {advice}", side)
     algorithm = make_algorithm(problem, settings, device, execution=execution)
     try:
         algorithm.update()  # warm-up: allocations, autotuning

@@ -26,13 +26,21 @@ import torch
 
 from deeprestore import __version__
 from deeprestore.control import Interrupted, RunControl
-from deeprestore.cost import CostError, estimate_cost
-from deeprestore.engine import ProgressCallback, problem_to_device, restore
+from deeprestore.cost import CostError, estimate_cost, format_bytes, format_duration
+from deeprestore.engine import (
+    LogRow,
+    Progress,
+    ProgressCallback,
+    Result,
+    problem_to_device,
+    restore,
+)
 from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
 from deeprestore.inputs import DEFAULT_MAX_PIXELS
 from deeprestore.metrics import ssim
 from deeprestore.settings import Settings
-from deeprestore.tasks import TaskOptions, build_problem
+from deeprestore.tasks import TaskOptions, TaskProblem, build_problem, tile_problem
+from deeprestore.tiles import Blender, default_overlap, plan_tiles
 from deeprestore.writers import atomic_write_bytes, write_csv, write_image, write_json
 
 
@@ -62,6 +70,10 @@ class Job:
     #: (the device's available memory always bounds it) or to take longer than this (minutes)
     max_memory: int | None = None
     max_minutes: float | None = None
+    #: restore in overlapping tiles of at most this many input pixels a side (None: whole,
+    #: unless ``auto_tile`` and the whole image is predicted not to fit in memory)
+    tile: int | None = None
+    auto_tile: bool = True
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -179,29 +191,55 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     checkpoint = job.checkpoint_path()
     resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
     done = 0 if resume is None else int(resume["algorithm"]["iteration"])
-    try:
-        cost = estimate_cost(problem_to_device(task_problem.problem, job.device), job.settings,
-                             job.device, iterations=max(job.settings.iterations - done, 0),
-                             max_bytes=job.max_memory, max_minutes=job.max_minutes)
-    except CostError as err:
-        raise CostError(f"{job.input}: {job.method} {err}") from None
-    if notice is not None and cost is not None:
-        notice(f"{job.input}: {job.method} {cost.describe(job.settings.stop == 'auto')}")
-    control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
-                         checkpoint_every=job.checkpoint_every, resume=resume)
+    factor = int(task_problem.info.get("factor") or 1) if job.task.task == "superres" else 1
+    tile = job.tile
+    ceiling = job.settings.stop == "auto"
+    if tile is None or tile >= max(observed.height, observed.width):
+        tile = None
+        try:
+            cost = estimate_cost(problem_to_device(task_problem.problem, job.device),
+                                 job.settings, job.device,
+                                 iterations=max(job.settings.iterations - done, 0),
+                                 max_bytes=job.max_memory, max_minutes=job.max_minutes)
+        except CostError as err:
+            if not (job.auto_tile and err.fits_side is not None and resume is None
+                    and err.fits_side // factor >= MIN_SIDE):
+                raise CostError(f"{job.input}: {job.method} {err}", err.fits_side) from None
+            tile = err.fits_side // factor
+            tile -= default_overlap(tile)  # the boxes are the tile plus the overlap
+            if notice is not None:
+                notice(f"{job.input}: too large to restore whole ({err}); restoring it in tiles")
+        else:
+            if notice is not None and cost is not None:
+                notice(f"{job.input}: {job.method} {cost.describe(ceiling)}")
+    tiling: dict[str, Any] | None = None
     tic = time.perf_counter()
-    try:
-        result = restore(
-            task_problem.problem,
-            job.settings,
-            device=job.device,
-            callback=callback,
-            baselines=task_problem.baselines,
-            control=control,
-        )
-    except Interrupted as stop:
-        stop.checkpoint = checkpoint if checkpoint.exists() else None
-        raise
+    if tile is not None:
+        if resume is not None or job.checkpoint_every:
+            raise JobError(f"{job.input}: a tiled run cannot be checkpointed or resumed (yet); "
+                           "drop --checkpoint-every/--resume")
+        result, tiling = _restore_in_tiles(job, task_problem, observed, tile, factor, callback,
+                                           notice)
+        row_tiles = tiling.pop("row_tiles")
+    else:
+        control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
+                             checkpoint_every=job.checkpoint_every, resume=resume)
+        try:
+            result = restore(
+                task_problem.problem,
+                job.settings,
+                device=job.device,
+                callback=callback,
+                baselines=task_problem.baselines,
+                control=control,
+            )
+        except Interrupted as stop:
+            stop.checkpoint = checkpoint if checkpoint.exists() else None
+            raise
+        except torch.OutOfMemoryError:
+            side = max(observed.height, observed.width) // 2 // 32 * 32
+            raise JobError(f"{job.input}: {job.method} ran out of memory on {job.device}: "
+                           f"try --tile {max(side, MIN_SIDE)}") from None
     wall = time.perf_counter() - tic
 
     pixels = to_array(result.image)
@@ -231,6 +269,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         "iterations": result.iterations,
         "stopped_at": None if result.stop is None else result.stop["stopped_at"],
         "stop": result.stop,
+        "tiling": tiling,
         "seconds": round(wall, 3),
         "resumed_from": None if resume is None else resume["algorithm"]["iteration"],
         "rollbacks": result.rollbacks,
@@ -254,7 +293,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     try:  # all or nothing: a failure part-way (full disk, Ctrl-C) removes what this run wrote
         write_image(outputs["image"], restored)
         written.append(outputs["image"])
-        write_csv(outputs["csv"], result.log)
+        write_csv(outputs["csv"], result.log, None if tiling is None else row_tiles)
         written.append(outputs["csv"])
         if job.compare:
             manifest["compare"] = str(job.compare_path())
@@ -268,6 +307,84 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     job.failure_path().unlink(missing_ok=True)
     checkpoint.unlink(missing_ok=True)
     return manifest
+
+
+def whole_image_bytes(task_problem: TaskProblem) -> int:
+    """Bytes a tiled run holds for the whole image besides its tiles: in float64 the input, the
+    blend's sums and weights, the restored array and the output's encoding; in float32 the
+    whole problem's y and x₀ and the blended image twice (output size throughout)."""
+    height, width = task_problem.problem.size
+    channels = task_problem.problem.channels
+    return height * width * (8 * (4 * channels + 1) + 4 * 4 * channels)
+
+
+def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile: int,
+                      factor: int, callback: ProgressCallback | None,
+                      notice: Callable[[str], None] | None) -> tuple[Result, dict[str, Any]]:
+    """Restore ``observed`` in overlapping tiles of ``tile`` input px, blend them; the result
+    (its log: every tile's rows, in order) and the manifest's ``tiling`` record."""
+    overlap = default_overlap(tile)
+    boxes = plan_tiles(observed.height, observed.width, tile, overlap)
+    sigma = task_problem.problem.sigma
+    first = tile_problem(job.task, observed, sigma, boxes[0].top, boxes[0].left,
+                         boxes[0].height, boxes[0].width)
+    try:
+        cost = estimate_cost(problem_to_device(first.problem, job.device), job.settings,
+                             job.device, max_bytes=job.max_memory)
+    except CostError as err:
+        raise CostError(f"{job.input}: {job.method} in tiles of {tile} px: {err}") from None
+    rows_count = len({box.top for box in boxes})
+    grid = [rows_count, len(boxes) // rows_count]
+    if cost is not None:
+        total = cost.seconds * len(boxes)
+        if job.max_minutes is not None and total > 60 * job.max_minutes:
+            raise CostError(f"{job.input}: {job.method} in {len(boxes)} tiles would take about "
+                            f"{format_duration(total)}: more than --max-minutes "
+                            f"{job.max_minutes:g}")
+        if notice is not None:
+            bound = "at most" if job.settings.stop == "auto" else "about"
+            notice(f"{job.input}: {job.method} in {grid[0]}×{grid[1]} tiles of {tile} px "
+                   f"(overlap {overlap}): {bound} {format_duration(total)} in all; each "
+                   f"{cost.describe(job.settings.stop == 'auto')}; plus "
+                   f"{format_bytes(whole_image_bytes(task_problem))} for the whole image")
+    height, width = task_problem.problem.size
+    blender = Blender([box.scaled(factor) for box in boxes], task_problem.problem.channels,
+                      height, width)
+    log: list[LogRow] = []
+    row_tiles: list[int] = []
+    records: list[dict[str, Any]] = []
+    calls = 0
+    per_tile = job.settings.iterations
+    tic = time.perf_counter()
+    for index, box in enumerate(boxes):
+        part = first if index == 0 else tile_problem(job.task, observed, sigma, box.top,
+                                                      box.left, box.height, box.width)
+        forward = None
+        if callback is not None:
+            def forward(event: Progress, offset: int = index * per_tile) -> None:
+                callback(Progress(offset + event.iteration, per_tile * len(boxes), event.loss,
+                                  event.psnr, time.perf_counter() - tic))
+        try:
+            result = restore(part.problem, job.settings, device=job.device, callback=forward,
+                             baselines=part.baselines)
+        except torch.OutOfMemoryError:
+            smaller = max(tile // 2 // 32 * 32, MIN_SIDE)
+            raise JobError(f"{job.input}: {job.method} ran out of memory on {job.device} with "
+                           f"tiles of {tile} px: try --tile {smaller}") from None
+        blender.add(box.scaled(factor), result.image)
+        log.extend(result.log)
+        row_tiles.extend([index] * len(result.log))
+        calls += result.denoiser_calls
+        records.append({"box": [box.top, box.left, box.height, box.width],
+                        "iterations": result.iterations,
+                        "stopped_at": None if result.stop is None else result.stop["stopped_at"]})
+    blended = Result(image=blender.result().clamp(0.0, 1.0), log=log,
+                     iterations=max(r["iterations"] for r in records),
+                     seconds=time.perf_counter() - tic, denoiser_calls=calls,
+                     denoiser=result.denoiser)
+    tiling = {"tile": tile, "overlap": overlap, "grid": grid, "tiles": records,
+              "row_tiles": row_tiles}
+    return blended, tiling
 
 
 def _write_compare(job: Job, observed: Image, restored: Image, reference: Image | None,

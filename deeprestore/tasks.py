@@ -365,3 +365,19 @@ def build_problem(options: TaskOptions, observed: Image, reference: Image | None
     info = options.describe()
     info["operator"] = operator.describe()
     return TaskProblem(problem, protocol, baselines, info)
+
+
+def tile_problem(options: TaskOptions, observed: Image, sigma: float, top: int, left: int,
+                 height: int, width: int) -> TaskProblem:
+    """The problem of one tile: the ``height``×``width`` box at (``top``, ``left``) of
+    ``observed`` (input pixels; for super-resolution the low-resolution ones), under the same
+    options with the whole image's ``sigma`` (0–255) and the mask cut to the box. No
+    reference: a tiled run's PSNR is measured on the blended whole."""
+    rows, cols = slice(top, top + height), slice(left, left + width)
+    mask = options.mask
+    if options.task == "inpaint" and mask is not None:
+        mask = load_mask(mask, observed.height, observed.width)[rows, cols]
+    cut = TaskOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)},
+                         "sigma": float(sigma), "mask": mask, "crop": None})
+    alpha = None if observed.alpha is None else observed.alpha[rows, cols]
+    return build_problem(cut, Image(observed.pixels[rows, cols], observed.bit_depth, alpha), None)

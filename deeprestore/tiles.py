@@ -1,10 +1,11 @@
 """Tiles for images too large to restore whole: overlapping boxes and a seamless blend.
 
-:func:`plan_tiles` covers an H×W image with boxes of at most ``tile``×``tile`` pixels that
-overlap by at least ``overlap`` pixels (their starts spread evenly, so the last box ends at the
-border); :class:`Blender` accumulates each box's restored image weighted by a window that is 1
-inside the box and falls to 0 along a raised-cosine ramp across every side that overlaps a
-neighbour (not along the image border), then divides by the summed weights. Where two boxes
+:func:`plan_tiles` cuts each side of an H×W image into ⌈side / tile⌉ boxes that overlap their
+neighbours by ``overlap`` pixels (each box about ``tile`` + ``overlap`` px long, starts spread
+evenly so the last box ends at the border); :class:`Blender` accumulates each box's restored
+image weighted by a window that is 1 inside the box and falls to 0 along a raised-cosine ramp
+across every side that overlaps a neighbour (not along the image border), then divides by the
+summed weights. Where two boxes
 overlap their weights sum to a smooth partition, so no seam shows. Boxes may be scaled (``scale``:
 the super-resolution factor, when boxes are planned on the low-resolution input). Nothing here
 knows about networks or tasks.
@@ -38,20 +39,25 @@ def default_overlap(tile: int) -> int:
     return max(16, tile // 8)
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
+def split(length: int, tile: int, overlap: int) -> tuple[list[int], int]:
+    """Starts and the common length of the boxes along one side: ⌈length / tile⌉ boxes of
+    ⌈(length + (n − 1)·overlap) / n⌉ px (at most ``tile + overlap``), the first at 0, the last
+    ending at ``length``; neighbours overlap by at least ``overlap`` px."""
     if length <= tile:
-        return [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+        return [0], length
+    count = math.ceil(length / tile)
+    size = min(length, math.ceil((length + (count - 1) * overlap) / count))
+    return [round(i * (length - size) / (count - 1)) for i in range(count)], size
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Box]:
-    """Boxes (row by row) of at most ``tile`` px a side covering ``height``×``width``, each
-    overlapping its neighbours by at least ``overlap`` px (``0 ≤ overlap < tile``)."""
+    """Boxes (row by row) covering ``height``×``width``: :func:`split` along each side
+    (``tile`` ≥ 1, ``0 ≤ overlap < tile``)."""
     if tile < 1 or not 0 <= overlap < tile:
         raise ValueError(f"need 0 ≤ overlap < tile, got tile {tile}, overlap {overlap}")
-    rows, cols = _starts(height, tile, overlap), _starts(width, tile, overlap)
-    return [Box(top, left, min(tile, height), min(tile, width)) for top in rows for left in cols]
+    (rows, box_height), (cols, box_width) = split(height, tile, overlap), split(width, tile,
+                                                                                 overlap)
+    return [Box(top, left, box_height, box_width) for top in rows for left in cols]
 
 
 def _ramp(length: int, ramp_in: int, ramp_out: int) -> torch.Tensor:

@@ -43,14 +43,16 @@ def write_image(path: Path, image: Image) -> None:
     atomic_write_bytes(path, encode_image(image, path.suffix))
 
 
-def log_csv(rows: Iterable[LogRow]) -> str:
-    """The CSV text of a run's log (columns :data:`CSV_COLUMNS`; empty cells where unknown)."""
+def log_csv(rows: Iterable[LogRow], tiles: list[int] | None = None) -> str:
+    """The CSV text of a run's log (columns :data:`CSV_COLUMNS`; empty cells where unknown).
+    A tiled run's rows come tile after tile, with a leading ``tile`` column (``tiles``: the
+    tile index of each row)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
+    writer.writerow(CSV_COLUMNS if tiles is None else ("tile", *CSV_COLUMNS))
+    for number, row in enumerate(rows):
         writer.writerow(
-            [
+            ([] if tiles is None else [tiles[number]]) + [
                 row.iteration,
                 f"{row.loss:.8g}",
                 "" if row.psnr is None else f"{row.psnr:.4f}",
@@ -65,9 +67,9 @@ def log_csv(rows: Iterable[LogRow]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(path: Path, rows: Iterable[LogRow]) -> None:
-    """Write the log CSV atomically."""
-    atomic_write_bytes(path, log_csv(rows).encode("utf-8"))
+def write_csv(path: Path, rows: Iterable[LogRow], tiles: list[int] | None = None) -> None:
+    """Write the log CSV atomically (``tiles``: see :func:`log_csv`)."""
+    atomic_write_bytes(path, log_csv(rows, tiles).encode("utf-8"))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
