@@ -130,7 +130,7 @@ def analyse(args: argparse.Namespace) -> None:
                 saved.append(1 - stop / run["preset_iterations"])
                 lines.append(
                     f"| {run['image']} | {run['sigma']:g} | {run['method']} | {peak:.2f} "
-                    f"({psnr.index(peak) + 1}) | {stop if stopped else 'ceiling'}, {detected} | "
+                    f"({psnr.index(peak) + 1}) | {stop if stopped else f'ceiling {stop}'}, {detected} | "
                     f"{returned:.2f} | {peak - returned:.2f} | {100 * saved[-1]:.0f} % |")
             print(f"### W = {window}, P = {patience}: median {statistics.median(gaps):.2f} dB, "
                   f"worst {max(gaps):.2f} dB below the peak; iterations saved: median "
