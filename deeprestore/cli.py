@@ -61,6 +61,8 @@ EXAMPLES_DENOISE = """
   deeprestore denoise noisy.png                       [dim]# DeepRED, Table 1 preset[/dim]
   deeprestore denoise noisy.png --method dip --iters 3000 -o out/
   deeprestore denoise noisy.png --reference clean.png --json
+  deeprestore denoise photo.jpg --method dip --iters auto      [dim]# stops by itself[/dim]
+  deeprestore denoise big.png --tile 512 --max-minutes 60
   deeprestore denoise *.png --set lam=0.3 --set denoiser=bm3d --seed 1
 """
 
@@ -206,9 +208,9 @@ MaxPixelsOpt = Annotated[
 TileOpt = Annotated[
     str, typer.Option(
         "--tile", metavar="SIZE|auto",
-        help="Restore in overlapping tiles of at most SIZE input pixels a side, blended without "
-        "seams (each tile its own run); auto: only when the whole image is predicted not to "
-        "fit in memory, with the largest tile that fits.")
+        help="Restore in overlapping tiles of about SIZE input pixels a side (plus the "
+        "overlap, SIZE/8), blended without seams, each tile its own run; auto: only when the "
+        "whole image is predicted not to fit in memory, with the largest tile that fits.")
 ]
 MaxMinutesOpt = Annotated[
     float | None, typer.Option(

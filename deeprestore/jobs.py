@@ -70,8 +70,8 @@ class Job:
     #: (the device's available memory always bounds it) or to take longer than this (minutes)
     max_memory: int | None = None
     max_minutes: float | None = None
-    #: restore in overlapping tiles of at most this many input pixels a side (None: whole,
-    #: unless ``auto_tile`` and the whole image is predicted not to fit in memory)
+    #: restore in overlapping tiles of about this many input pixels a side, plus the overlap
+    #: (None: whole, unless ``auto_tile`` and the whole image is predicted not to fit in memory)
     tile: int | None = None
     auto_tile: bool = True
 

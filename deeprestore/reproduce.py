@@ -456,7 +456,7 @@ def _run_table(
                 job = Job(input=image_dir / "input.png", output_dir=image_dir, method=method,
                           settings=settings[method], task=options, preset=preset.name,
                           reference=image_dir / "clean.png", device=device, overwrite=True,
-                          command=command)
+                          command=command, auto_tile=False)  # tiles are not the protocol
                 done = _read_json(job.outputs()["json"])
                 where = dict(table=bench.name, image=entry.name, method=method, step=step,
                              steps=steps)
