@@ -3,6 +3,7 @@
     python bench/autostop.py --out DIR [--data ../shared/data] [--images house,peppers]
         [--sigmas 15,25,50] [--methods dip,deepred] [--crop 128] [--runs 1] [--iters N]
     python bench/autostop.py --analyse DIR [--windows 50,100] [--patiences 200,500,1000]
+        [--precision bf16]
 
 The first form runs each (image, σ, method) of the ``denoise`` preset on a centre crop to the
 preset's full count (the ceiling; ``--iters`` lowers it), logging at every iteration the PSNR of
@@ -69,10 +70,12 @@ def record(args: argparse.Namespace) -> None:
             noisy = np.round(np.clip(clean + rng.normal(0, sigma / 255, clean.shape), 0, 1)
                              * 255) / 255
             for method in args.methods.split(","):
-                target = args.out / f"{name}_s{sigma:g}_{method}.json"
+                suffix = "" if args.precision == "float32" else f"_{args.precision}"
+                target = args.out / f"{name}_s{sigma:g}_{method}{suffix}.json"
                 if target.exists():
                     continue
-                overrides: dict[str, Any] = {"log_every": 1, "runs": args.runs}
+                overrides: dict[str, Any] = {"log_every": 1, "runs": args.runs,
+                                             "precision": args.precision}
                 if args.iters:
                     overrides["iterations"] = args.iters
                 settings = preset.settings_for(method, overrides)
@@ -87,6 +90,7 @@ def record(args: argparse.Namespace) -> None:
                                 stopper=recorder).run()
                 seconds = time.perf_counter() - tic
                 data = {"image": name, "sigma": sigma, "method": method, "crop": args.crop,
+                        "precision": args.precision,
                         "runs": args.runs, "iterations": settings.iterations,
                         "preset_iterations": ceiling, "seconds": round(seconds, 1),
                         "psnr": [round(row.psnr, 4) for row in result.log],
@@ -114,6 +118,7 @@ def replay(psnr: list[float], signal: list[float | None], patience: int) -> tupl
 
 def analyse(args: argparse.Namespace) -> None:
     runs = [json.loads(p.read_text()) for p in sorted(args.analyse.glob("*.json"))]
+    runs = [r for r in runs if r.get("precision", "float32") == args.precision]
     print(f"{len(runs)} runs from {args.analyse}\n")
     for window in (int(w) for w in args.windows.split(",")):
         for patience in (int(p) for p in args.patiences.split(",")):
@@ -128,9 +133,10 @@ def analyse(args: argparse.Namespace) -> None:
                 peak = max(psnr)
                 gaps.append(peak - returned)
                 saved.append(1 - stop / run["preset_iterations"])
+                where = stop if stopped else f"ceiling {stop}"
                 lines.append(
                     f"| {run['image']} | {run['sigma']:g} | {run['method']} | {peak:.2f} "
-                    f"({psnr.index(peak) + 1}) | {stop if stopped else f'ceiling {stop}'}, {detected} | "
+                    f"({psnr.index(peak) + 1}) | {where}, {detected} | "
                     f"{returned:.2f} | {peak - returned:.2f} | {100 * saved[-1]:.0f} % |")
             print(f"### W = {window}, P = {patience}: median {statistics.median(gaps):.2f} dB, "
                   f"worst {max(gaps):.2f} dB below the peak; iterations saved: median "
@@ -151,6 +157,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--iters", type=int, default=0)
+    parser.add_argument("--precision", default="float32", help="float32 or bf16 (network)")
     parser.add_argument("--windows", default="50,100")
     parser.add_argument("--patiences", default="200,500,1000")
     parser.add_argument("--tables", action="store_true", help="per-run rows under each summary")

@@ -39,6 +39,7 @@ import torch
 
 from deeprestore import __version__
 from deeprestore.control import Interrupted
+from deeprestore.cost import CostError
 from deeprestore.degrade import degrade_pixels
 from deeprestore.engine import Progress as EngineProgress
 from deeprestore.images import Image, read_image
@@ -476,7 +477,8 @@ def _run_table(
                 except Interrupted as stop:
                     stop.hint = "rerun the same command to continue"
                     raise
-                except (FloatingPointError, JobError) as err:  # this pair fails, the table goes on
+                # this pair fails (or does not fit), the table goes on
+                except (FloatingPointError, JobError, CostError) as err:
                     record_failure(image_dir, job.input, method, str(err))
                     report(ReproduceEvent("failed", **where, message=str(err)))
                     continue
