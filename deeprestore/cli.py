@@ -704,10 +704,20 @@ def reproduce(
                                                "images and mark their rows instead of "
                                                "failing.")] = False,
     threads: ThreadsOpt = "auto",
+    budget_minutes: Annotated[float | None, typer.Option(
+        "--budget-minutes", min=0, help="Stop inside this many minutes: print each table's "
+        "plan (every pair's cost from one timed step per size), run pairs in order, and "
+        "checkpoint the one running when time is up; exit code 3 then, and the same command "
+        "continues.", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce the DeepRED paper's tables (resumable): results.csv, results.md, grids."""
-    from deeprestore.reproduce import ReproduceError, ReproduceEvent, reproduce_table
+    from deeprestore.reproduce import (
+        BudgetSpent,
+        ReproduceError,
+        ReproduceEvent,
+        reproduce_table,
+    )
 
     def split(text: str | None) -> list[str] | None:
         return [item.strip() for item in text.split(",") if item.strip()] if text else None
@@ -724,6 +734,9 @@ def reproduce(
         elif event.kind == "failed":
             failed.append(f"{event.table}/{event.image} {event.method}")
             err_console.print(f"error: {event.table}/{event.image} {event.method}: "
+                              f"{event.message}", soft_wrap=True, markup=False)
+        elif event.kind == "plan" and not quiet:
+            err_console.print(f"plan: {event.table}/{event.image} {event.method}: "
                               f"{event.message}", soft_wrap=True, markup=False)
         elif event.kind == "note" and event.image is not None and not quiet:
             err_console.print(f"{event.table}/{event.image} {event.method}: {event.message}",
@@ -743,9 +756,13 @@ def reproduce(
             table, data, output, methods=split(methods), images=split(images), quick=quick,
             device=resolved, runs=runs, seed=seed, force=force, skip_missing=skip_missing,
             command="deeprestore " + shlex.join(_ARGV), progress=progress, iterations=iters,
+            budget_minutes=budget_minutes,
         )
     except ReproduceError as err:
         raise UsageProblem(str(err)) from None
+    except BudgetSpent as spent:
+        err_console.print(f"deeprestore: {spent}", soft_wrap=True, markup=False)
+        raise typer.Exit(3) from None
     print(f"results: {results}")
     if failed:
         raise typer.Exit(1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, TracebackType
@@ -31,6 +32,15 @@ class Interrupted(BaseException):
         self.hint = "rerun with --resume to continue"  # how to pick it up again
 
 
+class OutOfTime(BaseException):
+    """A run that reached :attr:`RunControl.deadline` between two iterations, its state saved
+    (``checkpoint``: where, set by whoever saved it)."""
+
+    def __init__(self, checkpoint: Any = None) -> None:
+        super().__init__("the time budget is spent")
+        self.checkpoint = checkpoint
+
+
 @dataclass
 class RunControl:
     """What the runner does besides iterating.
@@ -40,7 +50,8 @@ class RunControl:
     times a NaN/Inf loss may roll the run back to its last good state with the learning rate
     halved before it fails; ``snapshot_every``: how often (in iterations, at logged rows) that
     good state is copied — a copy of Θ and Adam's moments costs about 0.6 network steps on a
-    CPU, so not at every row.
+    CPU, so not at every row. ``deadline``: a time on ``clock`` (seconds) after which a stateful
+    run saves a checkpoint and raises :class:`OutOfTime` between two iterations.
     """
 
     checkpoint: CheckpointWriter | None = None
@@ -48,6 +59,8 @@ class RunControl:
     resume: dict[str, Any] | None = None
     max_rollbacks: int = 3
     snapshot_every: int = 100
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
 
 class SignalFlag:

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from deeprestore.batched import BatchedSkipNet
-from deeprestore.control import Interrupted, RunControl, SignalFlag
+from deeprestore.control import Interrupted, OutOfTime, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
 from deeprestore.execution import (
     DEFAULT_EXECUTION,
@@ -1026,12 +1026,17 @@ class Runner:
                     good = (algorithm.state_dict(), len(self.log))
                 if self.callback is not None:
                     self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
+            out_of_time = (stateful and not finished and control.deadline is not None
+                           and control.clock() >= control.deadline)
             if stateful and control.checkpoint is not None:
                 every = control.checkpoint_every
-                if flag.signum is not None or (every and it % every == 0 and not finished):
+                if flag.signum is not None or out_of_time or (every and it % every == 0
+                                                              and not finished):
                     control.checkpoint(self.state(time.perf_counter() - start))
             if flag.signum is not None:
                 raise Interrupted(flag.signum)
+            if out_of_time:
+                raise OutOfTime()
         estimate = algorithm.estimate()
         if stopper is not None and stopper.done and stopper.best_estimate is not None:
             estimate = stopper.best_estimate

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from deeprestore import __version__
-from deeprestore.control import Interrupted, RunControl
+from deeprestore.control import Interrupted, OutOfTime, RunControl
 from deeprestore.cost import CostError, estimate_cost, format_bytes, format_duration
 from deeprestore.engine import (
     LogRow,
@@ -74,6 +74,10 @@ class Job:
     #: (None: whole, unless ``auto_tile`` and the whole image is predicted not to fit in memory)
     tile: int | None = None
     auto_tile: bool = True
+    #: a time on ``clock`` after which the run checkpoints and raises
+    #: :class:`~deeprestore.control.OutOfTime` (a budgeted ``reproduce``)
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
     def outputs(self) -> dict[str, Path]:
         """The output files: ``image``, ``csv`` and ``json``."""
@@ -223,7 +227,8 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         row_tiles = tiling.pop("row_tiles")
     else:
         control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
-                             checkpoint_every=job.checkpoint_every, resume=resume)
+                             checkpoint_every=job.checkpoint_every, resume=resume,
+                             deadline=job.deadline, clock=job.clock)
         try:
             result = restore(
                 task_problem.problem,
@@ -233,7 +238,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
                 baselines=task_problem.baselines,
                 control=control,
             )
-        except Interrupted as stop:
+        except (Interrupted, OutOfTime) as stop:
             stop.checkpoint = checkpoint if checkpoint.exists() else None
             raise
         except torch.OutOfMemoryError:

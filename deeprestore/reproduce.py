@@ -25,8 +25,10 @@ import contextlib
 import csv
 import io
 import json
+import math
 import platform
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -38,10 +40,11 @@ import numpy as np
 import torch
 
 from deeprestore import __version__
-from deeprestore.control import Interrupted
-from deeprestore.cost import CostError
+from deeprestore.control import Interrupted, OutOfTime
+from deeprestore.cost import CostError, estimate_cost, format_duration
 from deeprestore.degrade import degrade_pixels
 from deeprestore.engine import Progress as EngineProgress
+from deeprestore.engine import problem_to_device
 from deeprestore.images import Image, read_image
 from deeprestore.jobs import Job, JobError, load_checkpoint, record_failure, run_job
 from deeprestore.metrics import ssim
@@ -75,6 +78,15 @@ _PROTOCOL_TEXT = {
 
 class ReproduceError(ValueError):
     """A reproduce request that cannot run: unknown table, method or image (one line)."""
+
+
+class BudgetSpent(Exception):
+    """``--budget-minutes`` ran out: the pair in progress saved a checkpoint (if it was a
+    network method) and rerunning the same command continues (one-line message)."""
+
+
+#: the clock of ``budget_minutes`` (seconds; tests replace it)
+_clock: Callable[[], float] = time.monotonic
 
 
 class MissingImageError(ReproduceError):
@@ -147,9 +159,10 @@ class ReproduceEvent:
     ``kind``: ``"table"`` (a table starts), ``"start"`` / ``"done"`` (a job; ``manifest`` with
     ``done``), ``"skip"`` (already done), ``"iteration"`` (``engine`` holds the engine's
     progress), ``"missing"`` (an image is not in the data directory; ``message`` says which) or
-    ``"note"``, or ``"failed"`` (a job failed — its run diverged; ``message`` says why; the table
-    goes on and ``NAME_METHOD.failed.json`` records it). ``step`` / ``steps``: the job's number
-    (1-based) and the jobs of the table.
+    ``"note"``, ``"plan"`` (with a budget: one pair's estimated cost and whether it fits;
+    ``message`` says both), or ``"failed"`` (a job failed — its run diverged; ``message`` says
+    why; the table goes on and ``NAME_METHOD.failed.json`` records it). ``step`` /
+    ``steps``: the job's number (1-based) and the jobs of the table.
     """
 
     kind: str
@@ -353,6 +366,7 @@ def reproduce_table(
     command: str = "",
     progress: ProgressFn | None = None,
     iterations: int | None = None,
+    budget_minutes: float | None = None,
 ) -> Path:
     """Reproduce one table of the paper (or ``"all"``) into ``out``; return its results.md.
 
@@ -363,15 +377,20 @@ def reproduce_table(
     seed + i, and every method runs with ``seed``; ``force``: redo finished work;
     ``skip_missing``: skip images not in ``data`` (rows marked missing) instead of raising
     :class:`MissingImageError`; ``command``: recorded in manifests and results.md;
-    ``iterations``: overrides the iterative methods' (network methods and RED) iteration counts.
+    ``iterations``: overrides the iterative methods' (network methods and RED) iteration counts;
+    ``budget_minutes``: stop inside this much wall time: each table first prints its plan (the
+    estimated cost of every pair still to do, from one step timed per method and image size),
+    then runs pairs in order until the time is spent; the pair running then saves a checkpoint
+    and :class:`BudgetSpent` is raised — the same call later continues where this one stopped.
     """
     tables = load_benchmarks()
     device = device or torch.device("cpu")
     if not data.is_dir():
         raise ReproduceError(f"data directory {data} not found")
+    deadline = None if budget_minutes is None else _clock() + 60 * budget_minutes
     kwargs: dict[str, Any] = dict(quick=quick, device=device, runs=runs, seed=seed, force=force,
                                   skip_missing=skip_missing, command=command, progress=progress,
-                                  iterations=iterations)
+                                  iterations=iterations, deadline=deadline)
     if table != ALL:
         if table not in tables:
             raise ReproduceError(f"unknown table {table!r} (known: {', '.join(TABLES)}, all)")
@@ -417,8 +436,10 @@ def _run_table(
     command: str,
     progress: ProgressFn | None,
     iterations: int | None,
+    deadline: float | None,
 ) -> Path:
-    """Run one table: degrade, restore, grids, results. Returns OUT/TABLE/results.md."""
+    """Run one table: degrade, restore, grids, results. Returns OUT/TABLE/results.md.
+    With a ``deadline`` (on :data:`_clock`): first the plan, then the pairs until it passes."""
     def report(event: ReproduceEvent) -> None:
         if progress is not None:
             progress(event)
@@ -445,27 +466,61 @@ def _run_table(
     meta = {"quick": quick, "preset": preset.name, "device": device, "seed": seed,
             "command": command, "warnings": warnings,
             "denoisers": {m: s.denoiser for m, s in settings.items()}}
+    def make_job(image_dir: Path, method: str, options: TaskOptions) -> Job:
+        return Job(input=image_dir / "input.png", output_dir=image_dir, method=method,
+                   settings=settings[method], task=options, preset=preset.name,
+                   reference=image_dir / "clean.png", device=device, overwrite=True,
+                   command=command, auto_tile=False,  # tiles are not the protocol
+                   deadline=deadline, clock=_clock)
+
+    def finished(job: Job, fresh: bool) -> dict[str, Any] | None:
+        done = _read_json(job.outputs()["json"])
+        if done is not None and not force and not fresh and \
+                done.get("parameters") == _normalised(job.settings.to_dict()):
+            return done
+        return None
+
+    prepared: dict[str, tuple[dict[str, Any], bool]] = {}
+    if deadline is not None:  # the plan: what is left, what it costs, what fits
+        planned, left = 0.0, deadline - _clock()
+        timings: dict[tuple[str, tuple[int, int]], tuple[float, float]] = {}
+        for entry in present:
+            image_dir = table_dir / entry.name
+            prepared[entry.name] = _prepare_image(bench, entry, data, image_dir, quick=quick,
+                                                  seed=seed, force=force)
+            record, fresh = prepared[entry.name]
+            options = _task_options(bench, record, image_dir)
+            for method in jobs_methods:
+                job = make_job(image_dir, method, options)
+                if finished(job, fresh):
+                    continue
+                seconds = _pair_seconds(job, fresh or force, timings)
+                planned += seconds
+                fits = "this job" if planned <= left else "does not fit: checkpointed or next job"
+                report(ReproduceEvent("plan", bench.name, entry.name, method, message=(
+                    f"about {format_duration(seconds)}, {format_duration(planned)} so far of "
+                    f"{format_duration(max(left, 0.0))} left: {fits}")))
     step = 0
     try:
         for entry in present:
             image_dir = table_dir / entry.name
-            record, fresh = _prepare_image(bench, entry, data, image_dir, quick=quick, seed=seed,
-                                           force=force)
+            record, fresh = prepared.get(entry.name) or _prepare_image(
+                bench, entry, data, image_dir, quick=quick, seed=seed, force=force)
             options = _task_options(bench, record, image_dir)
             for method in jobs_methods:
                 step += 1
-                job = Job(input=image_dir / "input.png", output_dir=image_dir, method=method,
-                          settings=settings[method], task=options, preset=preset.name,
-                          reference=image_dir / "clean.png", device=device, overwrite=True,
-                          command=command, auto_tile=False)  # tiles are not the protocol
-                done = _read_json(job.outputs()["json"])
+                job = make_job(image_dir, method, options)
                 where = dict(table=bench.name, image=entry.name, method=method, step=step,
                              steps=steps)
+                done = _read_json(job.outputs()["json"])
                 if done is not None and not force and not fresh:
-                    if done.get("parameters") == _normalised(settings[method].to_dict()):
+                    if finished(job, fresh) is not None:
                         report(ReproduceEvent("skip", **where, manifest=done))
                         continue
                     report(ReproduceEvent("note", **where, message="settings changed: redone"))
+                if deadline is not None and _clock() >= deadline:
+                    raise BudgetSpent(f"the budget is spent before {bench.name}/{entry.name} "
+                                      f"{method}: rerun the same command to continue")
                 job = _resumed_if_possible(job, force or fresh, report, where)
                 report(ReproduceEvent("start", **where))
 
@@ -477,6 +532,12 @@ def _run_table(
                 except Interrupted as stop:
                     stop.hint = "rerun the same command to continue"
                     raise
+                except OutOfTime as stop:
+                    saved = ("" if stop.checkpoint is None
+                             else f", its state saved in {stop.checkpoint}")
+                    raise BudgetSpent(f"the budget is spent during {bench.name}/{entry.name} "
+                                      f"{method}{saved}: rerun the same command to continue"
+                                      ) from None
                 # this pair fails (or does not fit), the table goes on
                 except (FloatingPointError, JobError, CostError) as err:
                     record_failure(image_dir, job.input, method, str(err))
@@ -490,6 +551,29 @@ def _run_table(
             _write_results(bench, table_dir, methods, entries, missing, meta)
         raise
     return _write_results(bench, table_dir, methods, entries, missing, meta)
+
+
+def _pair_seconds(job: Job, start_over: bool,
+                  timings: dict[tuple[str, tuple[int, int]], tuple[float, float]]) -> float:
+    """Estimated seconds of ``job``'s remaining iterations (0 for methods without a network):
+    one step and one denoiser call timed per (method, image size), cached in ``timings``."""
+    settings = job.settings
+    if settings.method not in NETWORK_METHODS:
+        return 0.0
+    remaining = settings.iterations
+    if not start_over and job.checkpoint_path().exists():
+        with contextlib.suppress(JobError):
+            remaining -= int(load_checkpoint(job)["algorithm"]["iteration"])
+    observed = read_image(job.input)
+    key = (settings.method, (observed.height, observed.width))
+    if key not in timings:
+        problem = build_problem(job.task, observed, None).problem
+        estimate = estimate_cost(problem_to_device(problem, job.device), settings, job.device)
+        assert estimate is not None  # a network method
+        timings[key] = (estimate.seconds_per_iteration, estimate.denoiser_seconds)
+    step, call = timings[key]
+    calls = math.ceil(remaining / settings.denoise_every) if call else 0
+    return remaining * step + calls * call
 
 
 def _resumed_if_possible(job: Job, start_over: bool, report: Callable[[ReproduceEvent], None],

@@ -264,3 +264,60 @@ def test_a_diverging_job_fails_alone_and_the_table_goes_on(data_dir, tmp_path, m
     monkeypatch.setattr(reproduce_module, "run_job", real_run_job)
     run(data_dir, out, events := [])
     assert ("house", "dip") in kinds(events, "done") and not record.exists()
+
+
+class _Ticks:
+    """A clock that advances one second per reading (so a budget counts readings)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_a_budget_prints_the_plan_stops_inside_it_and_the_rerun_ends_as_one_whole_run(
+        tmp_path: Path, data_dir: Path, monkeypatch):
+    import deeprestore.reproduce as reproduce
+    from deeprestore.reproduce import BudgetSpent
+
+    settings = dict(methods=["nlm", "dip"], images=["house", "peppers"], iterations=12)
+    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    events: list[ReproduceEvent] = []
+    out = tmp_path / "out"
+    # 20 readings: the plan and house's two pairs (12 iterations, one reading each) fit,
+    # peppers' dip runs out part-way and keeps its state
+    with pytest.raises(BudgetSpent, match="rerun the same command") as info:
+        run(data_dir, out, events, budget_minutes=20 / 60, **settings)
+    plan = [(e.image, e.method) for e in events if e.kind == "plan"]
+    assert plan == [("house", "nlm"), ("house", "dip"), ("peppers", "nlm"), ("peppers", "dip")]
+    assert all("so far of" in e.message for e in events if e.kind == "plan")
+    assert kinds(events, "done") == [("house", "nlm"), ("house", "dip"), ("peppers", "nlm")]
+    assert "during denoise/peppers dip" in str(info.value)
+    assert (out / "denoise" / "peppers" / "input_dip.ckpt").exists()
+    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    events.clear()
+    run(data_dir, out, events, budget_minutes=60, **settings)
+    assert kinds(events, "done") == [("peppers", "dip")]
+    assert [(e.image, e.method) for e in events if e.kind == "plan"] == [("peppers", "dip")]
+    whole = tmp_path / "whole"
+    run(data_dir, whole, [], **settings)
+    for image in ("house", "peppers"):
+        for method in ("nlm", "dip"):
+            budgeted = read_image(out / "denoise" / image / f"input_{method}.png").pixels
+            single = read_image(whole / "denoise" / image / f"input_{method}.png").pixels
+            assert np.array_equal(budgeted, single), (image, method)
+
+
+def test_cli_budget_minutes_exits_3_with_one_line(run_cli, tmp_path: Path, data_dir: Path,
+                                                  monkeypatch):
+    import deeprestore.reproduce as reproduce
+
+    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    result = run_cli("reproduce", "denoise", "--data", data_dir, "--quick", "--images",
+                     "house", "--methods", "dip", "--iters", "50", "--budget-minutes", "0.1",
+                     "-o", tmp_path / "out")
+    assert result.code == 3
+    assert "plan: denoise/house dip" in result.err
+    assert "deeprestore: the budget is spent" in result.err and "Traceback" not in result.err
