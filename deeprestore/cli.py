@@ -220,8 +220,9 @@ MaxMinutesOpt = Annotated[
 ]
 MaxMemoryOpt = Annotated[
     str | None, typer.Option(
-        "--max-memory", metavar="SIZE", help="Refuse an image whose run is predicted to need "
-        "more memory than this (e.g. 4GB); the device's available memory always bounds it.",
+        "--max-memory", metavar="SIZE", help="Memory a run may use (e.g. 4GB; the device's "
+        "available memory always bounds it): a larger image is restored in tiles that fit "
+        "(--tile auto), else refused in one line.",
         show_default=False)
 ]
 
