@@ -25,6 +25,7 @@ from deeprestore.engine import Algorithm, Problem, make_algorithm
 from deeprestore.execution import DEFAULT_EXECUTION, Execution
 from deeprestore.operators import Identity
 from deeprestore.settings import NETWORK_METHODS, Settings
+from deeprestore.stopping import window_bytes
 
 #: side of the larger probe: images with more pixels than its square are predicted, not probed
 PROBE_SIDE = 128
@@ -219,6 +220,8 @@ def memory_model(problem: Problem, settings: Settings, device: torch.device,
     small, large = _SMALL_PROBE**2, PROBE_SIDE**2
     tensors = [problem.y, problem.x_init, problem.reference]
     own = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    if settings.stop == "auto":  # the automatic stop's window of outputs
+        own += window_bytes(settings.stop_window, problem.x_init.numel())
     low = _probe(problem, settings, device, execution, _SMALL_PROBE)
     if pixels <= small:
         network = _probe_real(problem, settings, device, execution)

@@ -91,8 +91,10 @@ class Settings:
     #: outputs (window ``stop_window``) has not reached a new minimum for ``stop_patience``
     #: iterations and return the estimate at that minimum; ``iterations`` is the ceiling
     stop: str = "fixed"
-    stop_window: int = 100  #: W, outputs the automatic stop's variance is taken over
-    stop_patience: int = 1000  #: P, iterations without a new minimum before it stops
+    #: W, outputs the automatic stop's variance is taken over (200: measured, docs/tasks.md)
+    stop_window: int = 200
+    #: P, iterations without a new minimum before it stops (300: measured, docs/tasks.md)
+    stop_patience: int = 300
     # --- logging and speed ---
     log_every: int = 10  #: one CSV row (and one host↔device sync) every this many iterations
     precision: str = "float32"  #: "float32", "tf32" or "bf16" (network only)

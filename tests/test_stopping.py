@@ -12,14 +12,15 @@ from deeprestore.control import RunControl
 from deeprestore.engine import restore
 from deeprestore.images import Image
 from deeprestore.settings import Settings, SettingsError
-from deeprestore.stopping import VarianceStop
+from deeprestore.stopping import STORAGE, VarianceStop
 from deeprestore.writers import write_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brute_force_signal(outputs: list[torch.Tensor]) -> float:
-    stack = torch.stack([o.double() for o in outputs])
+    """The variance of the outputs as the window keeps them (float16)."""
+    stack = torch.stack([o.to(STORAGE).double() for o in outputs])
     return float(((stack - stack.mean(dim=0)) ** 2).mean())
 
 
