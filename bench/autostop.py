@@ -9,10 +9,11 @@ The first form runs each (image, σ, method) of the ``denoise`` preset on a cent
 preset's full count (the ceiling; ``--iters`` lowers it), logging at every iteration the PSNR of
 the estimate against the clean crop and the moving variance of the network outputs for several
 windows, and writes one JSON per run into DIR (nothing stops early, so one run serves every
-window and patience). The second form replays the rule offline on those series: for every
-(W, P) the iteration where the run would have stopped, the PSNR of the estimate it returns
-(at the detected minimum), the oracle peak PSNR of the same run, and the iterations saved
-against the preset's count; it prints one Markdown table per (W, P) and a summary line.
+window and patience; gzip them to keep them: ``--analyse`` reads ``*.json.gz`` too, e.g.
+``bench/results/autostop-2026-12-02/``). The second form replays the rule offline on those
+series: for every (W, P) the iteration where the run would have stopped, the PSNR of the
+estimate it returns (at the detected minimum), the oracle peak PSNR of the same run, and the
+iterations saved against the preset's count; one Markdown table per (W, P), a summary line.
 Noise: N(0, σ²) on the 0–255 scale, clipped and quantised to 8 bits (a PNG), seed 1 + image
 index.
 """
@@ -20,6 +21,7 @@ index.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import time
@@ -117,7 +119,9 @@ def replay(psnr: list[float], signal: list[float | None], patience: int) -> tupl
 
 
 def analyse(args: argparse.Namespace) -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(args.analyse.glob("*.json"))]
+    paths = sorted([*args.analyse.glob("*.json"), *args.analyse.glob("*.json.gz")])
+    runs = [json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_text())
+            for p in paths]
     runs = [r for r in runs if r.get("precision", "float32") == args.precision]
     print(f"{len(runs)} runs from {args.analyse}\n")
     for window in (int(w) for w in args.windows.split(",")):
