@@ -189,7 +189,7 @@ def _probe(problem: Problem, settings: Settings, device: torch.device, execution
 def _without_denoiser(settings: Settings) -> Settings:
     """The same network step without f (the probes measure the network only)."""
     values = settings.to_dict()
-    values.update(lam=0.0, denoiser_mode="sync", backtrack_drop=0.0)
+    values.update(lam=0.0, denoiser_mode="sync", backtrack_drop=0.0, compile=False)
     return Settings(**values).validate()
 
 
@@ -222,10 +222,10 @@ def memory_model(problem: Problem, settings: Settings, device: torch.device,
     own = sum(t.numel() * t.element_size() for t in tensors if t is not None)
     if settings.stop == "auto":  # the automatic stop's window of outputs
         own += window_bytes(settings.stop_window, problem.x_init.numel())
-    low = _probe(problem, settings, device, execution, _SMALL_PROBE)
     if pixels <= small:
         network = _probe_real(problem, settings, device, execution)
         return MemoryModel(float(network), 0.0, network + own)
+    low = _probe(problem, settings, device, execution, _SMALL_PROBE)
     high = _probe(problem, settings, device, execution, PROBE_SIDE)
     slope = (high - low) / (large - small)
     per_pixel = slope + own / pixels
