@@ -473,12 +473,10 @@ def _run_table(
                    command=command, auto_tile=False,  # tiles are not the protocol
                    deadline=deadline, clock=_clock)
 
-    def finished(job: Job, fresh: bool) -> dict[str, Any] | None:
-        done = _read_json(job.outputs()["json"])
-        if done is not None and not force and not fresh and \
-                done.get("parameters") == _normalised(job.settings.to_dict()):
-            return done
-        return None
+    def finished(done: dict[str, Any] | None, job: Job, fresh: bool) -> bool:
+        """Whether ``done`` (the pair's manifest, if any) is this pair's result, still valid."""
+        return (done is not None and not force and not fresh
+                and done.get("parameters") == _normalised(job.settings.to_dict()))
 
     prepared: dict[str, tuple[dict[str, Any], bool]] = {}
     if deadline is not None:  # the plan: what is left, what it costs, what fits
@@ -492,7 +490,7 @@ def _run_table(
             options = _task_options(bench, record, image_dir)
             for method in jobs_methods:
                 job = make_job(image_dir, method, options)
-                if finished(job, fresh):
+                if finished(_read_json(job.outputs()["json"]), job, fresh):
                     continue
                 seconds = _pair_seconds(job, fresh or force, timings)
                 planned += seconds
@@ -513,10 +511,10 @@ def _run_table(
                 where = dict(table=bench.name, image=entry.name, method=method, step=step,
                              steps=steps)
                 done = _read_json(job.outputs()["json"])
+                if finished(done, job, fresh):
+                    report(ReproduceEvent("skip", **where, manifest=done))
+                    continue
                 if done is not None and not force and not fresh:
-                    if finished(job, fresh) is not None:
-                        report(ReproduceEvent("skip", **where, manifest=done))
-                        continue
                     report(ReproduceEvent("note", **where, message="settings changed: redone"))
                 if deadline is not None and _clock() >= deadline:
                     raise BudgetSpent(f"the budget is spent before {bench.name}/{entry.name} "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,7 +377,6 @@ def tile_problem(options: TaskOptions, observed: Image, sigma: float, top: int, 
     mask = options.mask
     if options.task == "inpaint" and mask is not None:
         mask = load_mask(mask, observed.height, observed.width)[rows, cols]
-    cut = TaskOptions(**{**{f.name: getattr(options, f.name) for f in fields(options)},
-                         "sigma": float(sigma), "mask": mask, "crop": None})
+    cut = replace(options, sigma=float(sigma), mask=mask, crop=None)
     alpha = None if observed.alpha is None else observed.alpha[rows, cols]
     return build_problem(cut, Image(observed.pixels[rows, cols], observed.bit_depth, alpha), None)
