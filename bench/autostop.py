@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import statistics
 import time
@@ -105,13 +106,15 @@ def record(args: argparse.Namespace) -> None:
                       f"{seconds:.0f} s", flush=True)
 
 
-def replay(psnr: list[float], signal: list[float | None], patience: int) -> tuple[int, int]:
-    """(stop iteration, detected iteration), 1-based, of the variance rule on one series."""
+def replay(psnr: list[float], signal: list[float | None], patience: int,
+           tolerance: float = 0.0) -> tuple[int, int]:
+    """(stop iteration, detected iteration), 1-based, of the variance rule on one series (a
+    new minimum must be ``tolerance`` (relative) below the best so far)."""
     best, best_at = float("inf"), 0
     for t, value in enumerate(signal, start=1):
         if value is None:
             continue
-        if value < best:
+        if value < best * (1 - tolerance):
             best, best_at = value, t
         elif best_at and t - best_at >= patience:
             return t, best_at
@@ -124,29 +127,32 @@ def analyse(args: argparse.Namespace) -> None:
             for p in paths]
     runs = [r for r in runs if r.get("precision", "float32") == args.precision]
     print(f"{len(runs)} runs from {args.analyse}\n")
-    for window in (int(w) for w in args.windows.split(",")):
-        for patience in (int(p) for p in args.patiences.split(",")):
-            gaps, saved = [], []
-            lines = ["| image | σ | method | peak (it) | auto stop: it, detected | PSNR returned "
-                     "| below peak | saved |", "|---|---|---|---|---|---|---|---|"]
-            for run in runs:
-                psnr = run["psnr"]
-                stop, detected = replay(psnr, run["signal"][str(window)], patience)
-                stopped = stop < len(psnr)
-                returned = psnr[detected - 1] if stopped else psnr[-1]
-                peak = max(psnr)
-                gaps.append(peak - returned)
-                saved.append(1 - stop / run["preset_iterations"])
-                where = stop if stopped else f"ceiling {stop}"
-                lines.append(
-                    f"| {run['image']} | {run['sigma']:g} | {run['method']} | {peak:.2f} "
-                    f"({psnr.index(peak) + 1}) | {where}, {detected} | "
-                    f"{returned:.2f} | {peak - returned:.2f} | {100 * saved[-1]:.0f} % |")
-            print(f"### W = {window}, P = {patience}: median {statistics.median(gaps):.2f} dB, "
-                  f"worst {max(gaps):.2f} dB below the peak; iterations saved: median "
-                  f"{100 * statistics.median(saved):.0f} %\n")
-            if args.tables:
-                print("\n".join(lines) + "\n")
+    for window, patience, tolerance in itertools.product(
+            (int(w) for w in args.windows.split(",")),
+            (int(p) for p in args.patiences.split(",")),
+            (float(t) for t in args.tolerances.split(","))):
+        gaps, saved = [], []
+        lines = ["| image | σ | method | peak (it) | auto stop: it, detected | PSNR returned "
+                 "| below peak | saved |", "|---|---|---|---|---|---|---|---|"]
+        for run in runs:
+            psnr = run["psnr"]
+            stop, detected = replay(psnr, run["signal"][str(window)], patience, tolerance)
+            stopped = stop < len(psnr)
+            returned = psnr[detected - 1] if stopped else psnr[-1]
+            peak = max(psnr)
+            gaps.append(peak - returned)
+            saved.append(1 - stop / run["preset_iterations"])
+            where = stop if stopped else f"ceiling {stop}"
+            lines.append(
+                f"| {run['image']} | {run['sigma']:g} | {run['method']} | {peak:.2f} "
+                f"({psnr.index(peak) + 1}) | {where}, {detected} | "
+                f"{returned:.2f} | {peak - returned:.2f} | {100 * saved[-1]:.0f} % |")
+        print(f"### W = {window}, P = {patience}, tolerance {tolerance:g}: median "
+              f"{statistics.median(gaps):.2f} dB, "
+              f"worst {max(gaps):.2f} dB below the peak; iterations saved: median "
+              f"{100 * statistics.median(saved):.0f} %\n")
+        if args.tables:
+            print("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -164,6 +170,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", help="float32 or bf16 (network)")
     parser.add_argument("--windows", default="50,100")
     parser.add_argument("--patiences", default="200,500,1000")
+    parser.add_argument("--tolerances", default="0", help="relative improvement a new minimum "
+                        "needs, e.g. 0,0.01")
     parser.add_argument("--tables", action="store_true", help="per-run rows under each summary")
     args = parser.parse_args()
     if args.analyse is not None:

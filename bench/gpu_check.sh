@@ -7,10 +7,14 @@
 # info.txt (GPU, driver, torch), steps.txt (each step's exit status and seconds),
 # preset-dip.json / preset-deepred.json (the full `denoise` preset on scikit-image's
 # 512×512 astronaut with σ = 25 noise: wall time, PSNR), gpu-speed.json (bench/speed.py at 512
-# and 256 in float32, tf32 and bf16 at 512 under "precision", --compile under "compile"), batched.txt (bench/batched.py at 512: two runs
-# one by one vs as one grouped-convolution network, issue 5's "measure which is faster"),
-# gpu-denoisers.json (bench/denoisers.py), and log.txt (everything printed). Each step has its own time limit, so one that hangs does not
-# cost the others; the limits add up to 565 s.
+# and 256 in float32, tf32 and bf16 at 512 under "precision", --compile under "compile"),
+# gpu-grouped.json (bench/grouped.py: 1, 4 and 16 problems per step at 256 and 512, one after the
+# other vs as one grouped network: s/it, throughput, peak memory; issue 21),
+# gpu-denoisers.json (bench/denoisers.py), reproduce.txt (`reproduce denoise` at full protocol
+# with its plan under a 1-minute budget and --group auto, timed; only where $DATA holds
+# cbm3d9/: carry it, e.g. a copy of ../shared/data in .data), and log.txt (everything printed).
+# Each step has its own time limit, so one that hangs does not cost the others; the limits add
+# up to 570 s.
 #
 # A smoke test of the script itself on a CPU (minutes, no GPU figures):
 #   DEVICE=cpu SIZES=64 CROP=64 PRESET_ITERS=3 ITERS=3 OUT=/tmp/gpu-check bash bench/gpu_check.sh
@@ -70,19 +74,19 @@ iio.imwrite(Path(sys.argv[1]) / "astronaut.png", data.astronaut()[:crop, :crop])
 EOF
 step degrade 10 $DR degrade "$work/astronaut.png" --task denoise --sigma 25 -o "$work/in" -q
 for method in dip deepred; do
-    step "preset-$method" 130 $DR denoise "$work/in/astronaut.png" --method "$method" \
+    step "preset-$method" 100 $DR denoise "$work/in/astronaut.png" --method "$method" \
         --preset denoise $PRESET_ITERS --device "$DEVICE" --reference "$work/astronaut.png" -o "$work/$method" \
         -q --json
     cp "$work/$method"/*.json "$OUT/preset-$method.json" 2>/dev/null
 done
 
 # 512 first: a step cut short by its limit keeps the blocks it finished (written as it goes)
-step speed 100 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
-    --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2,dip-runs2-grouped \
+step speed 80 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
+    --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2 \
     --json "$OUT/gpu-speed.json"
-step precision 60 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
+step precision 45 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
     --no-pieces --methods dip,deepred-nlm-torch --precisions tf32,bf16 --json "$work/precision.json"
-step compile 50 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
+step compile 35 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
     --no-pieces --methods dip,dip-compile --json "$work/compile.json"
 $PY - "$OUT/gpu-speed.json" "$work/precision.json" "$work/compile.json" <<'EOF'
 import json
@@ -96,8 +100,16 @@ for key, extra in zip(("precision", "compile"), extras, strict=True):
         merged[key] = json.loads(extra.read_text())
 main.write_text(json.dumps(merged, indent=2))
 EOF
-step batched 25 bash -c "$PY bench/batched.py --device $DEVICE --size $CROP --runs 2 --steps 10 --rounds 3 \
-    | tee $OUT/batched.txt"
+step grouped 60 $PY bench/grouped.py --device "$DEVICE" --sizes "${SIZES#*,},${SIZES%%,*}" \
+    --problems "${PROBLEMS:-1,4,16}" --iters "${GROUP_ITERS:-10}" --repeats 2 \
+    --json "$OUT/gpu-grouped.json"
 step denoisers 25 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
     --json "$OUT/gpu-denoisers.json"
+DATA=${DATA:-.data}
+if [ -d "$DATA/cbm3d9" ]; then
+    step reproduce 80 bash -c "$DR reproduce denoise --data $DATA --device $DEVICE --group auto \
+        --budget-minutes ${BUDGET:-1} -o $work/reproduce 2>&1 | tee $OUT/reproduce.txt"
+else
+    echo "reproduce: skipped ($DATA/cbm3d9 not found)" | tee -a "$OUT/steps.txt"
+fi
 echo "done: $(ls "$OUT")"

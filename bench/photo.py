@@ -9,7 +9,7 @@ with no flags at all (σ estimated, the default method and preset, the default s
 precision) in a fresh process, and prints its wall time, the lines it printed before the run
 (σ estimate, cost), and the PSNR of its output against the clean crop — computed here, so the
 run itself gets no reference. Arguments after ``--`` are appended to the command (to compare
-a setting).
+a setting). The run's own output goes to ``WORK/run.log`` as it runs.
 """
 
 from __future__ import annotations
@@ -53,10 +53,13 @@ def main() -> None:
     command = [sys.executable, "-m", "deeprestore", "denoise", str(work / "photo.png"), "-o",
                str(work / "out"), "--no-compare", "--overwrite", *extra]
     tic = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    log = work / "run.log"  # the run's stderr as it goes (its progress), kept if it is killed
+    with log.open("w") as handle:
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=handle, text=True)
     wall = time.perf_counter() - tic
+    printed = log.read_text(errors="replace")
     if done.returncode != 0:
-        sys.exit(f"the run failed ({done.returncode}): {done.stderr.strip()}")
+        sys.exit(f"the run failed ({done.returncode}): {printed.strip()[-2000:]}")
     manifest = json.loads(next((work / "out").glob("photo_*.json")).read_text())
     restored = read_image(Path(manifest["output"])).pixels
 
@@ -66,7 +69,7 @@ def main() -> None:
     psnr = float(psnr_rgb(tensor(restored), tensor(clean)))
     psnr_in = float(psnr_rgb(tensor(noisy / 255), tensor(clean)))
     print(" ".join(["deeprestore", *command[3:]]))
-    for line in done.stderr.splitlines():
+    for line in printed.splitlines():
         if "σ estimated" in line or "peak memory" in line:
             print("  " + line.strip())
     print(f"{args.image} {args.size}² σ {args.sigma:g}: {manifest['method']} "

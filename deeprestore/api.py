@@ -107,7 +107,10 @@ def restore(
         How the network steps run (:class:`~deeprestore.execution.Execution`).
     **settings
         Any :class:`~deeprestore.settings.Settings` field (``iterations=300``, ``seed=1``,
-        ``lam=0.3``, ...), over the preset's values.
+        ``lam=0.3``, ...), over the preset's values. As on the command line, without
+        ``iterations`` or ``stop`` a network method stops by itself (``stop="auto"``, the
+        preset's count as the ceiling), and without ``precision`` it runs bf16 on a CPU with
+        bf16 arithmetic (:func:`deeprestore.resolve.everyday_defaults`).
 
     Returns
     -------
@@ -130,7 +133,8 @@ def restore(
     clean = None if reference is None else from_array(reference, "reference")
     flags = TaskOptions(task, sigma=sigma, kernel=kernel, factor=factor,
                         downsampler=downsampler, mask=mask)  # type: ignore[arg-type]
-    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device))
+    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device),
+                                everyday=True)
     check_task_options(flags)
     found, chosen, options = resolver.resolve(flags, preset)
     task_problem = build_problem(options, observed, clean)

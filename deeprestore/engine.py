@@ -29,14 +29,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
-from deeprestore.batched import BatchedSkipNet
 from deeprestore.control import Interrupted, OutOfTime, RunControl, SignalFlag
 from deeprestore.denoisers import Denoiser, get_denoiser
 from deeprestore.execution import (
@@ -46,6 +45,7 @@ from deeprestore.execution import (
     own_thread_count,
     prepare_network_step,
 )
+from deeprestore.grouping import ProblemGroup
 from deeprestore.metrics import psnr_of_mse
 from deeprestore.networks import SkipNet, make_input
 from deeprestore.settings import NETWORK_METHODS, Settings
@@ -320,11 +320,13 @@ class _Run:
             torch.empty_like(p).copy_(g) for p, g in zip(self.net.parameters(), good, strict=True)]
         self.backtracks = [dict(event) for event in state.get("backtracks", [])]
 
-    def backtrack(self, data_psnr: float, drop: float, iteration: int) -> bool:
+    def backtrack(self, data_psnr: float, drop: float, iteration: int,
+                  params: list[torch.Tensor] | None = None) -> bool:
         """DIP's backtracking: False (and Θ restored to the last good iteration's) when
         ``data_psnr`` (dB) is more than ``drop`` below the last good one; else True, and the
-        current Θ (the one that produced this PSNR) becomes the last good one."""
-        params = list(self.net.parameters())
+        current Θ (the one that produced this PSNR) becomes the last good one. ``params``: where
+        Θ lives when not in the run's own net (its views in a grouped network)."""
+        params = list(self.net.parameters()) if params is None else params
         with torch.no_grad():
             if self.good_params is not None and data_psnr < self.good_psnr - drop:
                 for param, good in zip(params, self.good_params, strict=True):
@@ -376,68 +378,6 @@ def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param).copy_(value)
 
 
-class _RunGroup:
-    """The networks of several runs as one :class:`BatchedSkipNet` with one Adam.
-
-    Grouped convolutions: one forward, backward and Adam step for all runs. Adam is elementwise
-    and the loss is the sum of the runs' losses, so this is the runs' own steps up to rounding.
-    The runs' own nets and optimisers stay the format of checkpoints: :meth:`write_back` copies
-    parameters, buffers and Adam's moments into them, :meth:`read_back` the other way.
-    """
-
-    def __init__(self, runs: list[_Run], settings: Settings, device: torch.device,
-                 execution: Execution) -> None:
-        self.net, _, self.optimizer = prepare_network_step(
-            BatchedSkipNet.from_nets([run.net for run in runs]), runs[0].z, settings.lr, device,
-            execution)
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
-        if settings.compile:
-            self.forward = torch.compile(self.net)  # type: ignore[assignment]
-
-    def _pairs(self, runs: list[_Run]) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
-        """(grouped parameter, [run r's parameter]) by name."""
-        per_run = [dict(run.net.named_parameters()) for run in runs]
-        return [(param, [named[name] for named in per_run])
-                for name, param in self.net.named_parameters()]
-
-    def write_back(self, runs: list[_Run]) -> None:
-        """Give each run's net and optimiser the group's current state (before a state_dict)."""
-        self.net.copy_into([run.net for run in runs])
-        lr = self.optimizer.param_groups[0]["lr"]
-        for run in runs:
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
-        for param, run_params in self._pairs(runs):
-            state = self.optimizer.state.get(param)
-            for r, (run, run_param) in enumerate(zip(runs, run_params, strict=True)):
-                if not state:
-                    run.optimizer.state.pop(run_param, None)
-                    continue
-                run.optimizer.state[run_param] = {
-                    key: (value.clone() if value.shape != param.shape
-                          else torch.empty_like(run_param).copy_(value.chunk(len(runs))[r]))
-                    for key, value in state.items()}
-
-    def read_back(self, runs: list[_Run]) -> None:
-        """Take the runs' nets and optimisers as the group's state (after they were loaded)."""
-        self.net.copy_from([run.net for run in runs])
-        lr = runs[0].optimizer.param_groups[0]["lr"]
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        for param, run_params in self._pairs(runs):
-            states = [run.optimizer.state.get(p) for run, p in zip(runs, run_params, strict=True)]
-            if not all(states):
-                self.optimizer.state.pop(param, None)
-                continue
-            first = states[0]
-            assert first is not None
-            self.optimizer.state[param] = {
-                key: (value.clone() if value.shape != run_params[0].shape
-                      else torch.empty_like(param).copy_(
-                          torch.cat([state[key] for state in states if state is not None])))
-                for key, value in first.items()}
-
-
 class NetworkAlgorithm(Algorithm):
     """DIP, DIP-TV and DeepRED: Algorithm 1 with ``runs`` independent runs in lock-step.
 
@@ -482,11 +422,17 @@ class NetworkAlgorithm(Algorithm):
         self._pending_at = 1  # the lagged schedule's snapshot: x₀, "taken" at round 1
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
-        self._group = (_RunGroup(self.runs, settings, device, execution)
-                       if execution.grouped and len(self.runs) > 1
-                       and settings.backtrack_drop == 0 else None)
+        self._group: ProblemGroup | None = None
+        if execution.grouped and len(self.runs) > 1:
+            ProblemGroup([self], execution)  # joins it
         if self._side_by_side():
             self._start_run_workers()
+
+    def join(self, group: ProblemGroup | None) -> None:
+        """Have ``group`` step this algorithm's networks (None: step them itself again)."""
+        if group is not None:
+            self._stop_run_workers()
+        self._group = group
 
     def _side_by_side(self) -> bool:
         s = self.settings
@@ -513,7 +459,7 @@ class NetworkAlgorithm(Algorithm):
         """Every run's Θ-step, in run order: grouped, side by side on the run workers, or one
         by one."""
         if self._group is not None:
-            return self._grouped_theta_steps(self._group)
+            return self._group.steps_for(self)
         if not self._run_workers:
             return [self._theta_step(run) for run in self.runs]
         futures = [worker.submit(self._step_group, group)
@@ -583,24 +529,27 @@ class NetworkAlgorithm(Algorithm):
             run.optimizer.step()
         return step
 
-    def _grouped_theta_steps(self, group: _RunGroup) -> list[_Step]:
-        """All runs' Θ-steps as one: a batch of their z through the grouped network, the sum of
-        their losses, one backward and one Adam step (not with ``backtrack_drop``)."""
-        group.optimizer.zero_grad(set_to_none=True)
-        out = self._network_output(
-            group.forward, torch.cat([self._perturbed_input(run) for run in self.runs]))
+    def _piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The runs' losses and MSEs (both (runs,)) for their outputs ``out`` (runs, C, H, W)
+        computed elsewhere (a :class:`~deeprestore.grouping.ProblemGroup`)."""
         mus = [run.mu for run in self.runs]
         mu: float | torch.Tensor = (mus[0] if len(set(mus)) == 1 else
                                     torch.tensor(mus, device=out.device).reshape(-1, 1))
-        losses, data_mse = self._losses(out, torch.cat([run.x for run in self.runs]),
-                                        torch.cat([run.u for run in self.runs]), mu)
-        losses.sum().backward()
-        group.optimizer.step()
+        return self._losses(out, torch.cat([run.x for run in self.runs]),
+                            torch.cat([run.u for run in self.runs]), mu)
+
+    def _piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
+                     iteration: int, params: list[list[torch.Tensor]]) -> list[_Step]:
+        """The runs' :class:`_Step` s from a group's forward and backward pass, the reference
+        rules applied (``params``: each run's Θ in the group, which a backtrack restores)."""
         steps = [_Step(o, loss, mse) for o, loss, mse in zip(
             out.detach().split(1), losses.detach().unbind(), data_mse.unbind(), strict=True)]
         if self._rules_need_psnr:
-            for step in steps:
+            drop = self.settings.backtrack_drop
+            for run, step, run_params in zip(self.runs, steps, params, strict=True):
                 step.data_psnr = psnr_of_mse(float(step.data_mse))
+                if drop > 0:
+                    step.kept = run.backtrack(step.data_psnr, drop, iteration, run_params)
         return steps
 
     def _sharing(self) -> bool:
@@ -726,12 +675,18 @@ class NetworkAlgorithm(Algorithm):
         return [{**event, "run": r} for r, run in enumerate(self.runs)
                 for event in run.backtracks]
 
-    def close(self) -> None:
-        """Stop the background denoiser (waits for a call in flight) and the run workers."""
+    def _stop_run_workers(self) -> None:
         for worker in self._run_workers:
             worker.shutdown(wait=True)
         self._run_workers = []
         self._run_groups = []
+
+    def close(self) -> None:
+        """Stop the background denoiser (waits for a call in flight) and the run workers; leave
+        the group that stepped the networks (their state goes back to the runs)."""
+        self._stop_run_workers()
+        if self._group is not None:
+            self._group.leave(self)
         if self._worker is not None:
             self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None
@@ -744,7 +699,7 @@ class NetworkAlgorithm(Algorithm):
         """The runs' states, the iteration, and the denoiser bookkeeping. In ``async`` mode a
         call in flight is not part of it (a resumed run starts a fresh one)."""
         if self._group is not None:
-            self._group.write_back(self.runs)
+            self._group.write_back(self)
         return {"iteration": self.iteration, "denoiser_calls": self.denoiser_calls,
                 "snapshot_at": self._snapshot_at, "pending_at": self._pending_at,
                 "runs": [run.state_dict() for run in self.runs]}
@@ -764,14 +719,13 @@ class NetworkAlgorithm(Algorithm):
         for run, saved in zip(self.runs, state["runs"], strict=True):
             run.load_state_dict(saved)
         if self._group is not None:
-            self._group.read_back(self.runs)
+            self._group.read_back(self)
 
     def scale_learning_rate(self, factor: float) -> float:
-        rate = 0.0
-        optimizers = [run.optimizer for run in self.runs]
         if self._group is not None:
-            optimizers.append(self._group.optimizer)
-        for optimizer in optimizers:
+            return self._group.scale_learning_rate(self, factor)
+        rate = 0.0
+        for optimizer in (run.optimizer for run in self.runs):
             for group in optimizer.param_groups:
                 group["lr"] *= factor
                 rate = group["lr"]
@@ -948,6 +902,7 @@ class Runner:
         self.log: list[LogRow] = []
         self.rollbacks: list[dict[str, Any]] = []
         self._offset = 0.0  # seconds already spent before a resume
+        self._resumed = False
 
     def _measure(self) -> torch.Tensor | None:
         if self.problem.reference is None or self.problem.psnr is None:
@@ -958,7 +913,7 @@ class Runner:
         """Iterate until done; return the result with the log."""
         try:
             with SignalFlag() as flag:
-                return self._iterate(flag)
+                return _drive(self.iterations(flag))
         finally:
             self.algorithm.close()
 
@@ -971,6 +926,14 @@ class Runner:
             state["stopper"] = self.stopper.state_dict()
         return state
 
+    def prepare(self) -> None:
+        """Load the saved state to continue from (``control.resume``), once; the first
+        iteration does it if no one did before (:func:`restore_together` does it for every
+        problem before any steps, since a grouped step steps them all)."""
+        if self.control.resume is not None and not self._resumed:
+            self._resume(self.control.resume)
+        self._resumed = True
+
     def _resume(self, state: dict[str, Any]) -> None:
         self.algorithm.load_state_dict(state["algorithm"])
         if self.stopper is not None and state.get("stopper") is not None:
@@ -979,11 +942,14 @@ class Runner:
         self.rollbacks = list(state.get("rollbacks", []))
         self._offset = float(state["seconds"])
 
-    def _iterate(self, flag: SignalFlag) -> Result:
+    def iterations(self, flag: SignalFlag) -> Generator[int, None, Result]:
+        """The run, one iteration per ``next()`` (it yields the iteration's number), its
+        :class:`Result` as the generator's return value; :func:`restore_together` interleaves
+        several. Checkpoints and :class:`~deeprestore.control.Interrupted` /
+        :class:`~deeprestore.control.OutOfTime` as :meth:`run`."""
         algorithm, control = self.algorithm, self.control
         stateful = algorithm.stateful
-        if control.resume is not None:
-            self._resume(control.resume)
+        self.prepare()
         start = time.perf_counter() - self._offset
         good = (algorithm.state_dict(), len(self.log)) if stateful else None
         stopper = self.stopper
@@ -1016,6 +982,7 @@ class Runner:
                     finished = False
                     rate = algorithm.scale_learning_rate(0.5)
                     self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
+                    yield it  # one update per step, in a group too
                     continue
                 row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
                              algorithm.denoiser_age(), *algorithm.weights(),
@@ -1037,6 +1004,7 @@ class Runner:
                 raise Interrupted(flag.signum)
             if out_of_time:
                 raise OutOfTime()
+            yield it
         estimate = algorithm.estimate()
         if stopper is not None and stopper.done and stopper.best_estimate is not None:
             estimate = stopper.best_estimate
@@ -1081,6 +1049,78 @@ def restore(
     stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
                if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
     return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
+
+
+def _drive(steps: Generator[int, None, Result]) -> Result:
+    """Run a :meth:`Runner.iterations` generator to its end; return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def restore_together(
+    problems: Sequence[Problem],
+    settings: Sequence[Settings],
+    *,
+    device: torch.device | str = "cpu",
+    callbacks: Sequence[ProgressCallback | None] | None = None,
+    controls: Sequence[RunControl | None] | None = None,
+    execution: Execution = DEFAULT_EXECUTION,
+) -> list[Result | BaseException]:
+    """Run several network problems at once, their Θ-steps grouped into one network
+    (:mod:`deeprestore.grouping`); return each one's :class:`Result`, or the exception that
+    ended it (a failure, :class:`~deeprestore.control.Interrupted`, OutOfTime), in order.
+
+    Each problem keeps its own settings (method, seed, iterations, stop rule, rules of the
+    reference code), z, Adam state, x, u, denoiser schedule, log, checkpoints and callback, and
+    its result is its :func:`restore` result up to rounding. Problems must share
+    :func:`~deeprestore.grouping.group_key` (network shape, size, precision); one that finishes
+    first leaves the group. ``problems[i]``'s tensors are moved to ``device``.
+    """
+    count = len(problems)
+    if len(settings) != count:
+        raise ValueError("one Settings per problem")
+    device = torch.device(device)
+    callbacks = list(callbacks) if callbacks is not None else [None] * count
+    controls = list(controls) if controls is not None else [None] * count
+    runners: list[Runner] = []
+    for problem, own, callback, control in zip(problems, settings, callbacks, controls,
+                                               strict=True):
+        own.validate()
+        if own.method not in NETWORK_METHODS:
+            raise ValueError(f"restore_together runs network methods, not {own.method!r}")
+        configure_backends(device, own.precision)
+        moved = problem_to_device(problem, device)
+        algorithm = make_algorithm(moved, own, device, execution=execution)
+        stopper = (VarianceStop(own.stop_window, own.stop_patience)
+                   if own.stop == "auto" else None)
+        runners.append(Runner(algorithm, moved, own.log_every, callback, control, stopper))
+    members = [runner.algorithm for runner in runners]
+    assert all(isinstance(member, NetworkAlgorithm) for member in members)
+    ProblemGroup(members, execution)  # type: ignore[arg-type]
+    results: dict[int, Result | BaseException] = {}
+    try:
+        for runner in runners:
+            runner.prepare()
+        with SignalFlag() as flag:
+            active = {index: runner.iterations(flag) for index, runner in enumerate(runners)}
+            while active:
+                for index in list(active):
+                    try:
+                        next(active[index])
+                        continue
+                    except StopIteration as end:
+                        results[index] = end.value
+                    except (Exception, Interrupted, OutOfTime) as error:
+                        results[index] = error
+                    del active[index]
+                    runners[index].algorithm.close()  # leaves the group
+    finally:
+        for runner in runners:
+            runner.algorithm.close()
+    return [results[index] for index in range(count)]
 
 
 def problem_to_device(problem: Problem, device: torch.device) -> Problem:

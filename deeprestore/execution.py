@@ -33,7 +33,7 @@ class Execution:
     ``min(N, threads)`` worker threads, each with its share of the threads
     (``dip-runs2-lockstep`` turns it off). Not with torch.compile or an async denoiser.
     ``grouped``: step the runs as one network of grouped convolutions with one Adam
-    (``dip-runs2-grouped`` turns it on; meant for a GPU). Not with ``backtrack_drop``.
+    (``dip-runs2-grouped`` turns it on; meant for a GPU; :mod:`deeprestore.grouping`).
     ``share_cores``: async denoiser on a CPU: the network keeps n − 1 torch threads while a
     denoiser call is in flight, the denoiser gets one (``bench/speed.py --no-core-sharing``).
     """

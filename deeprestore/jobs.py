@@ -34,6 +34,7 @@ from deeprestore.engine import (
     Result,
     problem_to_device,
     restore,
+    restore_together,
 )
 from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
 from deeprestore.inputs import DEFAULT_MAX_PIXELS
@@ -165,17 +166,22 @@ def load_checkpoint(job: Job) -> dict[str, Any]:
     return saved["runner"]
 
 
-def run_job(job: Job, callback: ProgressCallback | None = None,
-            notice: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Restore ``job.input``; write image, CSV and manifest; return the manifest.
+@dataclass
+class _Prepared:
+    """A job read and checked, ready to run: its input, problem, saved state and tiling."""
 
-    ``notice`` gets one-line messages before the run starts (the estimated σ; the expected
-    time and peak memory, :func:`deeprestore.cost.estimate_cost`, which also refuses a run that
-    would not fit with :class:`~deeprestore.cost.CostError`).
+    started: datetime
+    observed: Image
+    reference: Image | None
+    task_problem: TaskProblem
+    resume: dict[str, Any] | None
+    factor: int
+    tile: int | None
 
-    Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
-    :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
-    """
+
+def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
+    """Read ``job``'s input, build its problem, load its checkpoint, print σ and the cost;
+    decide whether it runs in tiles. Raises what makes the job impossible (nothing written)."""
     started = datetime.now(timezone.utc)
     observed = read_image(job.input)
     pixels_in = observed.height * observed.width
@@ -216,37 +222,114 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         else:
             if notice is not None and cost is not None:
                 notice(f"{job.input}: {job.method} {cost.describe(ceiling)}")
+    if tile is not None and (resume is not None or job.checkpoint_every):
+        raise JobError(f"{job.input}: a tiled run cannot be checkpointed or resumed (yet); "
+                       "drop --checkpoint-every/--resume")
+    return _Prepared(started, observed, reference, task_problem, resume, factor, tile)
+
+
+def _control(job: Job, prepared: _Prepared) -> RunControl:
+    return RunControl(checkpoint=lambda state: save_checkpoint(job, state),
+                      checkpoint_every=job.checkpoint_every, resume=prepared.resume,
+                      deadline=job.deadline, clock=job.clock)
+
+
+def _run_failure(job: Job, prepared: _Prepared, error: BaseException) -> BaseException:
+    """The error a whole-image run's ``error`` becomes for the caller (checkpoint path on a
+    stop; a one-line "try --tile" for memory)."""
+    if isinstance(error, (Interrupted, OutOfTime)):
+        checkpoint = job.checkpoint_path()
+        error.checkpoint = checkpoint if checkpoint.exists() else None
+        return error
+    if isinstance(error, torch.OutOfMemoryError):
+        side = max(prepared.observed.height, prepared.observed.width) // 2 // 32 * 32
+        return JobError(f"{job.input}: {job.method} ran out of memory on {job.device}: "
+                        f"try --tile {max(side, MIN_SIDE)}")
+    return error
+
+
+def run_job(job: Job, callback: ProgressCallback | None = None,
+            notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Restore ``job.input``; write image, CSV and manifest; return the manifest.
+
+    ``notice`` gets one-line messages before the run starts (the estimated σ; the expected
+    time and peak memory, :func:`deeprestore.cost.estimate_cost`, which also refuses a run that
+    would not fit with :class:`~deeprestore.cost.CostError`).
+
+    Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
+    :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
+    """
+    prepared = _prepare(job, notice)
     tiling: dict[str, Any] | None = None
+    row_tiles: list[int] | None = None
     tic = time.perf_counter()
-    if tile is not None:
-        if resume is not None or job.checkpoint_every:
-            raise JobError(f"{job.input}: a tiled run cannot be checkpointed or resumed (yet); "
-                           "drop --checkpoint-every/--resume")
-        result, tiling = _restore_in_tiles(job, task_problem, observed, tile, factor, callback,
-                                           notice)
+    if prepared.tile is not None:
+        result, tiling = _restore_in_tiles(job, prepared.task_problem, prepared.observed,
+                                           prepared.tile, prepared.factor, callback, notice)
         row_tiles = tiling.pop("row_tiles")
     else:
-        control = RunControl(checkpoint=lambda state: save_checkpoint(job, state),
-                             checkpoint_every=job.checkpoint_every, resume=resume,
-                             deadline=job.deadline, clock=job.clock)
         try:
-            result = restore(
-                task_problem.problem,
-                job.settings,
-                device=job.device,
-                callback=callback,
-                baselines=task_problem.baselines,
-                control=control,
-            )
-        except (Interrupted, OutOfTime) as stop:
-            stop.checkpoint = checkpoint if checkpoint.exists() else None
-            raise
-        except torch.OutOfMemoryError:
-            side = max(observed.height, observed.width) // 2 // 32 * 32
-            raise JobError(f"{job.input}: {job.method} ran out of memory on {job.device}: "
-                           f"try --tile {max(side, MIN_SIDE)}") from None
-    wall = time.perf_counter() - tic
+            result = restore(prepared.task_problem.problem, job.settings, device=job.device,
+                             callback=callback, baselines=prepared.task_problem.baselines,
+                             control=_control(job, prepared))
+        except (Interrupted, OutOfTime, torch.OutOfMemoryError) as error:
+            raise _run_failure(job, prepared, error) from None
+    return _finish(job, prepared, result, time.perf_counter() - tic, tiling, row_tiles)
 
+
+def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] | None = None,
+                      notice: Callable[[str], None] | None = None
+                      ) -> list[dict[str, Any] | BaseException]:
+    """Restore several jobs of network methods whose problems have one network shape (the same
+    size, :func:`~deeprestore.grouping.group_key`), their Θ-steps grouped into one network
+    (:func:`~deeprestore.engine.restore_together`); each job writes its own outputs as
+    :func:`run_job` would (its manifest says ``grouped_with``: how many problems stepped
+    together; ``seconds``: the group's wall time). Returns each job's manifest, or the
+    exception that ended it (a job that cannot be prepared, or wants tiles, fails alone
+    without stopping the others; tiled jobs are refused here).
+    """
+    callbacks = list(callbacks) if callbacks is not None else [None] * len(jobs)
+    outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(jobs)
+    ready: list[tuple[int, _Prepared]] = []
+    for index, job in enumerate(jobs):
+        try:
+            prepared = _prepare(job, notice)
+            if prepared.tile is not None:
+                raise JobError(f"{job.input}: {job.method} needs tiles, which are not grouped")
+        except Exception as error:  # this job fails; the others go on
+            outcomes[index] = error
+            continue
+        ready.append((index, prepared))
+    tic = time.perf_counter()
+    results = restore_together(
+        [prepared.task_problem.problem for _, prepared in ready],
+        [jobs[index].settings for index, _ in ready], device=jobs[0].device if jobs else "cpu",
+        callbacks=[callbacks[index] for index, _ in ready],
+        controls=[_control(jobs[index], prepared) for index, prepared in ready],
+    ) if ready else []
+    wall = time.perf_counter() - tic
+    for (index, prepared), result in zip(ready, results, strict=True):
+        job = jobs[index]
+        if isinstance(result, BaseException):
+            outcomes[index] = _run_failure(job, prepared, result)
+            continue
+        try:
+            outcomes[index] = _finish(job, prepared, result, wall, None, None,
+                                      grouped_with=len(ready))
+        except Exception as error:
+            outcomes[index] = error
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def _finish(job: Job, prepared: _Prepared, result: Result, wall: float,
+            tiling: dict[str, Any] | None, row_tiles: list[int] | None,
+            grouped_with: int | None = None) -> dict[str, Any]:
+    """Write ``result``'s image, CSV, comparison and manifest, all or nothing; return the
+    manifest."""
+    observed, reference, task_problem = (prepared.observed, prepared.reference,
+                                         prepared.task_problem)
+    resume = prepared.resume
     pixels = to_array(result.image)
     same_size = pixels.shape[:2] == observed.pixels.shape[:2]
     restored = Image(pixels, observed.bit_depth, observed.alpha if same_size else None)
@@ -275,6 +358,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         "stopped_at": None if result.stop is None else result.stop["stopped_at"],
         "stop": result.stop,
         "tiling": tiling,
+        "grouped_with": grouped_with,
         "seconds": round(wall, 3),
         "resumed_from": None if resume is None else resume["algorithm"]["iteration"],
         "rollbacks": result.rollbacks,
@@ -286,7 +370,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
         "ssim": ssim_value,
         "size": {"width": restored.width, "height": restored.height,
                  "channels": restored.channels, "bit_depth": restored.bit_depth},
-        "started": started.isoformat(timespec="seconds"),
+        "started": prepared.started.isoformat(timespec="seconds"),
         "command": job.command,
         "versions": {
             "deeprestore": __version__,
@@ -298,7 +382,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     try:  # all or nothing: a failure part-way (full disk, Ctrl-C) removes what this run wrote
         write_image(outputs["image"], restored)
         written.append(outputs["image"])
-        write_csv(outputs["csv"], result.log, None if tiling is None else row_tiles)
+        write_csv(outputs["csv"], result.log, row_tiles)
         written.append(outputs["csv"])
         if job.compare:
             manifest["compare"] = str(job.compare_path())
@@ -310,7 +394,7 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
             path.unlink(missing_ok=True)
         raise
     job.failure_path().unlink(missing_ok=True)
-    checkpoint.unlink(missing_ok=True)
+    job.checkpoint_path().unlink(missing_ok=True)
     return manifest
 
 

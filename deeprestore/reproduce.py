@@ -46,7 +46,14 @@ from deeprestore.degrade import degrade_pixels
 from deeprestore.engine import Progress as EngineProgress
 from deeprestore.engine import problem_to_device
 from deeprestore.images import Image, read_image
-from deeprestore.jobs import Job, JobError, load_checkpoint, record_failure, run_job
+from deeprestore.jobs import (
+    Job,
+    JobError,
+    load_checkpoint,
+    record_failure,
+    run_job,
+    run_jobs_together,
+)
 from deeprestore.metrics import ssim
 from deeprestore.plots import compare_image
 from deeprestore.presets import DEGRADATION_KEYS, load_preset
@@ -367,6 +374,7 @@ def reproduce_table(
     progress: ProgressFn | None = None,
     iterations: int | None = None,
     budget_minutes: float | None = None,
+    group: int = 1,
 ) -> Path:
     """Reproduce one table of the paper (or ``"all"``) into ``out``; return its results.md.
 
@@ -381,7 +389,10 @@ def reproduce_table(
     ``budget_minutes``: stop inside this much wall time: each table first prints its plan (the
     estimated cost of every pair still to do, from one step timed per method and image size),
     then runs pairs in order until the time is spent; the pair running then saves a checkpoint
-    and :class:`BudgetSpent` is raised — the same call later continues where this one stopped.
+    and :class:`BudgetSpent` is raised — the same call later continues where this one stopped;
+    ``group``: step up to this many network problems of one size together (different images
+    and methods, :func:`~deeprestore.jobs.run_jobs_together`), each with its own results as
+    if run alone; 1 runs the pairs one by one.
     """
     tables = load_benchmarks()
     device = device or torch.device("cpu")
@@ -390,7 +401,8 @@ def reproduce_table(
     deadline = None if budget_minutes is None else _clock() + 60 * budget_minutes
     kwargs: dict[str, Any] = dict(quick=quick, device=device, runs=runs, seed=seed, force=force,
                                   skip_missing=skip_missing, command=command, progress=progress,
-                                  iterations=iterations, deadline=deadline)
+                                  iterations=iterations, deadline=deadline,
+                                  group=max(1, group))
     if table != ALL:
         if table not in tables:
             raise ReproduceError(f"unknown table {table!r} (known: {', '.join(TABLES)}, all)")
@@ -437,9 +449,12 @@ def _run_table(
     progress: ProgressFn | None,
     iterations: int | None,
     deadline: float | None,
+    group: int = 1,
 ) -> Path:
     """Run one table: degrade, restore, grids, results. Returns OUT/TABLE/results.md.
-    With a ``deadline`` (on :data:`_clock`): first the plan, then the pairs until it passes."""
+    With a ``deadline`` (on :data:`_clock`): first the plan, then the pairs until it passes.
+    With ``group`` > 1 each image's baselines run at once and its network pairs wait, to be
+    stepped in groups of up to ``group`` problems of one size after every image's baselines."""
     def report(event: ReproduceEvent) -> None:
         if progress is not None:
             progress(event)
@@ -498,6 +513,36 @@ def _run_table(
                 report(ReproduceEvent("plan", bench.name, entry.name, method, message=(
                     f"about {format_duration(seconds)}, {format_duration(planned)} so far of "
                     f"{format_duration(max(left, 0.0))} left: {fits}")))
+    def budget_check(entry: ImageEntry, method: str) -> None:
+        if deadline is not None and _clock() >= deadline:
+            raise BudgetSpent(f"the budget is spent before {bench.name}/{entry.name} "
+                              f"{method}: rerun the same command to continue")
+
+    def outcome(entry: ImageEntry, method: str, job: Job, where: dict[str, Any],
+                result: dict[str, Any] | BaseException) -> None:
+        """Report one pair's manifest, or record its failure; raise what ends the table."""
+        if isinstance(result, Interrupted):
+            result.hint = "rerun the same command to continue"
+            raise result
+        if isinstance(result, OutOfTime):
+            saved = "" if result.checkpoint is None else f", its state saved in {result.checkpoint}"
+            raise BudgetSpent(f"the budget is spent during {bench.name}/{entry.name} "
+                              f"{method}{saved}: rerun the same command to continue") from None
+        if isinstance(result, (FloatingPointError, JobError, CostError)):
+            # this pair fails (or does not fit), the table goes on
+            record_failure(job.output_dir, job.input, method, str(result))
+            report(ReproduceEvent("failed", **where, message=str(result)))
+            return
+        if isinstance(result, BaseException):
+            raise result
+        report(ReproduceEvent("done", **where, manifest=result))
+
+    def forwarder(where: dict[str, Any]) -> Callable[[EngineProgress], None] | None:
+        if progress is None:
+            return None
+        return lambda event: report(ReproduceEvent("iteration", **where, engine=event))
+
+    waiting: list[tuple[ImageEntry, str, Job, dict[str, Any]]] = []
     step = 0
     try:
         for entry in present:
@@ -516,39 +561,60 @@ def _run_table(
                     continue
                 if done is not None and not force and not fresh:
                     report(ReproduceEvent("note", **where, message="settings changed: redone"))
-                if deadline is not None and _clock() >= deadline:
-                    raise BudgetSpent(f"the budget is spent before {bench.name}/{entry.name} "
-                                      f"{method}: rerun the same command to continue")
                 job = _resumed_if_possible(job, force or fresh, report, where)
-                report(ReproduceEvent("start", **where))
-
-                def forward(event: EngineProgress, where: dict[str, Any] = where) -> None:
-                    report(ReproduceEvent("iteration", **where, engine=event))
-
-                try:
-                    manifest = run_job(job, callback=forward if progress is not None else None)
-                except Interrupted as stop:
-                    stop.hint = "rerun the same command to continue"
-                    raise
-                except OutOfTime as stop:
-                    saved = ("" if stop.checkpoint is None
-                             else f", its state saved in {stop.checkpoint}")
-                    raise BudgetSpent(f"the budget is spent during {bench.name}/{entry.name} "
-                                      f"{method}{saved}: rerun the same command to continue"
-                                      ) from None
-                # this pair fails (or does not fit), the table goes on
-                except (FloatingPointError, JobError, CostError) as err:
-                    record_failure(image_dir, job.input, method, str(err))
-                    report(ReproduceEvent("failed", **where, message=str(err)))
+                if group > 1 and method in NETWORK_METHODS:
+                    waiting.append((entry, method, job, where))
                     continue
-                report(ReproduceEvent("done", **where, manifest=manifest))
+                budget_check(entry, method)
+                report(ReproduceEvent("start", **where))
+                try:
+                    result: dict[str, Any] | BaseException = run_job(
+                        job, callback=forwarder(where))
+                except (Interrupted, OutOfTime, FloatingPointError, JobError,
+                        CostError) as err:
+                    result = err
+                outcome(entry, method, job, where, result)
             _write_grid(bench, image_dir, methods)
             _write_results(bench, table_dir, methods, entries, missing, meta)
+        for batch in _groups(waiting, group):
+            budget_check(batch[0][0], batch[0][1])
+            for _, _, _, where in batch:
+                report(ReproduceEvent("start", **where, message=f"grouped: {len(batch)} "
+                                      "problems per step"))
+            results = run_jobs_together([job for _, _, job, _ in batch],
+                                        [forwarder(where) for _, _, _, where in batch])
+            stopping: BaseException | None = None
+            for (entry, method, job, where), result in zip(batch, results, strict=True):
+                try:
+                    outcome(entry, method, job, where, result)
+                except BaseException as stop:  # report every pair before stopping
+                    stopping = stopping or stop
+            for entry in dict.fromkeys(entry for entry, _, _, _ in batch):
+                _write_grid(bench, table_dir / entry.name, methods)
+            _write_results(bench, table_dir, methods, entries, missing, meta)
+            if stopping is not None:
+                raise stopping
     except BaseException:
         with contextlib.suppress(Exception):
             _write_results(bench, table_dir, methods, entries, missing, meta)
         raise
     return _write_results(bench, table_dir, methods, entries, missing, meta)
+
+
+def _groups(waiting: list[tuple[ImageEntry, str, Job, dict[str, Any]]], size: int
+            ) -> list[list[tuple[ImageEntry, str, Job, dict[str, Any]]]]:
+    """The waiting network pairs in groups of up to ``size`` whose networks share a shape: the
+    same input size and the same network settings (in table order within each group)."""
+    by_key: dict[tuple[Any, ...], list[tuple[ImageEntry, str, Job, dict[str, Any]]]] = {}
+    for item in waiting:
+        job = item[2]
+        observed = read_image(job.input)
+        s = job.settings
+        key = (observed.height, observed.width, observed.channels, s.input_channels,
+               s.net_channels, s.skip_channels, s.upsample, s.precision, s.compile)
+        by_key.setdefault(key, []).append(item)
+    return [items[start:start + size] for items in by_key.values()
+            for start in range(0, len(items), size)]
 
 
 def _pair_seconds(job: Job, start_over: bool,

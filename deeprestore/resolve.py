@@ -36,18 +36,39 @@ def check_method(task: str, method: str) -> None:
         raise TaskError(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
 
 
+def everyday_defaults(overrides: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """What a restore (command line or :func:`deeprestore.restore`) uses where the user chose
+    nothing, over the preset: ``stop = "auto"`` unless an iteration count or a stop rule was
+    given (the preset's count is then the ceiling), and ``precision = "bf16"`` on a CPU with
+    bf16 arithmetic unless a precision was given (measured no worse than float32 with the
+    automatic stop, 0.35–0.6× its time: docs/performance.md). ``reproduce`` never uses them:
+    the tables run the presets as they are, in float32.
+    """
+    from deeprestore.execution import cpu_has_native_bf16
+
+    chosen = dict(overrides)
+    if "iterations" not in chosen and "stop" not in chosen:
+        chosen["stop"] = "auto"
+    if "precision" not in chosen and device.type == "cpu" and cpu_has_native_bf16():
+        chosen["precision"] = "bf16"
+    return chosen
+
+
 class SettingsResolver:
     """The settings of one method of one task, for any preset, with the user's overrides.
 
     ``overrides``: setting name → value (``--set``, ``--iters``, keyword arguments);
     ``denoiser``: ``auto`` (the preset's family, its torch version on CUDA) or a denoiser name;
-    an explicit ``denoiser`` override is kept as given unless ``denoiser`` is not ``auto``.
+    an explicit ``denoiser`` override is kept as given unless ``denoiser`` is not ``auto``;
+    ``everyday``: add :func:`everyday_defaults` (restores; not the paper's tables).
     Presets are read once each.
     """
 
     def __init__(self, task: str, method: str, overrides: dict[str, Any], denoiser: str,
-                 device: torch.device) -> None:
+                 device: torch.device, *, everyday: bool = False) -> None:
         check_method(task, method)
+        if everyday:
+            overrides = everyday_defaults(overrides, device)
         self.task, self.method, self.overrides = task, method, dict(overrides)
         self.denoiser, self.device = denoiser, device
         self._presets: dict[str, Preset] = {}

@@ -95,4 +95,8 @@ def test_scaling_the_learning_rate_reaches_the_grouped_optimiser():
     grouped = _algorithm(_settings(), True)
     assert grouped._group is not None
     rate = grouped.scale_learning_rate(0.5)
-    assert grouped._group.optimizer.param_groups[0]["lr"] == rate == 0.5 * _settings().lr
+    assert torch.allclose(grouped._group.lr, torch.full((2,), 0.5 * _settings().lr,
+                                                        dtype=torch.float64))
+    assert rate == pytest.approx(0.5 * _settings().lr)
+    state = grouped.state_dict()["runs"][0]["optimizer"]
+    assert state["param_groups"][0]["lr"] == pytest.approx(rate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,60 @@ def test_cli_budget_minutes_exits_3_with_one_line(run_cli, tmp_path: Path, data_
     assert result.code == 3
     assert "plan: denoise/house dip" in result.err
     assert "deeprestore: the budget is spent" in result.err and "Traceback" not in result.err
+
+
+def test_grouped_pairs_give_the_one_by_one_results(tmp_path: Path, data_dir: Path):
+    """Issue 21: the network pairs of a table (two images × three methods, one size) stepped
+    as one group of six give what the pairs give one by one (up to rounding: 2 iterations)."""
+    methods = ["nlm", "dip", "dip-tv", "deepred"]
+    one_by_one, grouped = tmp_path / "single", tmp_path / "grouped"
+    run(data_dir, one_by_one, [], methods=methods)
+    events: list[ReproduceEvent] = []
+    run(data_dir, grouped, events, methods=methods, group=8)
+    assert sorted(kinds(events, "done")) == sorted(
+        (image, method) for image in ("house", "peppers") for method in methods)
+    assert [e.message for e in events if e.kind == "start" and e.method == "dip"] == [
+        "grouped: 6 problems per step"] * 2
+    for image in ("house", "peppers"):
+        for method in methods:
+            alone = json.loads((one_by_one / "denoise" / image / f"input_{method}.json")
+                               .read_text())
+            together = json.loads((grouped / "denoise" / image / f"input_{method}.json")
+                                  .read_text())
+            assert together["psnr"] == pytest.approx(alone["psnr"], abs=0.01), (image, method)
+            assert together["grouped_with"] == (6 if method != "nlm" else None)
+            assert together["parameters"] == alone["parameters"]
+            # the tables never take the restore commands' everyday defaults
+            assert (together["parameters"]["precision"], together["parameters"]["stop"]) == (
+                "float32", "fixed")
+
+
+def test_a_budget_stops_a_group_and_the_rerun_finishes_it(tmp_path: Path, data_dir: Path,
+                                                          monkeypatch):
+    import deeprestore.reproduce as reproduce
+    from deeprestore.reproduce import BudgetSpent
+
+    settings = dict(methods=["dip", "deepred"], images=["house", "peppers"], iterations=12,
+                    group=4)
+    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    events: list[ReproduceEvent] = []
+    out = tmp_path / "out"
+    with pytest.raises(BudgetSpent, match="rerun the same command"):
+        run(data_dir, out, events, budget_minutes=20 / 60, **settings)
+    assert not kinds(events, "done")
+    checkpoints = sorted(p.name for p in out.glob("denoise/*/input_*.ckpt"))
+    assert checkpoints == sorted(["input_deepred.ckpt", "input_dip.ckpt"] * 2)  # all saved
+    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    events.clear()
+    run(data_dir, out, events, budget_minutes=60, **settings)
+    assert len(kinds(events, "done")) == 4
+    assert not list(out.glob("denoise/*/input_*.ckpt"))
+    whole = tmp_path / "whole"
+    run(data_dir, whole, [], **settings)
+    for image in ("house", "peppers"):
+        for method in ("dip", "deepred"):
+            resumed = json.loads((out / "denoise" / image / f"input_{method}.json").read_text())
+            straight = json.loads((whole / "denoise" / image / f"input_{method}.json")
+                                  .read_text())
+            assert resumed["resumed_from"] is not None and resumed["iterations"] == 12
+            assert resumed["psnr"] == pytest.approx(straight["psnr"], abs=0.05), (image, method)

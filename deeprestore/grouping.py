@@ -1,0 +1,247 @@
+"""Many problems per step: the Θ-steps of several network runs as one grouped network.
+
+A :class:`ProblemGroup` holds the networks of every run of its *members* — network algorithms
+(:class:`~deeprestore.engine.NetworkAlgorithm`), each with its own problem, settings, runs,
+z, seeds, x, u and denoiser schedule — as one :class:`~deeprestore.batched.BatchedSkipNet`
+(grouped convolutions, runs stacked on the channel axis, run-major) and steps them with one
+Adam over all of its parameters. The members' networks must have one shape (z's channels and
+size, the width of the network, the image's channels) and one precision.
+
+One step: every member's perturbed z goes through the grouped network in one forward pass; each
+member computes its own loss on its slice of the output; the sum is differentiated once, so run
+r's gradient is ∂loss_r/∂Θ_r; the members' rules (DIP's backtracking) decide per run whether
+its step is kept; Adam then steps every kept run with its own learning rate and its own step
+count (Adam is elementwise, so this is each run's own Adam step, up to rounding). A run whose
+step is not kept keeps its moments and its step count, as when its own Adam is not called.
+
+The step is computed when the first member asks for its Θ-steps in an iteration
+(:meth:`ProblemGroup.steps_for`); the others find theirs waiting. Nothing of a member's
+Θ-step depends on what it does earlier in the same iteration (the denoiser refresh changes
+f(x), not x or u), so a member stepped this way does exactly what it would do alone.
+
+The runs' own networks and optimisers stay the format of checkpoints: :meth:`write_back` copies
+one member's parameters, buffers, Adam moments, step counts and learning rate into them and
+:meth:`read_back` the other way, so a member saved in a group resumes alone and vice versa.
+A member that finishes :meth:`leave` s; the group is rebuilt from the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from deeprestore.batched import BatchedSkipNet
+from deeprestore.execution import Execution, prepare_network_step
+
+if TYPE_CHECKING:  # the engine imports this module
+    from deeprestore.engine import NetworkAlgorithm, _Run
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which every run uses
+
+
+def group_key(algorithm: NetworkAlgorithm) -> tuple[Any, ...]:
+    """What problems must share to be stepped together: network shape, size, precision, device."""
+    s, problem = algorithm.settings, algorithm.problem
+    return (s.input_channels, problem.channels, s.net_channels, s.skip_channels, s.upsample,
+            problem.size, s.precision, s.compile, str(algorithm.device))
+
+
+class ProblemGroup:
+    """The runs of ``members`` (network algorithms of one :func:`group_key`) as one network."""
+
+    def __init__(self, members: Sequence[NetworkAlgorithm], execution: Execution) -> None:
+        if not members:
+            raise ValueError("a ProblemGroup needs at least one member")
+        keys = {group_key(member) for member in members}
+        if len(keys) > 1:
+            raise ValueError("a ProblemGroup's members need one network shape, size, precision "
+                             "and device")
+        self.execution = execution
+        self.device = members[0].device
+        self.members: list[NetworkAlgorithm] = []
+        self._waiting: dict[int, list[Any]] = {}
+        self._build(list(members))
+        for member in members:
+            member.join(self)
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build(self, members: list[NetworkAlgorithm]) -> None:
+        """A fresh grouped network over ``members``' runs, from their own nets and optimisers."""
+        self.members = members
+        self.runs: list[_Run] = [run for member in members for run in member.runs]
+        self._offsets: dict[int, int] = {}
+        offset = 0
+        for member in members:
+            self._offsets[id(member)] = offset
+            offset += len(member.runs)
+        if not self.runs:
+            return
+        net, _, _ = prepare_network_step(BatchedSkipNet.from_nets([run.net for run in self.runs]),
+                                         self.runs[0].z, members[0].settings.lr, self.device,
+                                         self.execution)
+        self.net = net
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = net
+        if members[0].settings.compile:
+            self.forward = torch.compile(net)  # type: ignore[assignment]
+        named = dict(net.named_parameters())
+        self.names = [name for name, _ in self.runs[0].net.named_parameters()]
+        self.params = [named[name] for name in self.names]
+        self.buffers = dict(net.named_buffers())
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        count = len(self.runs)
+        self.steps = torch.zeros(count, dtype=torch.float64, device=self.device)
+        self.lr = torch.zeros(count, dtype=torch.float64, device=self.device)
+        for member in members:
+            self.read_back(member)
+
+    def _indices(self, member: NetworkAlgorithm) -> range:
+        start = self._offsets[id(member)]
+        return range(start, start + len(member.runs))
+
+    def _chunk(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
+        return tensor.chunk(len(self.runs))[index]
+
+    def run_parameters(self, index: int) -> list[torch.Tensor]:
+        """Views of run ``index``'s parameters in the grouped network (its own nets' order)."""
+        return [self._chunk(param, index) for param in self.params]
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def write_back(self, member: NetworkAlgorithm) -> None:
+        """Give ``member``'s runs' nets and optimisers the group's state for them."""
+        for index, run in zip(self._indices(member), member.runs, strict=True):
+            own = dict(run.net.named_parameters())
+            for name, param in zip(self.names, self.params, strict=True):
+                own[name].copy_(self._chunk(param, index))
+            for name, buffer in run.net.named_buffers():
+                source = self.buffers[name]
+                buffer.copy_(source if source.dim() == 0 else self._chunk(source, index))
+            optimizer = run.optimizer
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = float(self.lr[index])
+            steps = float(self.steps[index])
+            for k, name in enumerate(self.names):
+                if steps == 0:
+                    optimizer.state.pop(own[name], None)
+                    continue
+                optimizer.state[own[name]] = {
+                    "step": torch.tensor(steps, dtype=torch.float32),
+                    "exp_avg": torch.empty_like(own[name]).copy_(
+                        self._chunk(self.exp_avg[k], index)),
+                    "exp_avg_sq": torch.empty_like(own[name]).copy_(
+                        self._chunk(self.exp_avg_sq[k], index)),
+                }
+
+    @torch.no_grad()
+    def read_back(self, member: NetworkAlgorithm) -> None:
+        """Take ``member``'s runs' nets and optimisers (fresh or just loaded) as the group's
+        state for them."""
+        for index, run in zip(self._indices(member), member.runs, strict=True):
+            own = dict(run.net.named_parameters())
+            for name, param in zip(self.names, self.params, strict=True):
+                self._chunk(param, index).copy_(own[name])
+            for name, buffer in run.net.named_buffers():
+                target = self.buffers[name]
+                if target.dim() == 0:
+                    target.copy_(buffer)
+                else:
+                    self._chunk(target, index).copy_(buffer)
+            optimizer = run.optimizer
+            self.lr[index] = optimizer.param_groups[0]["lr"]
+            states = [optimizer.state.get(own[name]) for name in self.names]
+            self.steps[index] = float(states[0]["step"]) if states[0] else 0.0
+            for k, state in enumerate(states):
+                if state:
+                    self._chunk(self.exp_avg[k], index).copy_(state["exp_avg"])
+                    self._chunk(self.exp_avg_sq[k], index).copy_(state["exp_avg_sq"])
+                else:
+                    self._chunk(self.exp_avg[k], index).zero_()
+                    self._chunk(self.exp_avg_sq[k], index).zero_()
+
+    def scale_learning_rate(self, member: NetworkAlgorithm, factor: float) -> float:
+        """Multiply ``member``'s runs' learning rates by ``factor``; return the new one."""
+        indices = self._indices(member)
+        self.lr[indices.start:indices.stop] *= factor
+        for run in member.runs:
+            for param_group in run.optimizer.param_groups:
+                param_group["lr"] *= factor
+        return float(self.lr[indices.start])
+
+    def leave(self, member: NetworkAlgorithm) -> None:
+        """``member`` is done: its state goes back to its runs, the others regroup."""
+        if member not in self.members:
+            return
+        others = [other for other in self.members if other is not member]
+        for other in self.members:
+            self.write_back(other)
+        self._waiting.pop(id(member), None)
+        member.join(None)
+        self._build(others)
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def steps_for(self, member: NetworkAlgorithm) -> list[Any]:
+        """``member``'s Θ-steps of this iteration (:class:`~deeprestore.engine._Step` per run),
+        computing every member's when ``member``'s is not waiting yet."""
+        if id(member) not in self._waiting:
+            self._step_all(caller=member)
+        return self._waiting.pop(id(member))
+
+    def _step_all(self, caller: NetworkAlgorithm) -> None:
+        if self._waiting:
+            raise RuntimeError("the members of a ProblemGroup must step in turn: one has not "
+                               "taken its last step yet")
+        for param in self.params:
+            param.grad = None
+        first = self.members[0]
+        inputs = torch.cat([member._perturbed_input(run)
+                            for member in self.members for run in member.runs])
+        out = first._network_output(self.forward, inputs)
+        pieces = out.split([len(member.runs) for member in self.members])
+        results = [member._piece_losses(piece) for member, piece in zip(self.members, pieces,
+                                                                         strict=True)]
+        torch.stack([losses.sum() for losses, _ in results]).sum().backward()
+        kept: list[bool] = []
+        for member, piece, (losses, data_mse) in zip(self.members, pieces, results, strict=True):
+            iteration = member.iteration + (0 if member is caller else 1)
+            steps = member._piece_steps(piece, losses, data_mse, iteration,
+                                        [self.run_parameters(i) for i in self._indices(member)])
+            kept.extend(step.kept for step in steps)
+            self._waiting[id(member)] = steps
+        self._adam(kept)
+
+    @torch.no_grad()
+    def _adam(self, kept: list[bool]) -> None:
+        """One Adam step of every kept run, each with its own learning rate and step count
+        (torch.optim.Adam's update with its default betas and eps)."""
+        keep = torch.tensor(kept, device=self.device)
+        self.steps += keep
+        started = self.steps > 0
+        bias1 = torch.where(started, 1 - BETA1 ** self.steps, 1.0)
+        bias2_sqrt = torch.where(started, 1 - BETA2 ** self.steps, 1.0).sqrt()
+        step_size = torch.where(keep, self.lr / bias1, 0.0)
+        count = len(self.runs)
+        decay1 = torch.where(keep, BETA1, 1.0)
+        decay2 = torch.where(keep, BETA2, 1.0)
+        for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq,
+                                              strict=True):
+            if param.grad is None:
+                continue
+            shape = (count,) + (1,) * param.dim()
+            dtype = param.dtype
+
+            def per_run(values: torch.Tensor, shape: tuple[int, ...] = shape,
+                        dtype: torch.dtype = dtype) -> torch.Tensor:
+                return values.to(dtype).reshape(shape)
+
+            grad = param.grad.unflatten(0, (count, -1))
+            m, v = exp_avg.unflatten(0, (count, -1)), exp_avg_sq.unflatten(0, (count, -1))
+            m.mul_(per_run(decay1)).add_(grad * per_run(1 - decay1))
+            v.mul_(per_run(decay2)).addcmul_(grad, grad * per_run(1 - decay2))
+            denom = (v.sqrt() / per_run(bias2_sqrt)).add_(EPS)
+            param.unflatten(0, (count, -1)).sub_(per_run(step_size) * m / denom)

@@ -1,0 +1,59 @@
+"""What a restore uses where the user chose nothing (issue 20): the automatic stop and, on a
+CPU with bf16 arithmetic, bf16 — never for ``reproduce``, never over the user's choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import deeprestore.execution as execution
+from deeprestore.resolve import SettingsResolver, everyday_defaults
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_nothing_chosen_gives_the_stop_and_bf16_where_the_cpu_has_it(monkeypatch, native):
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: native)
+    chosen = everyday_defaults({}, CPU)
+    assert chosen["stop"] == "auto"
+    assert chosen.get("precision") == ("bf16" if native else None)
+    assert "precision" not in everyday_defaults({}, CUDA)  # float32 unless measured on a GPU
+
+
+def test_the_users_choices_win(monkeypatch):
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
+    assert everyday_defaults({"iterations": 50}, CPU) == {"iterations": 50,
+                                                          "precision": "bf16"}
+    assert everyday_defaults({"stop": "fixed", "precision": "float32"}, CPU) == {
+        "stop": "fixed", "precision": "float32"}
+
+
+def test_only_asked_for_does_the_resolver_change_the_preset(monkeypatch):
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
+    plain = SettingsResolver("denoise", "dip", {}, "auto", CPU).settings("denoise")[1]
+    everyday = SettingsResolver("denoise", "dip", {}, "auto", CPU,
+                                everyday=True).settings("denoise")[1]
+    assert (plain.stop, plain.precision) == ("fixed", "float32")  # reproduce's view
+    assert (everyday.stop, everyday.precision) == ("auto", "bf16")
+    assert everyday.iterations == plain.iterations  # the preset's count: the ceiling
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_command_line_records_the_defaults_it_used(run_cli, tiny_images, tmp_path: Path,
+                                                       monkeypatch, native):
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: native)
+    preset = tmp_path / "short.toml"
+    text = (Path(__file__).parents[1] / "presets" / "denoise-quick.toml").read_text()
+    preset.write_text(text.replace('name = "denoise-quick"', 'name = "short"')
+                      .replace("iterations = 400 ", "iterations = 3 "))
+    done = run_cli("denoise", tiny_images["noisy"], "-m", "dip", "--preset", preset, "-q",
+                   "--no-compare", "--sigma", "25", "-o", tmp_path / "out")
+    assert done.code == 0, done.err
+    manifest = json.loads((tmp_path / "out" / "noisy_dip.json").read_text())
+    assert manifest["parameters"]["stop"] == "auto"
+    assert manifest["parameters"]["precision"] == ("bf16" if native else "float32")
+    assert manifest["iterations"] == 3 and manifest["stopped_at"] is None  # the ceiling
