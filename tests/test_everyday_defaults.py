@@ -10,7 +10,14 @@ import pytest
 import torch
 
 import deeprestore.execution as execution
+import deeprestore.resolve as resolve
 from deeprestore.resolve import SettingsResolver, everyday_defaults
+
+
+@pytest.fixture(autouse=True)
+def bf16_by_default(monkeypatch):
+    """The rule as it would be switched on (it is off: see resolve.BF16_BY_DEFAULT)."""
+    monkeypatch.setattr(resolve, "BF16_BY_DEFAULT", True)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
