@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeprestore.control import RunControl
-from deeprestore.engine import Runner, make_algorithm, problem_to_device
-from deeprestore.images import Image, read_image
-from deeprestore.presets import load_preset
-from deeprestore.stopping import VarianceStop
+from deeprestore.config.presets import load_preset
+from deeprestore.io.images import Image, read_image
+from deeprestore.solvers.base import problem_to_device
+from deeprestore.solvers.control import RunControl
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.runner import Runner
+from deeprestore.solvers.stopping import VarianceStop
 from deeprestore.tasks import TaskOptions, build_problem
 
 WINDOWS = (25, 50, 100, 200)

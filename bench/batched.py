@@ -5,7 +5,8 @@
 Times a full DIP step (forward, MSE loss, backward, Adam; networks laid out as the engine lays
 them out: NCHW with a fused Adam on a CPU, channels-last on CUDA) for: one SkipNet; N SkipNets
 stepped one after the other (what the engine does on one thread or a GPU); one
-:class:`~deeprestore.batched.BatchedSkipNet` holding the N runs as grouped convolutions; and, on
+:class:`~deeprestore.models.batched.BatchedSkipNet` holding the N runs as grouped convolutions;
+and, on
 the CPU, one run on one torch thread (what each of N runs side by side on N cores could do at
 best), N runs side by side on N worker threads with one torch thread each (what the engine does
 on a CPU with N threads) and N runs in N processes, one torch thread each.
@@ -29,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from deeprestore.batched import BatchedSkipNet
 from deeprestore.execution import configure_backends, own_thread_count, prepare_network_step
-from deeprestore.networks import SkipNet
+from deeprestore.models.batched import BatchedSkipNet
+from deeprestore.models.skip import SkipNet
 
 
 def _step_of(net: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:

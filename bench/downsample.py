@@ -2,7 +2,7 @@
 
     python bench/downsample.py [--sizes 128,256,512] [--factor 4] [--threads 2] [--repeats 5]
 
-``deeprestore.operators.Downsample`` applies DIP's Lanczos-2 downsampler as ``M_h x M_wᵀ``
+``deeprestore.physics.operators.Downsample`` applies DIP's Lanczos-2 downsampler as ``M_h x M_wᵀ``
 (the kernel is separable; replicate padding folded into the matrices). Before 2026-12-01 it was a
 replicate-padded depthwise 16×16 (×4) convolution with stride f, which torch's CPU kernels run
 slowly. For each size and memory layout (NCHW, and channels-last, the network output's layout
@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from deeprestore.operators import Downsample
+from deeprestore.physics.operators import Downsample
 
 
 def conv_forward(op: Downsample, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@
 Each of the N problems is its own synthetic noisy image (σ = 25, its own seed) with its own
 method (cycling through ``--methods``; DeepRED's denoiser is off, λ = 0, so that only the
 network step is timed) and seed. "separate": each problem's own algorithm, stepped in turn;
-"grouped": the same problems in one :class:`~deeprestore.grouping.ProblemGroup` (one forward,
+"grouped": the same problems in one :class:`~deeprestore.solvers.grouping.ProblemGroup` (one
+forward,
 backward and Adam for all). Reported per size and N: seconds per round (every problem one
 iteration), per problem-iteration, the grouped/separate ratio, the grouped throughput
 (problem-iterations per second) and, on CUDA, the peak memory of each way. Warm-up rounds are
@@ -24,12 +25,13 @@ from pathlib import Path
 
 import torch
 
-from deeprestore.engine import Problem, make_algorithm
+from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution
-from deeprestore.grouping import ProblemGroup
 from deeprestore.metrics import psnr_rgb
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.grouping import ProblemGroup
 
 
 def _problem(size: int, seed: int, device: torch.device) -> Problem:

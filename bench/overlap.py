@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from deeprestore.denoisers import get_denoiser
-from deeprestore.networks import SkipNet
+from deeprestore.models.skip import SkipNet
 
 SIGMA = 25.0
 

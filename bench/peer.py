@@ -19,7 +19,7 @@ Three rows of comparison, each on the same inputs for both sides:
 - ``superres``: DeepRED's ×4 SR notebook ``train_via_admm`` with the denoising notebook's NLM as
   its denoiser (the SR notebook's BM3D needs MATLAB), against deeprestore ``deepred`` with the
   ``superres-x4`` preset and ``denoiser = "nlm"``, σ_f 5. Both get the LR image made by
-  ``deeprestore.degradations.lanczos_downscale``; PSNR on the Y channel.
+  ``deeprestore.physics.degradations.lanczos_downscale``; PSNR on the Y channel.
 
 The reference code is **loaded at run time from the checkouts the user supplies**
 (``--deepred-repo``: GaryMataev/DeepRED, ``--dip-repo``: DmitryUlyanov/deep-image-prior): the
@@ -550,9 +550,10 @@ def worker_deepred_superres(spec: dict[str, Any],
 
 def worker_ours(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """deeprestore's engine on the same inputs (preset ← the run's overrides ← --ours-set)."""
-    from deeprestore.engine import Progress, restore
-    from deeprestore.images import Image
-    from deeprestore.presets import load_preset
+    from deeprestore.config.presets import load_preset
+    from deeprestore.io.images import Image
+    from deeprestore.solvers.base import Progress
+    from deeprestore.solvers.runner import restore
     from deeprestore.tasks import TaskOptions, build_problem
 
     preset = load_preset(spec["preset"])
@@ -713,8 +714,8 @@ def name_list(text: str) -> list[str]:
 
 def parse_ours_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     """``[TASK:]KEY=VALUE`` → overrides per task ("*" for every task)."""
-    from deeprestore.presets import parse_override
-    from deeprestore.settings import SettingsError
+    from deeprestore.config.presets import parse_override
+    from deeprestore.config.settings import SettingsError
 
     out: dict[str, dict[str, Any]] = {"*": {}, **{task: {} for task in TASKS}}
     for item in items:
@@ -732,8 +733,8 @@ def parse_ours_sets(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def parse_variants(items: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """``NAME:KEY=VALUE[,KEY=VALUE…]`` → (name, overrides) for extra deeprestore sides."""
-    from deeprestore.presets import parse_override
-    from deeprestore.settings import SettingsError
+    from deeprestore.config.presets import parse_override
+    from deeprestore.config.settings import SettingsError
 
     variants = []
     for item in items:
@@ -916,9 +917,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown --denoise-references {name!r} "
                              f"(known: {', '.join(DENOISE_VARIANTS)})")
 
-    from deeprestore.degradations import bicubic_upscale, lanczos_downscale
-    from deeprestore.images import read_image
-    from deeprestore.presets import load_preset
+    from deeprestore.config.presets import load_preset
+    from deeprestore.io.images import read_image
+    from deeprestore.physics.degradations import bicubic_upscale, lanczos_downscale
 
     sr_preset = load_preset(args.sr_preset) if "superres" in tasks else None
     if sr_preset is not None and sr_preset.degradation.get("factor", SR_FACTOR) != SR_FACTOR:

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeprestore.images import Image, read_image
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.writers import write_image
 from deeprestore.metrics import psnr_rgb
-from deeprestore.writers import write_image
 
 
 def main() -> None:

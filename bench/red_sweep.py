@@ -27,7 +27,7 @@ import torch
 from skimage.restoration import estimate_sigma
 
 from deeprestore.denoisers import get_denoiser
-from deeprestore.images import read_image, to_tensor
+from deeprestore.io.images import read_image, to_tensor
 from deeprestore.metrics import psnr_rgb
 
 ROOT = Path(__file__).resolve().parent.parent

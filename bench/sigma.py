@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from skimage.restoration import estimate_sigma
 
-from deeprestore.images import read_image
-from deeprestore.noise import estimate_noise_sigma
+from deeprestore.io.images import read_image
+from deeprestore.physics.noise import estimate_noise_sigma
 
 
 def centre_crop(pixels: np.ndarray, side: int) -> np.ndarray:

@@ -5,7 +5,7 @@
                           [--json PATH]
 
 For each size it builds a synthetic denoising problem (scikit-image's ``astronaut`` resized, σ = 25
-noise, fixed seed) and runs each method through :func:`deeprestore.engine.restore` for
+noise, fixed seed) and runs each method through :func:`deeprestore.solvers.runner.restore` for
 ``warmup + iters`` iterations. The warm-up iterations are discarded: the time per iteration is
 measured between the progress events at iteration ``warmup`` and at the end, and the median over
 ``repeats`` runs is reported, with the ratio to ``dip`` **measured in the same run**: the median
@@ -46,17 +46,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from deeprestore.config.settings import Settings
 from deeprestore.denoisers import get_denoiser
-from deeprestore.engine import (
-    Algorithm,
-    Problem,
-    Progress,
-    dual_update,
-    fixed_point_update,
-    make_algorithm,
-    problem_to_device,
-    restore,
-)
 from deeprestore.execution import (
     DEFAULT_EXECUTION,
     Execution,
@@ -64,9 +55,12 @@ from deeprestore.execution import (
     prepare_network_step,
 )
 from deeprestore.metrics import psnr_rgb
-from deeprestore.networks import SkipNet
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
+from deeprestore.models.skip import SkipNet
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Algorithm, Problem, Progress, problem_to_device
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.runner import restore
+from deeprestore.solvers.updates import dual_update, fixed_point_update
 
 EXECUTION = "execution"  # not a setting: changes to the Execution options of the run
 LOCK_STEP = {EXECUTION: {"side_by_side": False}}

@@ -21,7 +21,7 @@ def run() -> None:
 
     previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        from deeprestore.cli import main
+        from deeprestore.cli.main import main
     except KeyboardInterrupt:
         signum = received[-1] if received else signal.SIGINT  # a KeyboardInterrupt of its own
         word = "terminated" if signum == signal.SIGTERM else "interrupted"

@@ -1,11 +1,14 @@
 """The Python API: ``deeprestore.restore(image, task=..., method=...)`` on numpy arrays.
 
 It takes the same road as the command line below the parsing: the task's preset (Table 1's row
-unless ``preset`` names another), the user's settings on top (:mod:`deeprestore.resolve`), the
-task's :class:`~deeprestore.engine.Problem` (:mod:`deeprestore.tasks`) and the engine. It writes
-no file. Errors are the command line's: :class:`~deeprestore.images.ImageError` (the array),
+unless ``preset`` names another), the user's settings on top (:mod:`deeprestore.config.resolve`),
+the
+task's :class:`~deeprestore.solvers.base.Problem` (:mod:`deeprestore.tasks`) and the engine. It
+writes
+no file. Errors are the command line's: :class:`~deeprestore.io.images.ImageError` (the array),
 :class:`~deeprestore.tasks.TaskError` (task options, unknown task or method),
-:class:`~deeprestore.presets.PresetError` and :class:`~deeprestore.settings.SettingsError`
+:class:`~deeprestore.config.presets.PresetError` and
+:class:`~deeprestore.config.settings.SettingsError`
 (a bad preset or setting), each with a one-line message.
 
 Example::
@@ -33,7 +36,7 @@ class Restoration:
 
     ``image``: the restored image, the input's layout (H×W, H×W×1 or H×W×C) and dtype (uint8
     and uint16 on their full range, floats in [0, 1]); for ``superres`` ``factor`` times larger.
-    ``log``: the logged iterations (:class:`~deeprestore.engine.LogRow`: loss, PSNR against
+    ``log``: the logged iterations (:class:`~deeprestore.solvers.base.LogRow`: loss, PSNR against
     ``reference`` in dB or None, gap, seconds, ...). ``settings``: every parameter the run used;
     ``preset``: the preset they came from; ``psnr``: the final PSNR in dB (with a reference,
     under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran;
@@ -85,7 +88,7 @@ def restore(
         ``bm3d``, ``wiener``, ``bicubic``, ``biharmonic``).
     sigma : float or "auto", optional
         Noise std of ``image`` on the 0–255 scale; ``"auto"``: estimated from ``image``
-        (:func:`deeprestore.noise.estimate_noise_sigma`). Default: ``"auto"`` for denoise,
+        (:func:`deeprestore.physics.noise.estimate_noise_sigma`). Default: ``"auto"`` for denoise,
         else the preset's, else the task's.
     kernel : str, optional
         deblur: ``uniform9``, ``gauss25`` or a kernel file.
@@ -102,15 +105,15 @@ def restore(
     device : str
         ``cpu``, ``cuda`` or ``cuda:N``.
     callback : callable, optional
-        Called with a :class:`~deeprestore.engine.Progress` every ``log_every`` iterations.
+        Called with a :class:`~deeprestore.solvers.base.Progress` every ``log_every`` iterations.
     execution : Execution, optional
         How the network steps run (:class:`~deeprestore.execution.Execution`).
     **settings
-        Any :class:`~deeprestore.settings.Settings` field (``iterations=300``, ``seed=1``,
+        Any :class:`~deeprestore.config.settings.Settings` field (``iterations=300``, ``seed=1``,
         ``lam=0.3``, ...), over the preset's values. As on the command line, without
         ``iterations`` or ``stop`` a network method stops by itself (``stop="auto"``, the
         preset's count as the ceiling), and without ``precision`` it runs bf16 on a CPU with
-        bf16 arithmetic (:func:`deeprestore.resolve.everyday_defaults`).
+        bf16 arithmetic (:func:`deeprestore.config.resolve.everyday_defaults`).
 
     Returns
     -------
@@ -120,10 +123,10 @@ def restore(
     request_huge_pages()  # before torch's first CPU allocation (deeprestore.huge_pages)
     import torch
 
-    from deeprestore import engine
+    from deeprestore.config.resolve import SettingsResolver
     from deeprestore.execution import DEFAULT_EXECUTION
-    from deeprestore.images import MIN_SIDE, ImageError, from_array, to_array
-    from deeprestore.resolve import SettingsResolver
+    from deeprestore.io.images import MIN_SIDE, ImageError, from_array, to_array
+    from deeprestore.solvers.runner import restore as run_solver
     from deeprestore.tasks import TaskOptions, build_problem, check_task_options
 
     observed = from_array(image, "image")
@@ -138,9 +141,9 @@ def restore(
     check_task_options(flags)
     found, chosen, options = resolver.resolve(flags, preset)
     task_problem = build_problem(options, observed, clean)
-    result = engine.restore(task_problem.problem, chosen, device=device, callback=callback,
-                            baselines=task_problem.baselines,
-                            execution=execution or DEFAULT_EXECUTION)
+    result = run_solver(task_problem.problem, chosen, device=device, callback=callback,
+                        baselines=task_problem.baselines,
+                        execution=execution or DEFAULT_EXECUTION)
     problem = task_problem.problem
     psnr = None
     if problem.reference is not None and problem.psnr is not None:

@@ -4,7 +4,7 @@
 kernel, runs side by side or grouped, cores shared with a background denoiser). None of it
 changes the method: only rounding and speed (docs/performance.md gives the measured ratios and the
 ``bench/speed.py`` rows that measure them). The numbers of a run (precision, torch.compile) stay
-in :class:`~deeprestore.settings.Settings`, since the manifest records them.
+in :class:`~deeprestore.config.settings.Settings`, since the manifest records them.
 
 Also here: the torch backend switches a device needs (:func:`configure_backends`), the layout
 of one network step (:func:`prepare_network_step`) and whether a CPU has bf16 arithmetic.
@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from deeprestore.settings import Settings
+from deeprestore.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Execution:
     ``min(N, threads)`` worker threads, each with its share of the threads
     (``dip-runs2-lockstep`` turns it off). Not with torch.compile or an async denoiser.
     ``grouped``: step the runs as one network of grouped convolutions with one Adam
-    (``dip-runs2-grouped`` turns it on; meant for a GPU; :mod:`deeprestore.grouping`).
+    (``dip-runs2-grouped`` turns it on; meant for a GPU; :mod:`deeprestore.solvers.grouping`).
     ``share_cores``: async denoiser on a CPU: the network keeps n − 1 torch threads while a
     denoiser call is in flight, the denoiser gets one (``bench/speed.py --no-core-sharing``).
     """
@@ -45,7 +45,7 @@ class Execution:
     share_cores: bool = True
 
 
-#: What :func:`deeprestore.engine.restore` uses when no :class:`Execution` is given.
+#: What :func:`deeprestore.solvers.runner.restore` uses when no :class:`Execution` is given.
 DEFAULT_EXECUTION = Execution()
 
 NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a BatchedSkipNet of runs

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeprestore.degradations import bicubic_upscale, parse_mask_spec
-from deeprestore.engine import Problem
-from deeprestore.images import Image, to_array, to_tensor
+from deeprestore.io.images import Image, to_tensor
+from deeprestore.methods import TASK_METHODS
 from deeprestore.metrics import psnr_function
-from deeprestore.noise import estimate_noise_sigma
-from deeprestore.operators import (
+from deeprestore.physics.degradations import bicubic_upscale, parse_mask_spec
+from deeprestore.physics.noise import estimate_noise_sigma
+from deeprestore.physics.operators import (
     DOWNSAMPLERS,
     FACTORS,
     KNOWN_KERNELS,
@@ -40,16 +40,12 @@ from deeprestore.operators import (
     load_kernel,
     named_kernel,
 )
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.baselines import biharmonic_inpaint, wiener_deconvolution
 
-TASKS = ("denoise", "deblur", "superres", "inpaint")
+#: the tasks: those the method registry serves
+TASKS = tuple(TASK_METHODS)
 TASK_PROTOCOL = {"denoise": "rgb", "deblur": "y", "superres": "y", "inpaint": "rgb"}
-NETWORK_AND_RED = ("deepred", "dip", "dip-tv", "red")
-TASK_METHODS: dict[str, tuple[str, ...]] = {
-    "denoise": (*NETWORK_AND_RED, "nlm", "bm3d"),
-    "deblur": (*NETWORK_AND_RED, "wiener"),
-    "superres": (*NETWORK_AND_RED, "bicubic"),
-    "inpaint": (*NETWORK_AND_RED, "biharmonic"),
-}
 #: Noise std (0–255 scale) assumed when neither a flag, a sidecar nor a preset says.
 DEFAULT_SIGMA = {"denoise": 25.0, "deblur": 2**0.5, "superres": 0.0, "inpaint": 0.0}
 #: The value of ``sigma`` that asks for an estimate from the image (``--sigma auto``).
@@ -74,7 +70,7 @@ class TaskOptions:
     """What the observed image went through.
 
     ``sigma``: noise std on the 0–255 scale, or ``"auto"``: estimated from the observed
-    image (:func:`deeprestore.noise.estimate_noise_sigma`; not for inpainting);
+    image (:func:`deeprestore.physics.noise.estimate_noise_sigma`; not for inpainting);
     ``kernel``: a named kernel (``uniform9``, ``gauss25``) or a kernel file (deblur);
     ``factor``: 2, 4 or 8 and ``downsampler`` (``lanczos2`` or ``bicubic``) for superres;
     ``mask``: mask image file or (H, W) array, nonzero = known (inpaint); ``crop``: (top, left,
@@ -257,42 +253,6 @@ def _reference_tensor(
             f"be {size[1]}x{size[0]}"
         )
     return to_tensor(pixels)
-
-
-def wiener_deconvolution(y: torch.Tensor, kernel: np.ndarray, sigma: float) -> torch.Tensor:
-    """Fourier-domain Tikhonov/Wiener deconvolution of (N, C, H, W) ``y`` (circular blur).
-
-    ``X = conj(K) Y / (|K|² + α |L|²)`` with L the discrete Laplacian and
-    ``α = max((σ/255)², 1e-6) · 100`` (σ on the 0–255 scale): a regularised inverse filter that
-    only needs the blur and the noise level.
-    """
-    blur = Blur(kernel)
-    height, width = y.shape[-2:]
-    delta = torch.zeros(1, 1, height, width, dtype=torch.float64)
-    delta[..., 0, 0] = 1.0
-    k_hat = torch.fft.fft2(blur.forward(delta))
-    laplacian = torch.zeros(1, 1, height, width, dtype=torch.float64)
-    laplacian[..., 0, 0] = 4.0
-    for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-        laplacian[..., dy % height, dx % width] -= 1.0
-    l_hat = torch.fft.fft2(laplacian)
-    alpha = max((sigma / 255.0) ** 2, 1e-6) * 100.0
-    y_hat = torch.fft.fft2(y.to(torch.float64))
-    x_hat = torch.conj(k_hat) * y_hat / (k_hat.abs() ** 2 + alpha * l_hat.abs() ** 2)
-    return torch.fft.ifft2(x_hat).real.to(y.dtype)
-
-
-def biharmonic_inpaint(y: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
-    """scikit-image's biharmonic inpainting of (1, C, H, W) ``y`` where ``mask`` (H, W) is 0."""
-    from skimage.restoration import inpaint_biharmonic
-
-    image = to_array(y)
-    missing = mask < 0.5
-    if image.shape[2] == 1:
-        filled = inpaint_biharmonic(image[:, :, 0], missing)[:, :, None]
-    else:
-        filled = inpaint_biharmonic(image, missing, channel_axis=-1)
-    return to_tensor(np.asarray(filled))
 
 
 def load_mask(spec: str | np.ndarray, height: int, width: int) -> np.ndarray:

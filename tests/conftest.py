@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs in one worker per core (pyproject's addopts): one torch thread each, so
+    # no OpenMP thread waits on a sibling descheduled by another worker. Set before torch
+    # loads; tests that need more threads set them themselves (tiny_problems.torch_threads).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +18,10 @@ import numpy as np
 import pytest
 from tiny_problems import torch_threads
 
-from deeprestore.cli import main
-from deeprestore.demo import demo_images
-from deeprestore.images import Image
-from deeprestore.writers import write_image
+from deeprestore.apps.demo import demo_images
+from deeprestore.cli.main import main
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
 
 
 @pytest.fixture(autouse=True)

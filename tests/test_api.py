@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import deeprestore
-from deeprestore.images import ImageError
-from deeprestore.presets import PresetError
-from deeprestore.settings import SettingsError
+from deeprestore.config.presets import PresetError
+from deeprestore.config.settings import SettingsError
+from deeprestore.io.images import ImageError
 from deeprestore.tasks import TaskError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

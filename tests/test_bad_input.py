@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from deeprestore.images import Image
-from deeprestore.writers import write_image
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
 
 FAST = ("-m", "nlm", "--no-compare", "-q")
 
@@ -120,7 +120,7 @@ def test_output_equal_to_input_is_refused(run_cli, tmp_path):
 
 
 def test_full_disk_leaves_nothing(run_cli, tmp_path, good, monkeypatch):
-    import deeprestore.writers as writers
+    import deeprestore.io.writers as writers
 
     calls = {"n": 0}
     real = writers.os.fsync
@@ -187,7 +187,7 @@ def test_preset_that_does_not_parse(run_cli, tmp_path, good):
 
 
 def _preset_with(tmp_path: Path, line: str) -> Path:
-    from deeprestore.presets import available_presets
+    from deeprestore.config.presets import available_presets
 
     text = available_presets()["denoise"].read_text().replace("[methods.deepred]",
                                                       f"[methods.deepred]\n{line}")

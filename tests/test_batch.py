@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deeprestore.images import Image
-from deeprestore.inputs import InputFile, collect_inputs, parse_max_pixels, select_shard
-from deeprestore.writers import write_image
+from deeprestore.io.images import Image
+from deeprestore.io.inputs import InputFile, collect_inputs, parse_max_pixels, select_shard
+from deeprestore.io.writers import write_image
 
 FAST = ("-m", "nlm", "--no-compare", "-q")
 

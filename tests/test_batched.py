@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from deeprestore.batched import BatchedSkipNet
-from deeprestore.networks import SkipNet, count_parameters
+from deeprestore.models.batched import BatchedSkipNet
+from deeprestore.models.skip import SkipNet, count_parameters
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets
 

@@ -67,8 +67,8 @@ def test_output_keeps_the_channels(run_cli, tiny_images, tmp_path, key, shape):
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_sixteen_bit_input_gives_sixteen_bit_output(run_cli, tmp_path, channels):
-    from deeprestore.images import Image, quantise, read_image
-    from deeprestore.writers import write_image
+    from deeprestore.io.images import Image, quantise, read_image
+    from deeprestore.io.writers import write_image
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 65536, (12, 12, channels), dtype=np.uint16)
@@ -220,12 +220,13 @@ def test_sigterm_outside_a_run_exits_143_with_one_line(run_cli, tiny_images, tmp
                                                        monkeypatch):
     import signal
 
-    import deeprestore.cli as cli
+    import deeprestore.cli.restore as restore_commands
+    from deeprestore.cli.app import raise_terminated
 
     def stopped_while_loading(*args, **kwargs):
-        cli._raise_terminated(signal.SIGTERM, None)  # what the SIGTERM handler does
+        raise_terminated(signal.SIGTERM, None)  # what the SIGTERM handler does
 
-    monkeypatch.setattr(cli, "run_restore", stopped_while_loading)
+    monkeypatch.setattr(restore_commands, "run_restore", stopped_while_loading)
     result = run_cli("denoise", tiny_images["noisy"], "-o", tmp_path / "out")
     assert result.code == 143
     assert result.err.strip() == "deeprestore: terminated"

@@ -6,13 +6,14 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem
 
-from deeprestore import cost
-from deeprestore.cost import CostError, estimate_cost, parse_bytes, predict_peak_bytes
-from deeprestore.engine import Problem, restore
-from deeprestore.images import Image
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
-from deeprestore.writers import write_image
+from deeprestore.config.settings import Settings
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers import cost
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.cost import CostError, estimate_cost, parse_bytes, predict_peak_bytes
+from deeprestore.solvers.runner import restore
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

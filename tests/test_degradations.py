@@ -1,4 +1,4 @@
-"""Tests for deeprestore.degradations: noise, blur, crop, resizes, masks, mask specs."""
+"""Tests for deeprestore.physics.degradations: noise, blur, crop, resizes, masks, mask specs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from deeprestore.degradations import (
+from deeprestore.physics.degradations import (
     add_gaussian_noise,
     bicubic_upscale,
     blur_image,
@@ -21,7 +21,7 @@ from deeprestore.degradations import (
     random_mask,
     text_mask,
 )
-from deeprestore.operators import Blur, named_kernel
+from deeprestore.physics.operators import Blur, named_kernel
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -4,20 +4,20 @@ import pytest
 import torch
 from tiny_problems import torch_threads
 
+from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
-from deeprestore.engine import (
-    NetworkAlgorithm,
-    Problem,
+from deeprestore.execution import DEFAULT_EXECUTION, Execution
+from deeprestore.metrics import psnr_rgb
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.runner import restore
+from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
-    restore,
     steepest_descent_update,
     total_variation,
 )
-from deeprestore.execution import DEFAULT_EXECUTION, Execution
-from deeprestore.metrics import psnr_rgb
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
 
 
 def test_fixed_point_update_against_hand_computed_values():

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import deeprestore.config.resolve as resolve
 import deeprestore.execution as execution
-import deeprestore.resolve as resolve
-from deeprestore.resolve import SettingsResolver, everyday_defaults
+from deeprestore.config.resolve import SettingsResolver, everyday_defaults
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deeprestore.images import Image, ImageError, from_array, read_image
-from deeprestore.presets import PresetError, load_preset
-from deeprestore.settings import SettingsError
+from deeprestore.config.presets import PresetError, load_preset
+from deeprestore.config.settings import SettingsError
+from deeprestore.io.images import Image, ImageError, from_array, read_image
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

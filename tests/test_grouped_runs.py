@@ -11,9 +11,10 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem
 
-from deeprestore.engine import NetworkAlgorithm, make_algorithm
+from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution
-from deeprestore.settings import Settings
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.network import NetworkAlgorithm
 
 # One torch thread: no side-by-side workers, the same rounding in every algorithm.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

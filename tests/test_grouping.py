@@ -1,4 +1,4 @@
-"""Problems of one network shape stepped together (``deeprestore.grouping``) equal their
+"""Problems of one network shape stepped together (``deeprestore.solvers.grouping``) equal their
 separate runs: different images, different methods, different lengths, the reference code's
 rules, checkpoints and deadlines (issue 21).
 
@@ -17,20 +17,16 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem
 
-from deeprestore.control import OutOfTime, RunControl
-from deeprestore.engine import (
-    NetworkAlgorithm,
-    Problem,
-    Result,
-    make_algorithm,
-    restore,
-    restore_together,
-)
+from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution
-from deeprestore.grouping import ProblemGroup
 from deeprestore.metrics import psnr_rgb
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Problem, Result
+from deeprestore.solvers.control import OutOfTime, RunControl
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.grouping import ProblemGroup
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.runner import restore, restore_together
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -25,10 +25,10 @@ PAGE_ALIGNED = (
 
 
 #: what the CLI's entry point does before it parses anything (its modules imported first)
-ENTRY_POINT = ("import contextlib, io, deeprestore.cli\n"
+ENTRY_POINT = ("import contextlib, io, deeprestore.cli.main\n"
                "with contextlib.redirect_stdout(io.StringIO()), "
                "contextlib.suppress(SystemExit):\n"
-               "    deeprestore.cli.main(['version'])")
+               "    deeprestore.cli.main.main(['version'])")
 
 
 def _probe(first_import: str, value: str | None, run: str = ENTRY_POINT) -> str:
@@ -54,7 +54,7 @@ def test_deeprestore_restore_gives_torch_huge_pages() -> None:
 
 
 def test_importing_deeprestore_changes_no_environment_variable() -> None:
-    code = ("import os\nbefore = dict(os.environ)\nimport deeprestore, deeprestore.cli, "
+    code = ("import os\nbefore = dict(os.environ)\nimport deeprestore, deeprestore.cli.main, "
             "deeprestore.api\nprint(dict(os.environ) == before)")
     env = {k: v for k, v in os.environ.items() if k != VARIABLE}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

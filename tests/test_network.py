@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deeprestore.networks import SkipNet, count_parameters, make_input, pad_to_multiple
+from deeprestore.models.skip import SkipNet, count_parameters, make_input, pad_to_multiple
 
 
 def test_parameter_count_matches_the_dip_skip_network():

@@ -1,4 +1,4 @@
-"""``--sigma auto``: the noise estimator (deeprestore.noise) and how the commands use it."""
+"""``--sigma auto``: the noise estimator (deeprestore.physics.noise) and how the commands use it."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deeprestore.images import Image, read_image
-from deeprestore.noise import clipped_variance, estimate_noise_sigma, patch_noise_std
-from deeprestore.writers import write_image
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.writers import write_image
+from deeprestore.physics.noise import clipped_variance, estimate_noise_sigma, patch_noise_std
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbm3d9"
 SIGMAS = (10.0, 25.0, 50.0)

@@ -1,4 +1,5 @@
-"""Tests for deeprestore.operators: adjointness, shapes, conventions, kernels, errors, gradients."""
+"""Tests for deeprestore.physics.operators: adjointness, shapes, conventions, kernels, errors,
+gradients."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deeprestore.operators import (
+from deeprestore.physics.operators import (
     Blur,
     Compose,
     Downsample,

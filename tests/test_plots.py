@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeprestore.engine import LogRow
-from deeprestore.images import read_image
-from deeprestore.plots import PlotError, PlotUnavailable, compare_image, plot_runs
-from deeprestore.writers import write_csv
+from deeprestore.io.images import read_image
+from deeprestore.io.plots import PlotError, PlotUnavailable, compare_image, plot_runs
+from deeprestore.io.writers import write_csv
+from deeprestore.solvers.base import LogRow
 
 
 def engine_log(path: Path, with_psnr: bool) -> Path:

@@ -5,13 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from deeprestore.presets import (
-    PresetError,
-    available_presets,
-    load_preset,
-    parse_override,
-)
-from deeprestore.settings import SettingsError
+from deeprestore.config.presets import PresetError, available_presets, load_preset, parse_override
+from deeprestore.config.settings import SettingsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +122,7 @@ def test_the_wheel_carries_every_preset(tmp_path: Path):
         archive.extractall(tmp_path / "site")
     assert shipped and shipped <= names
     probe = (
-        "import deeprestore.presets as p, sys; "
+        "import deeprestore.config.presets as p, sys; "
         "found = p.available_presets(); "
         "assert all(str(v).startswith(sys.argv[1]) for v in found.values()), found; "
         "[p.load_preset(n) for n in found]; print(sorted(found))"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deeprestore.images import Image
-from deeprestore.writers import write_image
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _restore(run_cli, command: str, image: Path, reference: Path, out: Path, *ar
 
 @pytest.fixture(scope="module")
 def denoise_input(crops, tmp_path_factory) -> Path:
-    from deeprestore.cli import main
+    from deeprestore.cli.main import main
 
     out = tmp_path_factory.mktemp("denoise_in")
     with pytest.raises(SystemExit) as stop:
@@ -51,7 +51,7 @@ def denoise_input(crops, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def deepred_sync(denoise_input, crops, tmp_path_factory) -> dict:
-    from deeprestore.cli import main
+    from deeprestore.cli.main import main
 
     out = tmp_path_factory.mktemp("sync")
     with pytest.raises(SystemExit):
@@ -60,10 +60,13 @@ def deepred_sync(denoise_input, crops, tmp_path_factory) -> dict:
     return json.loads((out / "c64_deepred.json").read_text())
 
 
+# the tests that share the module's 400-iteration run stay on one worker (pyproject: loadgroup)
+@pytest.mark.xdist_group("deepred_sync")
 def test_deepred_denoise_quick_gains_3_db(deepred_sync):
     assert deepred_sync["psnr"] >= deepred_sync["psnr_input"] + 3.0
 
 
+@pytest.mark.xdist_group("deepred_sync")
 def test_async_denoiser_is_within_0_3_db_of_sync(run_cli, denoise_input, crops, tmp_path,
                                                  deepred_sync):
     manifest = _restore(run_cli, "denoise", denoise_input, crops["c64"], tmp_path,
@@ -87,7 +90,7 @@ def test_bm3d_torch_deepred_matches_bm3d(run_cli, denoise_input, crops, tmp_path
 
 @pytest.fixture(scope="module")
 def degraded(crops, tmp_path_factory) -> dict[str, Path]:
-    from deeprestore.cli import main
+    from deeprestore.cli.main import main
 
     out = tmp_path_factory.mktemp("degraded")
     for task, image, extra in (("deblur", "c64", ["--kernel", "uniform9"]),

@@ -9,11 +9,13 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem
 
+from deeprestore.config.settings import Settings, SettingsError
 from deeprestore.denoisers import Denoiser
-from deeprestore.engine import NetworkAlgorithm, Problem, Runner
 from deeprestore.metrics import psnr_of_mse, psnr_y
-from deeprestore.operators import Downsample
-from deeprestore.settings import Settings, SettingsError
+from deeprestore.physics.operators import Downsample
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.runner import Runner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -291,7 +293,7 @@ def test_bad_rule_settings_name_their_key(key: str, value: object) -> None:
 
 
 def test_the_csv_log_carries_lam_and_mu() -> None:
-    from deeprestore.writers import CSV_COLUMNS, log_csv
+    from deeprestore.io.writers import CSV_COLUMNS, log_csv
 
     problem = tiny_denoising_problem()
     algorithm = _algorithm(problem, lam=0.5, mu=0.5, grow_step=0.25, grow_threshold=-50.0,

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeprestore.images import Image, read_image
-from deeprestore.reproduce import (
+from deeprestore.apps.reproduce import (
     TABLES,
     MissingImageError,
     ReproduceError,
@@ -19,7 +18,8 @@ from deeprestore.reproduce import (
     load_benchmarks,
     reproduce_table,
 )
-from deeprestore.writers import write_image
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.writers import write_image
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_a_signal_mid_pair_leaves_a_checkpoint_the_same_command_resumes(
     import os
     import signal
 
-    from deeprestore.control import Interrupted
+    from deeprestore.solvers.control import Interrupted
 
     settings = dict(methods=["dip"], images=["house"], iterations=30)
     events: list[ReproduceEvent] = []
@@ -175,7 +175,7 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path: Path, data_dir:
     import os
     import signal
 
-    from deeprestore.control import Interrupted
+    from deeprestore.solvers.control import Interrupted
 
     def stop_at_10(event: ReproduceEvent) -> None:
         if event.kind == "iteration" and event.engine is not None and \
@@ -245,7 +245,7 @@ def test_labels_name_the_denoiser_that_ran(tmp_path: Path, demo_pair):
 
 
 def test_a_diverging_job_fails_alone_and_the_table_goes_on(data_dir, tmp_path, monkeypatch):
-    import deeprestore.reproduce as reproduce_module
+    import deeprestore.apps.reproduce as reproduce_module
 
     real_run_job = reproduce_module.run_job
 
@@ -280,8 +280,8 @@ class _Ticks:
 
 def test_a_budget_prints_the_plan_stops_inside_it_and_the_rerun_ends_as_one_whole_run(
         tmp_path: Path, data_dir: Path, monkeypatch):
-    import deeprestore.reproduce as reproduce
-    from deeprestore.reproduce import BudgetSpent
+    import deeprestore.apps.reproduce as reproduce
+    from deeprestore.apps.reproduce import BudgetSpent
 
     settings = dict(methods=["nlm", "dip"], images=["house", "peppers"], iterations=12)
     monkeypatch.setattr(reproduce, "_clock", _Ticks())
@@ -313,7 +313,7 @@ def test_a_budget_prints_the_plan_stops_inside_it_and_the_rerun_ends_as_one_whol
 
 def test_cli_budget_minutes_exits_3_with_one_line(run_cli, tmp_path: Path, data_dir: Path,
                                                   monkeypatch):
-    import deeprestore.reproduce as reproduce
+    import deeprestore.apps.reproduce as reproduce
 
     monkeypatch.setattr(reproduce, "_clock", _Ticks())
     result = run_cli("reproduce", "denoise", "--data", data_dir, "--quick", "--images",
@@ -352,8 +352,8 @@ def test_grouped_pairs_give_the_one_by_one_results(tmp_path: Path, data_dir: Pat
 
 def test_a_budget_stops_a_group_and_the_rerun_finishes_it(tmp_path: Path, data_dir: Path,
                                                           monkeypatch):
-    import deeprestore.reproduce as reproduce
-    from deeprestore.reproduce import BudgetSpent
+    import deeprestore.apps.reproduce as reproduce
+    from deeprestore.apps.reproduce import BudgetSpent
 
     settings = dict(methods=["dip", "deepred"], images=["house", "peppers"], iterations=12,
                     group=4)

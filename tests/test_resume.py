@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from deeprestore.control import RunControl
-from deeprestore.engine import NetworkAlgorithm, Problem, restore
-from deeprestore.images import Image
-from deeprestore.operators import Identity
-from deeprestore.settings import Settings
-from deeprestore.writers import write_image
+from deeprestore.config.settings import Settings
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Problem
+from deeprestore.solvers.control import RunControl
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.runner import restore
 
 
 def _problem(size: int = 16) -> Problem:

@@ -17,9 +17,11 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem, torch_threads
 
-from deeprestore.control import RunControl
-from deeprestore.engine import NetworkAlgorithm, Problem, Result, restore
-from deeprestore.settings import Settings
+from deeprestore.config.settings import Settings
+from deeprestore.solvers.base import Problem, Result
+from deeprestore.solvers.control import RunControl
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.runner import restore
 
 
 @pytest.fixture(autouse=True)

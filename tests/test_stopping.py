@@ -8,12 +8,12 @@ import pytest
 import torch
 from tiny_problems import tiny_denoising_problem
 
-from deeprestore.control import RunControl
-from deeprestore.engine import restore
-from deeprestore.images import Image
-from deeprestore.settings import Settings, SettingsError
-from deeprestore.stopping import STORAGE, VarianceStop
-from deeprestore.writers import write_image
+from deeprestore.config.settings import Settings, SettingsError
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
+from deeprestore.solvers.control import RunControl
+from deeprestore.solvers.runner import restore
+from deeprestore.solvers.stopping import STORAGE, VarianceStop
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

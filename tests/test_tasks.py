@@ -7,14 +7,15 @@ import pytest
 import torch
 from skimage.color import rgb2ycbcr
 
-from deeprestore.degrade import degrade_pixels
-from deeprestore.engine import restore
-from deeprestore.images import Image
+from deeprestore.apps.degrade import degrade_pixels
+from deeprestore.config.presets import load_preset
+from deeprestore.config.settings import Settings
+from deeprestore.io.images import Image
+from deeprestore.io.writers import write_image
 from deeprestore.metrics import luminance_y, psnr_rgb, psnr_y
-from deeprestore.presets import load_preset
-from deeprestore.settings import Settings
-from deeprestore.tasks import TaskOptions, build_problem, wiener_deconvolution
-from deeprestore.writers import write_image
+from deeprestore.solvers.baselines import wiener_deconvolution
+from deeprestore.solvers.runner import restore
+from deeprestore.tasks import TaskOptions, build_problem
 
 # ------------------------------------------------------------------------- PSNR protocols
 
@@ -86,7 +87,7 @@ def test_red_with_a_blur_solves_the_normal_equations_and_helps():
 
 def test_wiener_inverts_a_noise_free_blur_better_than_the_blurred_image():
     clean = torch.from_numpy(_image(32).transpose(2, 0, 1))[None].float()
-    from deeprestore.operators import Blur, named_kernel
+    from deeprestore.physics.operators import Blur, named_kernel
 
     blurred = Blur(named_kernel("gauss25")).forward(clean)
     restored = wiener_deconvolution(blurred, named_kernel("gauss25"), 0.5)
@@ -220,7 +221,7 @@ def test_preset_degradations():
 
 
 def test_every_preset_prints(run_cli):
-    from deeprestore.presets import available_presets
+    from deeprestore.config.presets import available_presets
 
     for name in available_presets():
         result = run_cli("presets", name)

@@ -13,11 +13,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deeprestore import jobs
-from deeprestore.images import Image, read_image
+from deeprestore.io import jobs
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.writers import write_image
 from deeprestore.metrics import psnr_rgb
 from deeprestore.tiles import Blender, plan_tiles, split
-from deeprestore.writers import write_image
 
 
 @settings(max_examples=60, deadline=None)
@@ -104,7 +104,7 @@ def test_a_512px_image_in_256px_tiles_is_within_0_3_db_of_the_untiled_run(
 
 _MEASURED_RUN = """
 import resource, sys, torch
-from deeprestore.cli import main
+from deeprestore.cli.main import main
 net = torch.nn.Conv2d(3, 8, 3)
 net(torch.rand(1, 3, 64, 64)).sum().backward()  # the runtime's one-time set-up, not the run's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import torch
 
-from deeprestore.engine import Problem
 from deeprestore.metrics import psnr_rgb
-from deeprestore.operators import Identity
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Problem
 
 
 def tiny_denoising_problem(size: int = 16) -> Problem:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from deeprestore.operators import Blur, named_kernel
+from deeprestore.physics.operators import Blur, named_kernel
 
 __all__ = [
     "add_gaussian_noise",
@@ -56,7 +56,8 @@ def add_gaussian_noise(img: np.ndarray, sigma255: float, rng: np.random.Generato
 def blur_image(img: np.ndarray, kernel: np.ndarray | str) -> np.ndarray:
     """Circular (FFT) convolution of every channel of ``img`` with ``kernel``.
 
-    Same convention as :class:`deeprestore.operators.Blur` (kernel centre at (kh//2, kw//2)).
+    Same convention as :class:`deeprestore.physics.operators.Blur` (kernel centre at (kh//2,
+    kw//2)).
     ``kernel`` is a (kh, kw) array or a name for :func:`named_kernel`. Returns the same shape and
     dtype as ``img``, computed in float64. No clipping (a non-negative kernel keeps [0, 1]).
     """

@@ -4,7 +4,7 @@ This is the glue between the command line and the engine; it owns file names and
 Outputs for ``photo.png`` restored with ``deepred`` into ``OUT/``:
 
 - ``OUT/photo_deepred.png``: the restored image (same channels and bit depth as the input);
-- ``OUT/photo_deepred.csv``: the log (see :data:`deeprestore.writers.CSV_COLUMNS`);
+- ``OUT/photo_deepred.csv``: the log (see :data:`deeprestore.io.writers.CSV_COLUMNS`);
 - ``OUT/photo_deepred.json``: the manifest (inputs, every effective parameter, versions, PSNR).
 
 An image that fails leaves none of those, only ``OUT/photo_deepred.failed.json`` (input, method,
@@ -25,24 +25,17 @@ from typing import Any
 import torch
 
 from deeprestore import __version__
-from deeprestore.control import Interrupted, OutOfTime, RunControl
-from deeprestore.cost import CostError, estimate_cost, format_bytes, format_duration
-from deeprestore.engine import (
-    LogRow,
-    Progress,
-    ProgressCallback,
-    Result,
-    problem_to_device,
-    restore,
-    restore_together,
-)
-from deeprestore.images import MIN_SIDE, Image, ImageError, read_image, to_array
-from deeprestore.inputs import DEFAULT_MAX_PIXELS
+from deeprestore.config.settings import Settings
+from deeprestore.io.images import MIN_SIDE, Image, ImageError, read_image, to_array
+from deeprestore.io.inputs import DEFAULT_MAX_PIXELS
+from deeprestore.io.writers import atomic_write_bytes, write_csv, write_image, write_json
 from deeprestore.metrics import ssim
-from deeprestore.settings import Settings
+from deeprestore.solvers.base import LogRow, Progress, ProgressCallback, Result, problem_to_device
+from deeprestore.solvers.control import Interrupted, OutOfTime, RunControl
+from deeprestore.solvers.cost import CostError, estimate_cost, format_bytes, format_duration
+from deeprestore.solvers.runner import restore, restore_together
 from deeprestore.tasks import TaskOptions, TaskProblem, build_problem, tile_problem
 from deeprestore.tiles import Blender, default_overlap, plan_tiles
-from deeprestore.writers import atomic_write_bytes, write_csv, write_image, write_json
 
 
 class JobError(ValueError):
@@ -76,7 +69,7 @@ class Job:
     tile: int | None = None
     auto_tile: bool = True
     #: a time on ``clock`` after which the run checkpoints and raises
-    #: :class:`~deeprestore.control.OutOfTime` (a budgeted ``reproduce``)
+    #: :class:`~deeprestore.solvers.control.OutOfTime` (a budgeted ``reproduce``)
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
 
@@ -253,11 +246,13 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     """Restore ``job.input``; write image, CSV and manifest; return the manifest.
 
     ``notice`` gets one-line messages before the run starts (the estimated σ; the expected
-    time and peak memory, :func:`deeprestore.cost.estimate_cost`, which also refuses a run that
-    would not fit with :class:`~deeprestore.cost.CostError`).
+    time and peak memory, :func:`deeprestore.solvers.cost.estimate_cost`, which also refuses a run
+    that
+    would not fit with :class:`~deeprestore.solvers.cost.CostError`).
 
     Ctrl-C / SIGTERM save a checkpoint (network methods) and raise
-    :class:`~deeprestore.control.Interrupted` with its path; ``job.resume`` continues from it.
+    :class:`~deeprestore.solvers.control.Interrupted` with its path; ``job.resume`` continues from
+    it.
     """
     prepared = _prepare(job, notice)
     tiling: dict[str, Any] | None = None
@@ -281,8 +276,8 @@ def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] 
                       notice: Callable[[str], None] | None = None
                       ) -> list[dict[str, Any] | BaseException]:
     """Restore several jobs of network methods whose problems have one network shape (the same
-    size, :func:`~deeprestore.grouping.group_key`), their Θ-steps grouped into one network
-    (:func:`~deeprestore.engine.restore_together`); each job writes its own outputs as
+    size, :func:`~deeprestore.solvers.grouping.group_key`), their Θ-steps grouped into one network
+    (:func:`~deeprestore.solvers.runner.restore_together`); each job writes its own outputs as
     :func:`run_job` would (its manifest says ``grouped_with``: how many problems stepped
     together; ``seconds``: the group's wall time). Returns each job's manifest, or the
     exception that ended it (a job that cannot be prepared, or wants tiles, fails alone
@@ -478,7 +473,7 @@ def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile
 
 def _write_compare(job: Job, observed: Image, restored: Image, reference: Image | None,
                    psnr: float | None, psnr_input: float | None) -> None:
-    from deeprestore.plots import compare_image
+    from deeprestore.io.plots import compare_image
 
     def title(name: str, value: float | None) -> str:
         return name if value is None else f"{name}\n{value:.2f} dB"

@@ -1,6 +1,7 @@
 """Control of a running restore from outside the loop: signals, checkpoints, resume, rollback.
 
-The engine's :class:`~deeprestore.engine.Runner` takes a :class:`RunControl`. Signals (SIGINT,
+The engine's :class:`~deeprestore.solvers.runner.Runner` takes a :class:`RunControl`. Signals
+(SIGINT,
 SIGTERM) are not allowed to interrupt an iteration half-way: :class:`SignalFlag` records them and
 the runner stops *between* two iterations, where the state is consistent, saves a checkpoint
 and raises :class:`Interrupted`. Nothing here knows about files; the job layer decides where a

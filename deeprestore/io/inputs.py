@@ -11,7 +11,7 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from deeprestore.images import IMAGE_SUFFIXES
+from deeprestore.io.images import IMAGE_SUFFIXES
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from deeprestore.images import Image, read_image
-from deeprestore.jobs import Job, run_job
-from deeprestore.presets import load_preset
-from deeprestore.progress import add_run, progress_bar
+from deeprestore.cli.progress import add_run, progress_bar
+from deeprestore.config.presets import load_preset
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.jobs import Job, run_job
+from deeprestore.io.writers import write_image
 from deeprestore.tasks import TaskOptions
-from deeprestore.writers import write_image
 
 DEMO_PRESET = "denoise-quick"
 DEMO_SIGMA = 25.0

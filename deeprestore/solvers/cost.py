@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import torch
 
-from deeprestore.engine import Algorithm, Problem, make_algorithm
+from deeprestore.config.settings import Settings
 from deeprestore.execution import DEFAULT_EXECUTION, Execution
-from deeprestore.operators import Identity
-from deeprestore.settings import NETWORK_METHODS, Settings
-from deeprestore.stopping import window_bytes
+from deeprestore.methods import NETWORK_METHODS
+from deeprestore.physics.operators import Identity
+from deeprestore.solvers.base import Algorithm, Problem
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.stopping import window_bytes
 
 #: side of the larger probe: images with more pixels than its square are predicted, not probed
 PROBE_SIDE = 128

@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 
 from deeprestore import __version__
-from deeprestore.degradations import (
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.writers import write_image, write_json
+from deeprestore.physics.degradations import (
     add_gaussian_noise,
     blur_image,
     crop_to_multiple,
     lanczos_downscale,
     parse_mask_spec,
 )
-from deeprestore.images import Image, read_image
 from deeprestore.tasks import (
     DEFAULT_SIGMA,
     SIDECAR_SUFFIX,
@@ -37,7 +38,6 @@ from deeprestore.tasks import (
     check_kernel_fits,
     load_blur_kernel,
 )
-from deeprestore.writers import write_image, write_json
 
 
 @dataclass
@@ -101,14 +101,14 @@ def degrade_file(
     output_dir: Path,
     task: str,
     *,
-    sigma: float | None = None,
-    kernel: str | None = None,
-    factor: int | None = None,
-    mask: str | None = None,
-    seed: int = 0,
     overwrite: bool = False,
+    **degradation: Any,
 ) -> dict[str, Any]:
-    """Degrade the image file ``path`` into ``output_dir``; return the sidecar parameters."""
+    """Degrade the image file ``path`` into ``output_dir``; return the sidecar parameters.
+
+    ``degradation``: the keywords of :func:`degrade_pixels` (``sigma`` on the 0–255 scale,
+    ``kernel``, ``factor``, ``mask``, ``seed``); a kernel file is recorded by its full path.
+    """
     clean = read_image(path)
     target = output_dir / f"{path.stem}.png"
     if target.resolve() == path.resolve():
@@ -116,10 +116,10 @@ def degrade_file(
     sidecar = output_dir / f"{path.stem}{SIDECAR_SUFFIX}"
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists (use --overwrite to replace it)")
+    kernel = degradation.get("kernel")
     if kernel is not None and Path(kernel).exists():
-        kernel = str(Path(kernel).resolve())
-    degraded = degrade_pixels(clean.pixels, task, sigma=sigma, kernel=kernel, factor=factor,
-                              mask=mask, seed=seed)
+        degradation["kernel"] = str(Path(kernel).resolve())
+    degraded = degrade_pixels(clean.pixels, task, **degradation)
     params = {"source": str(path), **degraded.params, "image": target.name,
               "deeprestore": __version__}
     if degraded.mask is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeprestore.writers import atomic_write_bytes
+from deeprestore.io.writers import atomic_write_bytes
 
 INSTALL_HINT = 'pip install "deeprestore[plot]"'
 #: Small panels are enlarged (nearest neighbour, integer factor) to at least this width in px.

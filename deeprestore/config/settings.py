@@ -13,9 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-#: Methods the engine runs. Network methods fit a DIP skip network; the others do not.
-NETWORK_METHODS = ("deepred", "dip", "dip-tv")
-METHODS = (*NETWORK_METHODS, "red", "nlm", "bm3d", "bicubic", "biharmonic", "wiener")
+from deeprestore.methods import METHODS
 
 X_UPDATES = ("fixed-point", "steepest-descent")
 OUTPUTS = ("ema", "network", "x", "x-u")

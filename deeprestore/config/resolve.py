@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from deeprestore.presets import Preset, PresetError, load_preset
-from deeprestore.settings import Settings, SettingsError
-from deeprestore.tasks import AUTO_SIGMA, TASK_METHODS, TASKS, TaskError, TaskOptions
+from deeprestore.config.presets import Preset, PresetError, load_preset
+from deeprestore.config.settings import Settings, SettingsError
+from deeprestore.methods import TASK_METHODS
+from deeprestore.tasks import AUTO_SIGMA, TASKS, TaskError, TaskOptions
 
 
 def default_preset(options: TaskOptions) -> str:

@@ -8,7 +8,7 @@ BatchNorm normalises each channel on its own, so over N*C channels it is per-run
 padding and interpolation act per channel. The only operation that mixes channel blocks is the
 skip concatenation, done as (1, N, c, H, W) ⊕ (1, N, c', H, W) on dim 2 → (1, N*(c+c'), H, W).
 
-The module tree mirrors :class:`~deeprestore.networks.SkipNet` name for name, and every parameter
+The module tree mirrors :class:`~deeprestore.models.skip.SkipNet` name for name, and every parameter
 and buffer of the batched net is the dim-0 concatenation of the N nets' tensors (a grouped conv
 weight (N*c_out, c_in, k, k) is N weights (c_out, c_in, k, k) stacked), so
 :meth:`BatchedSkipNet.from_nets` and :meth:`BatchedSkipNet.unbatch` are plain copies.
@@ -22,16 +22,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from deeprestore.networks import SkipNet, pad_to_multiple
+from deeprestore.models.skip import SkipNet, bn_act, pad_to_multiple, upsample2
 
 
 def _conv(runs: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """Grouped convolution with reflection padding: (1, runs*c_in, H, W) → (1, runs*c_out, H', W').
 
-    Same layout as ``networks._conv`` (a ReflectionPad2d, then a Conv2d at index -1).
+    Same layout as ``skip._conv`` (a ReflectionPad2d, then a Conv2d at index -1).
     """
     pad = (kernel - 1) // 2
     layers: list[nn.Module] = []
@@ -43,10 +42,6 @@ def _conv(runs: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.
         )
     )
     return nn.Sequential(*layers)
-
-
-def _bn_act(channels: int) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, inplace=True)]
 
 
 def _cat_runs(runs: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -71,15 +66,15 @@ class _BatchedScale(nn.Module):
         super().__init__()
         self.runs = runs
         self.skip = (
-            nn.Sequential(_conv(runs, c_in, c_skip, 1), *_bn_act(runs * c_skip))
+            nn.Sequential(_conv(runs, c_in, c_skip, 1), *bn_act(runs * c_skip))
             if c_skip > 0
             else None
         )
         down: list[nn.Module] = [
             _conv(runs, c_in, c_down, 3, stride=2),
-            *_bn_act(runs * c_down),
+            *bn_act(runs * c_down),
             _conv(runs, c_down, c_down, 3),
-            *_bn_act(runs * c_down),
+            *bn_act(runs * c_down),
         ]
         if deeper is not None:
             down.append(deeper)
@@ -90,27 +85,21 @@ class _BatchedScale(nn.Module):
         self.up = nn.Sequential(
             nn.BatchNorm2d(runs * (c_skip + c_deeper)),
             _conv(runs, c_skip + c_deeper, c_up, 3),
-            *_bn_act(runs * c_up),
+            *bn_act(runs * c_up),
             _conv(runs, c_up, c_up, 1),
-            *_bn_act(runs * c_up),
+            *bn_act(runs * c_up),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, runs*c_in, H, W) → (B, runs*c_up, H, W); H, W even."""
-        deeper = self.down(x)
-        if self.upsample_mode in ("bilinear", "bicubic"):
-            deeper = F.interpolate(
-                deeper, scale_factor=2.0, mode=self.upsample_mode, align_corners=False
-            )
-        else:
-            deeper = F.interpolate(deeper, scale_factor=2.0, mode=self.upsample_mode)
+        deeper = upsample2(self.down(x), self.upsample_mode)
         if self.skip is not None:
             deeper = _cat_runs(self.runs, self.skip(x), deeper)
         return self.up(deeper)
 
 
 class BatchedSkipNet(nn.Module):
-    """``runs`` independent :class:`~deeprestore.networks.SkipNet` s evaluated in one pass.
+    """``runs`` independent :class:`~deeprestore.models.skip.SkipNet` s evaluated in one pass.
 
     Input ``z``: (runs, in_channels, H, W) — run r's input is ``z[r]`` (what a SkipNet would get as
     ``z[r:r+1]``). Output: (runs, out_channels, H, W), row r equal to SkipNet r's output. Padding

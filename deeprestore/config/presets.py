@@ -1,4 +1,5 @@
-"""TOML presets: find them, read them, and turn one into :class:`~deeprestore.settings.Settings`.
+"""TOML presets: find them, read them, and turn one into
+:class:`~deeprestore.config.settings.Settings`.
 
 A preset is a plain TOML file a user can copy and edit::
 
@@ -29,7 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deeprestore.settings import METHODS, Settings, SettingsError, coerce_setting
+from deeprestore.config.settings import Settings, SettingsError, coerce_setting
+from deeprestore.methods import METHODS
 from deeprestore.tasks import TASKS
 
 if sys.version_info >= (3, 11):
@@ -84,7 +86,7 @@ def preset_dirs() -> list[Path]:
     packaged = Path(str(resources.files("deeprestore"))) / "presets"
     if packaged.is_dir():
         dirs.append(packaged)
-    source_tree = Path(__file__).resolve().parent.parent / "presets"
+    source_tree = Path(__file__).resolve().parents[2] / "presets"
     if source_tree.is_dir() and source_tree not in dirs:
         dirs.append(source_tree)
     return dirs

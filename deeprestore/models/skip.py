@@ -27,8 +27,17 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _bn_act(channels: int) -> list[nn.Module]:
+def bn_act(channels: int) -> list[nn.Module]:
+    """BatchNorm then LeakyReLU(0.2), DIP's activation block."""
     return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, inplace=True)]
+
+
+def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """×2 upsampling of (N, C, H, W) by ``mode`` (bilinear or bicubic without corner alignment,
+    or nearest), as in the DIP code."""
+    if mode in ("bilinear", "bicubic"):
+        return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False)
+    return F.interpolate(x, scale_factor=2.0, mode=mode)
 
 
 class _Scale(nn.Module):
@@ -45,13 +54,13 @@ class _Scale(nn.Module):
     ) -> None:
         super().__init__()
         self.skip = (
-            nn.Sequential(_conv(c_in, c_skip, 1), *_bn_act(c_skip)) if c_skip > 0 else None
+            nn.Sequential(_conv(c_in, c_skip, 1), *bn_act(c_skip)) if c_skip > 0 else None
         )
         down: list[nn.Module] = [
             _conv(c_in, c_down, 3, stride=2),
-            *_bn_act(c_down),
+            *bn_act(c_down),
             _conv(c_down, c_down, 3),
-            *_bn_act(c_down),
+            *bn_act(c_down),
         ]
         if deeper is not None:
             down.append(deeper)
@@ -62,19 +71,13 @@ class _Scale(nn.Module):
         self.up = nn.Sequential(
             nn.BatchNorm2d(c_skip + c_deeper),
             _conv(c_skip + c_deeper, c_up, 3),
-            *_bn_act(c_up),
+            *bn_act(c_up),
             _conv(c_up, c_up, 1),
-            *_bn_act(c_up),
+            *bn_act(c_up),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        deeper = self.down(x)
-        if self.upsample_mode in ("bilinear", "bicubic"):
-            deeper = F.interpolate(
-                deeper, scale_factor=2.0, mode=self.upsample_mode, align_corners=False
-            )
-        else:
-            deeper = F.interpolate(deeper, scale_factor=2.0, mode=self.upsample_mode)
+        deeper = upsample2(self.down(x), self.upsample_mode)
         if self.skip is not None:
             deeper = torch.cat([self.skip(x), deeper], dim=1)
         return self.up(deeper)

@@ -3,7 +3,7 @@
 The tables, their images, protocols and the paper's numbers are in ``benchmarks.toml`` (next to
 this file). For each image of a table, :func:`reproduce_table` degrades the clean image in memory
 as the paper did (fixed seed per image), restores it with every method of the table through
-:class:`~deeprestore.jobs.Job`, and writes::
+:class:`~deeprestore.io.jobs.Job`, and writes::
 
     OUT/TABLE/results.csv        one row per (image, method): psnr, ssim, seconds, ...
     OUT/TABLE/results.md         averages and per-image numbers next to the paper's
@@ -40,13 +40,11 @@ import numpy as np
 import torch
 
 from deeprestore import __version__
-from deeprestore.control import Interrupted, OutOfTime
-from deeprestore.cost import CostError, estimate_cost, format_duration
-from deeprestore.degrade import degrade_pixels
-from deeprestore.engine import Progress as EngineProgress
-from deeprestore.engine import problem_to_device
-from deeprestore.images import Image, read_image
-from deeprestore.jobs import (
+from deeprestore.apps.degrade import degrade_pixels
+from deeprestore.config.presets import DEGRADATION_KEYS, load_preset
+from deeprestore.config.resolve import SettingsResolver
+from deeprestore.io.images import Image, read_image
+from deeprestore.io.jobs import (
     Job,
     JobError,
     load_checkpoint,
@@ -54,13 +52,15 @@ from deeprestore.jobs import (
     run_job,
     run_jobs_together,
 )
+from deeprestore.io.plots import compare_image
+from deeprestore.io.writers import atomic_write_bytes, write_image, write_json
+from deeprestore.methods import NETWORK_METHODS, TASK_METHODS
 from deeprestore.metrics import ssim
-from deeprestore.plots import compare_image
-from deeprestore.presets import DEGRADATION_KEYS, load_preset
-from deeprestore.resolve import SettingsResolver
-from deeprestore.settings import NETWORK_METHODS
-from deeprestore.tasks import TASK_METHODS, TaskOptions, build_problem
-from deeprestore.writers import atomic_write_bytes, write_image, write_json
+from deeprestore.solvers.base import Progress as EngineProgress
+from deeprestore.solvers.base import problem_to_device
+from deeprestore.solvers.control import Interrupted, OutOfTime
+from deeprestore.solvers.cost import CostError, estimate_cost, format_duration
+from deeprestore.tasks import TaskOptions, build_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -189,7 +189,7 @@ ProgressFn = Callable[[ReproduceEvent], None]
 # ------------------------------------------------------------------------------------ tables
 def benchmarks_path() -> Path:
     """Where ``benchmarks.toml`` is (inside the installed package)."""
-    return Path(str(resources.files("deeprestore"))) / "benchmarks.toml"
+    return Path(str(resources.files("deeprestore.apps"))) / "benchmarks.toml"
 
 
 def load_benchmarks(path: Path | None = None) -> dict[str, Benchmark]:
@@ -391,7 +391,7 @@ def reproduce_table(
     then runs pairs in order until the time is spent; the pair running then saves a checkpoint
     and :class:`BudgetSpent` is raised — the same call later continues where this one stopped;
     ``group``: step up to this many network problems of one size together (different images
-    and methods, :func:`~deeprestore.jobs.run_jobs_together`), each with its own results as
+    and methods, :func:`~deeprestore.io.jobs.run_jobs_together`), each with its own results as
     if run alone; 1 runs the pairs one by one.
     """
     tables = load_benchmarks()

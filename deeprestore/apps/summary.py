@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deeprestore.writers import atomic_write_bytes
+from deeprestore.io.writers import atomic_write_bytes
 
 SUMMARY_COLUMNS = ("input", "method", "status", "psnr", "seconds", "output", "error")
 

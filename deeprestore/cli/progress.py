@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from deeprestore.engine import Progress as EngineProgress
+from deeprestore.solvers.base import Progress as EngineProgress
 
 #: stderr, where progress, warnings and one-line errors go (stdout keeps results and JSON)
 err_console = Console(stderr=True, highlight=False)

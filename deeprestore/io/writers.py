@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deeprestore.engine import LogRow
-from deeprestore.images import Image, encode_image
+from deeprestore.io.images import Image, encode_image
+from deeprestore.solvers.base import LogRow
 
 CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age", "lam", "mu",
                "stop_signal")

@@ -1,8 +1,8 @@
 """Many problems per step: the Θ-steps of several network runs as one grouped network.
 
 A :class:`ProblemGroup` holds the networks of every run of its *members* — network algorithms
-(:class:`~deeprestore.engine.NetworkAlgorithm`), each with its own problem, settings, runs,
-z, seeds, x, u and denoiser schedule — as one :class:`~deeprestore.batched.BatchedSkipNet`
+(:class:`~deeprestore.solvers.network.NetworkAlgorithm`), each with its own problem, settings, runs,
+z, seeds, x, u and denoiser schedule — as one :class:`~deeprestore.models.batched.BatchedSkipNet`
 (grouped convolutions, runs stacked on the channel axis, run-major) and steps them with one
 Adam over all of its parameters. The members' networks must have one shape (z's channels and
 size, the width of the network, the image's channels) and one precision.
@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from deeprestore.batched import BatchedSkipNet
 from deeprestore.execution import Execution, prepare_network_step
+from deeprestore.models.batched import BatchedSkipNet
 
-if TYPE_CHECKING:  # the engine imports this module
-    from deeprestore.engine import NetworkAlgorithm, _Run
+if TYPE_CHECKING:  # solvers.network imports this module
+    from deeprestore.solvers.network import NetworkAlgorithm, _Run
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which every run uses
 
@@ -186,7 +186,8 @@ class ProblemGroup:
     # -- the step -------------------------------------------------------------------------------
 
     def steps_for(self, member: NetworkAlgorithm) -> list[Any]:
-        """``member``'s Θ-steps of this iteration (:class:`~deeprestore.engine._Step` per run),
+        """``member``'s Θ-steps of this iteration (:class:`~deeprestore.solvers.network._Step` per
+        run),
         computing every member's when ``member``'s is not waiting yet."""
         if id(member) not in self._waiting:
             self._step_all(caller=member)

@@ -1,0 +1,325 @@
+"""The four restore commands (denoise, deblur, superres, inpaint), built from one option
+set: parse, resolve the settings (:mod:`deeprestore.config.resolve`), run each input as a
+job (:mod:`deeprestore.io.jobs`), print one line per image."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import shlex
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app
+from deeprestore.cli.options import (
+    CheckpointEveryOpt,
+    CompileOpt,
+    DebugOpt,
+    DenoiserOpt,
+    DeviceOpt,
+    InputsArg,
+    JsonOpt,
+    MaxMemoryOpt,
+    MaxMinutesOpt,
+    MaxPixelsOpt,
+    NoCompareOpt,
+    OutputOpt,
+    OverwriteOpt,
+    PrecisionOpt,
+    PresetOpt,
+    QuietOpt,
+    RecursiveOpt,
+    ReferenceOpt,
+    RestoreItersOpt,
+    ResumeOpt,
+    RunsOpt,
+    SeedOpt,
+    SetOpt,
+    ShardOpt,
+    ThreadsOpt,
+    TileOpt,
+    apply_threads,
+    check_flags,
+    expand_inputs,
+    iteration_overrides,
+    option,
+    parse_sigma,
+    resolve_device,
+    sigma_option,
+    tile_size,
+)
+from deeprestore.cli.progress import add_run, err_console, progress_bar
+from deeprestore.config.presets import parse_override
+from deeprestore.config.resolve import SettingsResolver
+from deeprestore.execution import bf16_warning
+from deeprestore.io.images import ImageError
+from deeprestore.io.inputs import InputError, parse_max_pixels
+from deeprestore.io.jobs import Job, JobError, check_outputs, record_failure, run_job
+from deeprestore.methods import TASK_METHODS
+from deeprestore.solvers.cost import CostError, parse_bytes
+from deeprestore.tasks import TASKS, TaskError, TaskOptions, read_sidecar
+
+EXAMPLES_DENOISE = """
+[b]Examples[/b]
+
+  deeprestore denoise noisy.png             [dim]# DeepRED, Table 1; σ estimated; stops itself[/dim]
+  deeprestore denoise noisy.png --method dip --iters 3000 -o out/  [dim]# exactly 3000[/dim]
+  deeprestore denoise noisy.png --reference clean.png --json
+  deeprestore denoise photo.jpg --method dip --precision float32
+  deeprestore denoise big.png --tile 512 --max-minutes 60
+  deeprestore denoise *.png --set lam=0.3 --set denoiser=bm3d --seed 1
+"""
+
+
+def _summary_line(manifest: dict[str, Any]) -> str:
+    text = (
+        f"{manifest['input']}: {manifest['method']} {manifest['iterations']} it "
+        f"{manifest['seconds']:.1f} s -> {manifest['output']}"
+    )
+    if manifest.get("psnr") is not None:
+        text += f"  PSNR {manifest['psnr']:.2f} dB"
+        if manifest.get("psnr_input") is not None:
+            text += f" (input {manifest['psnr_input']:.2f} dB)"
+    return text
+
+
+@dataclass
+class RestoreRequest:
+    """The options every restore command shares: one field per flag, its Typer declaration as
+    the field's type and its default as the field's (``--method``'s help is the task's)."""
+
+    inputs: list[Path]
+    output: OutputOpt = Path("restored")
+    method: str = "deepred"
+    preset: PresetOpt = None
+    iters: RestoreItersOpt = None
+    sets: SetOpt = None
+    reference: ReferenceOpt = None
+    runs: RunsOpt = None
+    seed: SeedOpt = None
+    device: DeviceOpt = "auto"
+    threads: ThreadsOpt = "auto"
+    denoiser: DenoiserOpt = "auto"
+    quiet: QuietOpt = False
+    as_json: JsonOpt = False
+    overwrite: OverwriteOpt = False
+    precision: PrecisionOpt = None
+    compile_network: CompileOpt = False
+    no_compare: NoCompareOpt = False
+    recursive: RecursiveOpt = False
+    shard: ShardOpt = None
+    max_pixels: MaxPixelsOpt = "4096x4096"
+    tile: TileOpt = "auto"
+    max_minutes: MaxMinutesOpt = None
+    max_memory: MaxMemoryOpt = None
+    checkpoint_every: CheckpointEveryOpt = None
+    resume: ResumeOpt = False
+    debug: DebugOpt = False
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings the flags change: ``--set`` pairs, then the flags named after settings."""
+        values: dict[str, Any] = dict(parse_override(text) for text in (self.sets or []))
+        values.update(iteration_overrides(self.iters))
+        for key, value in (("runs", self.runs),
+                           ("seed", self.seed), ("precision", self.precision)):
+            if value is not None:
+                values[key] = value
+        if self.compile_network:
+            values["compile"] = True
+        return values
+
+
+
+def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
+    """Restore every input of ``request`` with one method.
+
+    Task options come from the flags, then the input's ``degrade`` sidecar, then the preset's
+    ``[degradation]`` table (:mod:`deeprestore.config.resolve`). Returns the exit code: 0 all done,
+    1 an image failed, 2 an image did not fit the task options (wrong-size mask, kernel larger
+    than the image, ...).
+    """
+    task, method, quiet = flags.task, request.method, request.quiet
+    check_flags(flags)
+    device = resolve_device(request.device)
+    resolver = SettingsResolver(task, method, request.overrides(), request.denoiser, device,
+                                everyday=True)
+    # a bad preset is a usage error before any work
+    _, first, _ = resolver.resolve(flags, request.preset)
+    warning = bf16_warning(first, device)
+    if warning is not None and not quiet:
+        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
+    reference = request.reference
+    if reference is not None and not reference.exists():
+        raise UsageProblem(f"{reference}: reference image not found")
+    try:
+        pixel_limit = parse_max_pixels(request.max_pixels)
+    except InputError as err:
+        raise UsageProblem(str(err)) from None
+    try:
+        memory_limit = None if request.max_memory is None else parse_bytes(request.max_memory)
+    except ValueError as err:
+        raise UsageProblem(f"--max-memory: {err}") from None
+    tile = tile_size(request.tile)
+    files = expand_inputs(request.inputs, request.recursive, request.shard)
+    command = "deeprestore " + shlex.join(COMMAND_LINE)
+    apply_threads(request.threads, quiet)  # last: after every usage error
+
+    tty = sys.stdout.isatty()
+    failures = usage_failures = 0
+    for entry in files:
+        path, out_dir = entry.path, request.output / entry.subdir
+        try:
+            sidecar = read_sidecar(path)
+            if sidecar.get("task") not in (None, task):
+                sidecar = {}
+            known = flags.merged(sidecar, source_names=("sidecar",))
+            preset, settings, options = resolver.resolve(known, request.preset)
+            job = Job(
+                input=path, output_dir=out_dir, method=method, settings=settings, task=options,
+                preset=preset.name, reference=reference, device=device, command=command,
+                overwrite=request.overwrite, compare=not request.no_compare,
+                max_pixels=pixel_limit, checkpoint_every=request.checkpoint_every,
+                resume=request.resume, max_memory=memory_limit, max_minutes=request.max_minutes,
+                tile=tile, auto_tile=tile is None,
+            )
+            existing = check_outputs(job)
+            if existing and not request.overwrite:
+                if not quiet:
+                    err_console.print(
+                        f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)",
+                        soft_wrap=True, markup=False,
+                    )
+                continue
+            manifest = _run_with_progress(job, quiet=quiet or not tty, notices=not quiet)
+        except TaskError as err:
+            usage_failures += 1
+            err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
+            record_failure(out_dir, path, method, f"{path}: {err}")
+            continue
+        except (ImageError, JobError, ValueError, FloatingPointError, OSError) as err:
+            failures += 1
+            err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+            # stderr only: an unwritable folder or full disk, or a run refused before it began
+            if not isinstance(err, (OSError, CostError)):
+                record_failure(out_dir, path, method, str(err))
+            continue
+        if request.as_json:
+            sys.stdout.write(json.dumps(manifest) + "\n")
+            sys.stdout.flush()
+        if not quiet:
+            line = _summary_line(manifest)
+            if request.as_json:
+                err_console.print(line, soft_wrap=True, markup=False)
+            else:
+                print(line, flush=True)
+    return 2 if usage_failures else (1 if failures else 0)
+
+
+def _run_with_progress(job: Job, quiet: bool, notices: bool) -> dict[str, Any]:
+    def notice(text: str) -> None:
+        err_console.print(text, soft_wrap=True, markup=False)
+
+    tell = notice if notices else None
+    if quiet:
+        return run_job(job, notice=tell)
+    with progress_bar() as bar:
+        update = add_run(bar, f"{job.input.name} {job.method}", job.settings.iterations)
+        return run_job(job, callback=update, notice=tell)
+
+
+# ---------------------------------------------------------------- the four restore commands
+EXAMPLES_DEBLUR = """
+[b]Examples[/b]
+
+  deeprestore deblur blurred.png --kernel uniform9           [dim]# Table 1 uniform row[/dim]
+  deeprestore deblur blurred.png --kernel gauss25 --sigma 1.41
+  deeprestore deblur blurred.png --kernel my_kernel.npy --method dip
+  deeprestore degrade clean.png -o in/ --task deblur && deeprestore deblur in/clean.png
+"""
+
+EXAMPLES_SUPERRES = """
+[b]Examples[/b]
+
+  deeprestore superres small.png --factor 4                   [dim]# output is 4x larger[/dim]
+  deeprestore superres small.png --factor 8 --method dip
+  deeprestore degrade hr.png -o in/ --task superres --factor 4 && \\
+    deeprestore superres in/hr.png --reference hr.png
+"""
+
+EXAMPLES_INPAINT = """
+[b]Examples[/b]
+
+  deeprestore inpaint damaged.png --mask mask.png             [dim]# mask: nonzero = known[/dim]
+  deeprestore degrade clean.png -o in/ --task inpaint --mask random:0.5 && \\
+    deeprestore inpaint in/clean.png --reference clean.png
+"""
+
+
+
+def _shared_options(task: str) -> list[inspect.Parameter]:
+    """The options of every restore command after its task's own: :class:`RestoreRequest`'s
+    fields (one definition for all four commands)."""
+    method_help = ", ".join(TASK_METHODS[task]) + "."
+    declared = typing.get_type_hints(RestoreRequest, include_extras=True)
+    declared["method"] = Annotated[str, typer.Option("--method", "-m", help=method_help)]
+    return [option(f.name, declared[f.name], f.default)
+            for f in dataclasses.fields(RestoreRequest) if f.name != "inputs"]
+
+
+
+#: Each restore command's own options (names are TaskOptions fields), before ``--sigma``.
+TASK_OPTIONS: dict[str, list[inspect.Parameter]] = {
+    "denoise": [],
+    "deblur": [option("kernel", Annotated[str | None, typer.Option(
+        "--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, .csv, grey PNG). "
+        "[default: uniform9]", show_default=False)], None)],
+    "superres": [
+        option("factor", Annotated[int | None, typer.Option(
+            "--factor", "-f", help="Upscaling factor: 2, 4 or 8. [default: 4]",
+            show_default=False)], None),
+        option("downsampler", Annotated[str | None, typer.Option(
+            "--downsampler", help="H: lanczos2 (DIP's, default) or bicubic.",
+            show_default=False)], None),
+    ],
+    "inpaint": [option("mask", Annotated[str | None, typer.Option(
+        "--mask", help="Mask image of the input's size: nonzero = known pixel, 0 = to fill in.",
+        show_default=False)], None)],
+}
+COMMAND_HELP = {
+    "denoise": ("Remove Gaussian noise (H = identity).", EXAMPLES_DENOISE),
+    "deblur": ("Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41.",
+               EXAMPLES_DEBLUR),
+    "superres": ("Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is "
+                 "factor× larger.", EXAMPLES_SUPERRES),
+    "inpaint": ("Fill in missing pixels (H = binary mask).", EXAMPLES_INPAINT),
+}
+
+
+def _restore_command(task: str) -> None:
+    """Register ``deeprestore TASK``: its task options, ``--sigma`` and the shared options."""
+    own = [*TASK_OPTIONS[task], sigma_option(task)]
+    own_names = [p.name for p in own]
+
+    def command(**values: Any) -> None:
+        own_values = {name: values.pop(name) for name in own_names}
+        own_values["sigma"] = parse_sigma(own_values["sigma"])
+        flags = TaskOptions(task, **own_values)
+        raise typer.Exit(run_restore(flags, RestoreRequest(**values)))
+
+    inputs = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               annotation=InputsArg)
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inputs, *own, *_shared_options(task)])
+    command.__name__ = task
+    command.__doc__, epilog = COMMAND_HELP[task]
+    app.command(epilog=epilog)(command)
+
+
+for _task in TASKS:
+    _restore_command(_task)

@@ -1,0 +1,291 @@
+"""The loop that runs any :class:`~deeprestore.solvers.base.Algorithm` (SigPy's ``App``).
+
+:class:`Runner` calls ``update()`` until ``done()``, logs every ``log_every`` iterations (the
+only host↔device synchronisation of the loop), reports progress through a callback, rolls back
+a NaN, saves checkpoints, stops on a signal or a deadline, and feeds the automatic stop.
+:func:`restore` runs one problem; :func:`restore_together` several, their network steps grouped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import torch
+
+from deeprestore.config.settings import Settings
+from deeprestore.denoisers import Denoiser
+from deeprestore.execution import DEFAULT_EXECUTION, Execution, configure_backends
+from deeprestore.methods import NETWORK_METHODS
+from deeprestore.solvers.base import (
+    Algorithm,
+    LogRow,
+    Problem,
+    Progress,
+    ProgressCallback,
+    Result,
+    problem_to_device,
+)
+from deeprestore.solvers.control import Interrupted, OutOfTime, RunControl, SignalFlag
+from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.grouping import ProblemGroup
+from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.stopping import VarianceStop
+
+
+class Runner:
+    """Drives an :class:`Algorithm` to the end, logging every ``log_every`` iterations.
+
+    With a :class:`~deeprestore.solvers.control.RunControl`: continues from a saved state, saves
+    states
+    (every ``checkpoint_every`` iterations, and when SIGINT/SIGTERM arrives — then it raises
+    :class:`~deeprestore.solvers.control.Interrupted` between two iterations), and when the loss
+    or x
+    turns NaN/Inf rolls back to the last logged good state with the learning rate halved, at
+    most ``max_rollbacks`` times (stateful algorithms only; otherwise the run fails at once).
+
+    With a ``stopper`` (:class:`~deeprestore.solvers.stopping.VarianceStop`) it feeds it every
+    iteration's network output and ends the run early when the stopper is done; the image
+    returned is then the stopper's estimate at its detected iteration.
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        problem: Problem,
+        log_every: int,
+        callback: ProgressCallback | None = None,
+        control: RunControl | None = None,
+        stopper: VarianceStop | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.stopper = stopper
+        self.problem = problem
+        self.log_every = log_every
+        self.callback = callback
+        self.control = control if control is not None else RunControl()
+        self.log: list[LogRow] = []
+        self.rollbacks: list[dict[str, Any]] = []
+        self._offset = 0.0  # seconds already spent before a resume
+        self._resumed = False
+
+    def _measure(self) -> torch.Tensor | None:
+        if self.problem.reference is None or self.problem.psnr is None:
+            return None
+        return self.problem.psnr(self.algorithm.estimate(), self.problem.reference)
+
+    def run(self) -> Result:
+        """Iterate until done; return the result with the log."""
+        try:
+            with SignalFlag() as flag:
+                return _drive(self.iterations(flag))
+        finally:
+            self.algorithm.close()
+
+    def state(self, seconds: float) -> dict[str, Any]:
+        """The runner's checkpoint: the algorithm's state, the log so far, the elapsed time."""
+        state = {"algorithm": self.algorithm.state_dict(),
+                 "log": [vars(row).copy() for row in self.log],
+                 "rollbacks": list(self.rollbacks), "seconds": seconds}
+        if self.stopper is not None:
+            state["stopper"] = self.stopper.state_dict()
+        return state
+
+    def prepare(self) -> None:
+        """Load the saved state to continue from (``control.resume``), once; the first
+        iteration does it if no one did before (:func:`restore_together` does it for every
+        problem before any steps, since a grouped step steps them all)."""
+        if self.control.resume is not None and not self._resumed:
+            self._resume(self.control.resume)
+        self._resumed = True
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
+        if self.stopper is not None and state.get("stopper") is not None:
+            self.stopper.load_state_dict(state["stopper"], self.problem.y.device)
+        self.log = [LogRow(**row) for row in state["log"]]
+        self.rollbacks = list(state.get("rollbacks", []))
+        self._offset = float(state["seconds"])
+
+    def iterations(self, flag: SignalFlag) -> Generator[int, None, Result]:
+        """The run, one iteration per ``next()`` (it yields the iteration's number), its
+        :class:`Result` as the generator's return value; :func:`restore_together` interleaves
+        several. Checkpoints and :class:`~deeprestore.solvers.control.Interrupted` /
+        :class:`~deeprestore.solvers.control.OutOfTime` as :meth:`run`."""
+        algorithm, control = self.algorithm, self.control
+        stateful = algorithm.stateful
+        self.prepare()
+        start = time.perf_counter() - self._offset
+        good = (algorithm.state_dict(), len(self.log)) if stateful else None
+        stopper = self.stopper
+        finished = algorithm.done() or (stopper is not None and stopper.done)
+        while not finished:
+            loss, gap = algorithm.update()
+            it = algorithm.iteration
+            output = algorithm.network_output() if stopper is not None else None
+            if stopper is not None and output is not None:
+                stopper.observe(it, output, algorithm.estimate)
+            finished = algorithm.done() or (stopper is not None and stopper.done)
+            if it % self.log_every == 0 or finished:
+                with torch.no_grad():
+                    psnr = self._measure()
+                values = [loss, *(v for v in (psnr, gap) if v is not None)]
+                numbers = torch.stack([v.float().reshape(()) for v in values]).tolist()
+                loss_value = numbers.pop(0)
+                psnr_value = numbers.pop(0) if psnr is not None else None
+                gap_value = numbers.pop(0) if gap is not None else None
+                seconds = time.perf_counter() - start
+                if not all(math.isfinite(v) for v in (loss_value, gap_value or 0.0)):
+                    if good is None or len(self.rollbacks) >= control.max_rollbacks:
+                        tried = f" after {len(self.rollbacks)} rollbacks" if self.rollbacks else ""
+                        raise FloatingPointError(
+                            f"the loss became {loss_value} at iteration {it}{tried}")
+                    algorithm.load_state_dict(good[0])
+                    del self.log[good[1]:]
+                    if stopper is not None:
+                        stopper.forget_window()
+                    finished = False
+                    rate = algorithm.scale_learning_rate(0.5)
+                    self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
+                    yield it  # one update per step, in a group too
+                    continue
+                row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
+                             algorithm.denoiser_age(), *algorithm.weights(),
+                             stop_signal=None if stopper is None else stopper.signal)
+                self.log.append(row)
+                if (stateful and control.max_rollbacks > 0 and good is not None
+                        and it - good[0]["iteration"] >= control.snapshot_every):
+                    good = (algorithm.state_dict(), len(self.log))
+                if self.callback is not None:
+                    self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
+            out_of_time = (stateful and not finished and control.deadline is not None
+                           and control.clock() >= control.deadline)
+            if stateful and control.checkpoint is not None:
+                every = control.checkpoint_every
+                if flag.signum is not None or out_of_time or (every and it % every == 0
+                                                              and not finished):
+                    control.checkpoint(self.state(time.perf_counter() - start))
+            if flag.signum is not None:
+                raise Interrupted(flag.signum)
+            if out_of_time:
+                raise OutOfTime()
+            yield it
+        estimate = algorithm.estimate()
+        if stopper is not None and stopper.done and stopper.best_estimate is not None:
+            estimate = stopper.best_estimate
+        image = estimate.detach().float().clamp(0.0, 1.0).cpu()
+        return Result(
+            image=image,
+            log=self.log,
+            iterations=algorithm.iteration,
+            seconds=time.perf_counter() - start,
+            denoiser_calls=algorithm.denoiser_calls,
+            denoiser=algorithm.denoiser_name,
+            rollbacks=self.rollbacks,
+            backtracks=algorithm.backtrack_events(),
+            stop=None if stopper is None else stopper.report(algorithm.total),
+        )
+
+
+def restore(
+    problem: Problem,
+    settings: Settings,
+    *,
+    device: torch.device | str = "cpu",
+    callback: ProgressCallback | None = None,
+    denoiser: Denoiser | None = None,
+    baselines: dict[str, Callable[[Problem], torch.Tensor]] | None = None,
+    control: RunControl | None = None,
+    execution: Execution = DEFAULT_EXECUTION,
+) -> Result:
+    """Run ``settings.method`` on ``problem`` and return the restored image and its log.
+
+    ``problem``'s tensors are moved to ``device``; ``callback`` receives a :class:`Progress`
+    every ``settings.log_every`` iterations; ``denoiser`` overrides ``settings.denoiser``;
+    ``baselines`` maps extra one-shot method names to functions of the problem; ``control``:
+    checkpoints, resume and NaN rollback (:class:`~deeprestore.solvers.control.RunControl`);
+    ``execution``: how the network steps run (:class:`~deeprestore.execution.Execution`).
+    """
+    settings.validate()
+    device = torch.device(device)
+    configure_backends(device, settings.precision)
+    problem = problem_to_device(problem, device)
+    algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
+    stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
+               if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
+    return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
+
+
+def _drive(steps: Generator[int, None, Result]) -> Result:
+    """Run a :meth:`Runner.iterations` generator to its end; return its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def restore_together(
+    problems: Sequence[Problem],
+    settings: Sequence[Settings],
+    *,
+    device: torch.device | str = "cpu",
+    callbacks: Sequence[ProgressCallback | None] | None = None,
+    controls: Sequence[RunControl | None] | None = None,
+    execution: Execution = DEFAULT_EXECUTION,
+) -> list[Result | BaseException]:
+    """Run several network problems at once, their Θ-steps grouped into one network
+    (:mod:`deeprestore.solvers.grouping`); return each one's :class:`Result`, or the exception that
+    ended it (a failure, :class:`~deeprestore.solvers.control.Interrupted`, OutOfTime), in order.
+
+    Each problem keeps its own settings (method, seed, iterations, stop rule, rules of the
+    reference code), z, Adam state, x, u, denoiser schedule, log, checkpoints and callback, and
+    its result is its :func:`restore` result up to rounding. Problems must share
+    :func:`~deeprestore.solvers.grouping.group_key` (network shape, size, precision); one that
+    finishes
+    first leaves the group. ``problems[i]``'s tensors are moved to ``device``.
+    """
+    count = len(problems)
+    if len(settings) != count:
+        raise ValueError("one Settings per problem")
+    device = torch.device(device)
+    callbacks = list(callbacks) if callbacks is not None else [None] * count
+    controls = list(controls) if controls is not None else [None] * count
+    runners: list[Runner] = []
+    for problem, own, callback, control in zip(problems, settings, callbacks, controls,
+                                               strict=True):
+        own.validate()
+        if own.method not in NETWORK_METHODS:
+            raise ValueError(f"restore_together runs network methods, not {own.method!r}")
+        configure_backends(device, own.precision)
+        moved = problem_to_device(problem, device)
+        algorithm = make_algorithm(moved, own, device, execution=execution)
+        stopper = (VarianceStop(own.stop_window, own.stop_patience)
+                   if own.stop == "auto" else None)
+        runners.append(Runner(algorithm, moved, own.log_every, callback, control, stopper))
+    members = [runner.algorithm for runner in runners]
+    assert all(isinstance(member, NetworkAlgorithm) for member in members)
+    ProblemGroup(members, execution)  # type: ignore[arg-type]
+    results: dict[int, Result | BaseException] = {}
+    try:
+        for runner in runners:
+            runner.prepare()
+        with SignalFlag() as flag:
+            active = {index: runner.iterations(flag) for index, runner in enumerate(runners)}
+            while active:
+                for index in list(active):
+                    try:
+                        next(active[index])
+                        continue
+                    except StopIteration as end:
+                        results[index] = end.value
+                    except (Exception, Interrupted, OutOfTime) as error:
+                        results[index] = error
+                    del active[index]
+                    runners[index].algorithm.close()  # leaves the group
+    finally:
+        for runner in runners:
+            runner.algorithm.close()
+    return [results[index] for index in range(count)]
