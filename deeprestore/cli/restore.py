@@ -63,7 +63,7 @@ from deeprestore.io.inputs import InputError, parse_max_pixels
 from deeprestore.io.jobs import Job, JobError, check_outputs, record_failure, run_job
 from deeprestore.methods import TASK_METHODS
 from deeprestore.solvers.cost import CostError, parse_bytes
-from deeprestore.tasks import TASKS, TaskError, TaskOptions, read_sidecar
+from deeprestore.tasks import TASKS, TaskError, TaskOptions
 
 EXAMPLES_DENOISE = """
 [b]Examples[/b]
@@ -175,11 +175,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     for entry in files:
         path, out_dir = entry.path, request.output / entry.subdir
         try:
-            sidecar = read_sidecar(path)
-            if sidecar.get("task") not in (None, task):
-                sidecar = {}
-            known = flags.merged(sidecar, source_names=("sidecar",))
-            preset, settings, options = resolver.resolve(known, request.preset)
+            preset, settings, options = resolver.resolve_file(flags, path, request.preset)
             job = Job(
                 input=path, output_dir=out_dir, method=method, settings=settings, task=options,
                 preset=preset.name, reference=reference, device=device, command=command,

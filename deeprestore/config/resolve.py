@@ -9,6 +9,7 @@ preset's ``[defaults]`` ← ``[methods.METHOD]`` ← overrides.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from deeprestore.config.presets import Preset, PresetError, load_preset
 from deeprestore.config.settings import Settings, SettingsError
 from deeprestore.methods import TASK_METHODS
-from deeprestore.tasks import AUTO_SIGMA, TASKS, TaskError, TaskOptions
+from deeprestore.tasks import AUTO_SIGMA, TASKS, TaskError, TaskOptions, read_sidecar
 
 
 def default_preset(options: TaskOptions) -> str:
@@ -110,3 +111,13 @@ class SettingsResolver:
         if options.task == "denoise" and options.sigma is None:
             options = options.merged({"sigma": AUTO_SIGMA}, source_names=("default",))
         return preset, settings, options.merged(preset.degradation, source_names=("preset",))
+
+    def resolve_file(self, options: TaskOptions, path: Path, preset_name: str | None
+                     ) -> tuple[Preset, Settings, TaskOptions]:
+        """:meth:`resolve` for the input file ``path``: its ``degrade`` sidecar
+        (``NAME.degrade.json``, if it is there and of this task) fills what ``options`` leaves
+        unset, before the preset does."""
+        sidecar = read_sidecar(path)
+        if sidecar.get("task") not in (None, options.task):
+            sidecar = {}
+        return self.resolve(options.merged(sidecar, source_names=("sidecar",)), preset_name)
