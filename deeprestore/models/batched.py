@@ -8,7 +8,8 @@ BatchNorm normalises each channel on its own, so over N*C channels it is per-run
 padding and interpolation act per channel. The only operation that mixes channel blocks is the
 skip concatenation, done as (1, N, c, H, W) ⊕ (1, N, c', H, W) on dim 2 → (1, N*(c+c'), H, W).
 
-The module tree mirrors :class:`~deeprestore.models.skip.SkipNet` name for name, and every parameter
+It is built from SkipNet's own blocks (:class:`~deeprestore.models.skip.Scale` and ``conv`` with
+``runs`` groups), so its module tree is SkipNet's name for name, and every parameter
 and buffer of the batched net is the dim-0 concatenation of the N nets' tensors (a grouped conv
 weight (N*c_out, c_in, k, k) is N weights (c_out, c_in, k, k) stacked), so
 :meth:`BatchedSkipNet.from_nets` and :meth:`BatchedSkipNet.unbatch` are plain copies.
@@ -19,83 +20,13 @@ With one Adam optimiser over the batched parameters and loss = Σ_r loss_r, run 
 
 from __future__ import annotations
 
-import math
+import inspect
+from typing import Any
 
 import torch
 from torch import nn
 
-from deeprestore.models.skip import SkipNet, bn_act, pad_to_multiple, upsample2
-
-
-def _conv(runs: int, c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    """Grouped convolution with reflection padding: (1, runs*c_in, H, W) → (1, runs*c_out, H', W').
-
-    Same layout as ``skip._conv`` (a ReflectionPad2d, then a Conv2d at index -1).
-    """
-    pad = (kernel - 1) // 2
-    layers: list[nn.Module] = []
-    if pad:
-        layers.append(nn.ReflectionPad2d(pad))
-    layers.append(
-        nn.Conv2d(
-            runs * c_in, runs * c_out, kernel, stride=stride, padding=0, bias=True, groups=runs
-        )
-    )
-    return nn.Sequential(*layers)
-
-
-def _cat_runs(runs: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-run channel concatenation: (B, runs*ca, H, W), (B, runs*cb, H, W) →
-    (B, runs*(ca+cb), H, W) with run r's block being [a_r, b_r]."""
-    return torch.cat([a.unflatten(1, (runs, -1)), b.unflatten(1, (runs, -1))], dim=2).flatten(1, 2)
-
-
-class _BatchedScale(nn.Module):
-    """One scale of N skip networks; mirrors ``networks._Scale`` (same attribute names)."""
-
-    def __init__(
-        self,
-        runs: int,
-        c_in: int,
-        c_down: int,
-        c_up: int,
-        c_skip: int,
-        deeper: _BatchedScale | None,
-        upsample_mode: str,
-    ) -> None:
-        super().__init__()
-        self.runs = runs
-        self.skip = (
-            nn.Sequential(_conv(runs, c_in, c_skip, 1), *bn_act(runs * c_skip))
-            if c_skip > 0
-            else None
-        )
-        down: list[nn.Module] = [
-            _conv(runs, c_in, c_down, 3, stride=2),
-            *bn_act(runs * c_down),
-            _conv(runs, c_down, c_down, 3),
-            *bn_act(runs * c_down),
-        ]
-        if deeper is not None:
-            down.append(deeper)
-        self.down = nn.Sequential(*down)
-        self.upsample_mode = upsample_mode
-        c_deeper = deeper.c_up if deeper is not None else c_down
-        self.c_up = c_up
-        self.up = nn.Sequential(
-            nn.BatchNorm2d(runs * (c_skip + c_deeper)),
-            _conv(runs, c_skip + c_deeper, c_up, 3),
-            *bn_act(runs * c_up),
-            _conv(runs, c_up, c_up, 1),
-            *bn_act(runs * c_up),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, runs*c_in, H, W) → (B, runs*c_up, H, W); H, W even."""
-        deeper = upsample2(self.down(x), self.upsample_mode)
-        if self.skip is not None:
-            deeper = _cat_runs(self.runs, self.skip(x), deeper)
-        return self.up(deeper)
+from deeprestore.models.skip import Scale, SkipNet, conv, pad_to_multiple
 
 
 class BatchedSkipNet(nn.Module):
@@ -109,36 +40,31 @@ class BatchedSkipNet(nn.Module):
     Each run's parameters are initialised with the same distribution as a fresh SkipNet's.
     """
 
-    def __init__(
-        self,
-        runs: int,
-        in_channels: int = 32,
-        out_channels: int = 3,
-        channels: int = 128,
-        skip_channels: int = 4,
-        scales: int = 5,
-        upsample_mode: str = "bilinear",
-    ) -> None:
+    def __init__(self, runs: int, *args: Any, **kwargs: Any) -> None:
+        """``runs`` networks, each built as ``SkipNet(*args, **kwargs)`` would be (in_channels,
+        out_channels, channels, skip_channels, scales, upsample_mode: one definition of the
+        architecture and its defaults, SkipNet's)."""
         super().__init__()
         if runs < 1:
             raise ValueError(f"runs must be ≥ 1, got {runs}")
+        bound = inspect.signature(SkipNet).bind(*args, **kwargs)
+        bound.apply_defaults()
+        self.architecture: dict[str, Any] = dict(bound.arguments)
+        in_channels, out_channels, channels, skip_channels, scales, upsample_mode = (
+            self.architecture[key] for key in ("in_channels", "out_channels", "channels",
+                                               "skip_channels", "scales", "upsample_mode"))
         self.runs = runs
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.channels = channels
-        self.skip_channels = skip_channels
-        self.scales = scales
         self.upsample_mode = upsample_mode
         self.multiple = 2**scales
-        deeper: _BatchedScale | None = None
+        deeper: Scale | None = None
         for level in reversed(range(scales)):
             c_in = in_channels if level == 0 else channels
-            deeper = _BatchedScale(
-                runs, c_in, channels, channels, skip_channels, deeper, upsample_mode
-            )
+            deeper = Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode, runs)
         assert deeper is not None
         self.body = deeper
-        self.head = nn.Sequential(_conv(runs, channels, out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(conv(channels, out_channels, 1, runs=runs), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(runs, in_channels, H, W) → (runs, out_channels, H, W), values in (0, 1)."""
@@ -162,24 +88,14 @@ class BatchedSkipNet(nn.Module):
         if not nets:
             raise ValueError("from_nets needs at least one SkipNet")
         first = nets[0]
-        skip = first.body.skip
-        head_conv = first.head[0][-1]
         states = [net.state_dict() for net in nets]
         shapes = {name: t.shape for name, t in states[0].items()}
         for net, state in zip(nets, states, strict=True):
             same_shapes = {name: t.shape for name, t in state.items()} == shapes
-            if not same_shapes or net.body.upsample_mode != first.body.upsample_mode:
+            if not same_shapes or net.architecture != first.architecture:
                 raise ValueError("from_nets needs SkipNets of one architecture")
         with torch.random.fork_rng(devices=[]):  # the weights are overwritten: keep the RNG
-            batched = cls(
-                len(nets),
-                first.in_channels,
-                first.out_channels,
-                channels=head_conv.in_channels,
-                skip_channels=skip[0][-1].out_channels if skip is not None else 0,
-                scales=int(math.log2(first.multiple)),
-                upsample_mode=first.body.upsample_mode,
-            )
+            batched = cls(len(nets), **first.architecture)
         ref = next(first.parameters())
         batched = batched.to(device=ref.device, dtype=ref.dtype)
         batched.train(first.training)
@@ -215,14 +131,7 @@ class BatchedSkipNet(nn.Module):
         nets = []
         for r in range(self.runs):
             with torch.random.fork_rng(devices=[]):
-                net = SkipNet(
-                    self.in_channels,
-                    self.out_channels,
-                    channels=self.channels,
-                    skip_channels=self.skip_channels,
-                    scales=self.scales,
-                    upsample_mode=self.upsample_mode,
-                )
+                net = SkipNet(**self.architecture)
             net = net.to(device=ref.device, dtype=ref.dtype)
             net.train(self.training)
             state = net.state_dict(keep_vars=True)

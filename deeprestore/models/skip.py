@@ -17,13 +17,17 @@ from torch import nn
 SIZE_MULTIPLE = 32
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    """Convolution with reflection padding ("same" size for stride 1, halves it for stride 2)."""
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, runs: int = 1) -> nn.Sequential:
+    """Convolution with reflection padding ("same" size for stride 1, halves it for stride 2):
+    (N, runs*c_in, H, W) → (N, runs*c_out, H', W'), ``runs`` independent groups (one per run of
+    a :class:`~deeprestore.models.batched.BatchedSkipNet`; 1 for a SkipNet). The Conv2d is at
+    index -1, after the ReflectionPad2d."""
     pad = (kernel - 1) // 2
     layers: list[nn.Module] = []
     if pad:
         layers.append(nn.ReflectionPad2d(pad))
-    layers.append(nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=0, bias=True))
+    layers.append(nn.Conv2d(runs * c_in, runs * c_out, kernel, stride=stride, padding=0,
+                            bias=True, groups=runs))
     return nn.Sequential(*layers)
 
 
@@ -40,8 +44,17 @@ def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2.0, mode=mode)
 
 
-class _Scale(nn.Module):
-    """One scale of the skip network: concat(skip branch, down→deeper→up branch) → up block."""
+def cat_runs(runs: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-run channel concatenation: (B, runs*ca, H, W), (B, runs*cb, H, W) →
+    (B, runs*(ca+cb), H, W) with run r's block being [a_r, b_r] (plain concatenation for one)."""
+    if runs == 1:
+        return torch.cat([a, b], dim=1)
+    return torch.cat([a.unflatten(1, (runs, -1)), b.unflatten(1, (runs, -1))], dim=2).flatten(1, 2)
+
+
+class Scale(nn.Module):
+    """One scale of the skip network: concat(skip branch, down→deeper→up branch) → up block,
+    for ``runs`` independent networks side by side on the channel dim (1 for a SkipNet)."""
 
     def __init__(
         self,
@@ -49,18 +62,22 @@ class _Scale(nn.Module):
         c_down: int,
         c_up: int,
         c_skip: int,
-        deeper: _Scale | None,
+        deeper: Scale | None,
         upsample_mode: str,
+        runs: int = 1,
     ) -> None:
         super().__init__()
+        self.runs = runs
         self.skip = (
-            nn.Sequential(_conv(c_in, c_skip, 1), *bn_act(c_skip)) if c_skip > 0 else None
+            nn.Sequential(conv(c_in, c_skip, 1, runs=runs), *bn_act(runs * c_skip))
+            if c_skip > 0
+            else None
         )
         down: list[nn.Module] = [
-            _conv(c_in, c_down, 3, stride=2),
-            *bn_act(c_down),
-            _conv(c_down, c_down, 3),
-            *bn_act(c_down),
+            conv(c_in, c_down, 3, stride=2, runs=runs),
+            *bn_act(runs * c_down),
+            conv(c_down, c_down, 3, runs=runs),
+            *bn_act(runs * c_down),
         ]
         if deeper is not None:
             down.append(deeper)
@@ -69,17 +86,18 @@ class _Scale(nn.Module):
         c_deeper = deeper.c_up if deeper is not None else c_down
         self.c_up = c_up
         self.up = nn.Sequential(
-            nn.BatchNorm2d(c_skip + c_deeper),
-            _conv(c_skip + c_deeper, c_up, 3),
-            *bn_act(c_up),
-            _conv(c_up, c_up, 1),
-            *bn_act(c_up),
+            nn.BatchNorm2d(runs * (c_skip + c_deeper)),
+            conv(c_skip + c_deeper, c_up, 3, runs=runs),
+            *bn_act(runs * c_up),
+            conv(c_up, c_up, 1, runs=runs),
+            *bn_act(runs * c_up),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, runs*c_in, H, W) → (B, runs*c_up, H, W); H, W even."""
         deeper = upsample2(self.down(x), self.upsample_mode)
         if self.skip is not None:
-            deeper = torch.cat([self.skip(x), deeper], dim=1)
+            deeper = cat_runs(self.runs, self.skip(x), deeper)
         return self.up(deeper)
 
 
@@ -102,17 +120,21 @@ class SkipNet(nn.Module):
         upsample_mode: str = "bilinear",
     ) -> None:
         super().__init__()
+        #: the constructor's arguments (BatchedSkipNet and unbatching rebuild the net from them)
+        self.architecture = {"in_channels": in_channels, "out_channels": out_channels,
+                             "channels": channels, "skip_channels": skip_channels,
+                             "scales": scales, "upsample_mode": upsample_mode}
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.multiple = 2**scales
-        deeper: _Scale | None = None
+        deeper: Scale | None = None
         # Build from the deepest scale outwards; only the outermost sees `in_channels`.
         for level in reversed(range(scales)):
             c_in = in_channels if level == 0 else channels
-            deeper = _Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode)
+            deeper = Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode)
         assert deeper is not None
         self.body = deeper
-        self.head = nn.Sequential(_conv(channels, out_channels, 1), nn.Sigmoid())
+        self.head = nn.Sequential(conv(channels, out_channels, 1), nn.Sigmoid())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         height, width = z.shape[-2:]
