@@ -22,8 +22,3 @@ TASK_METHODS: dict[str, tuple[str, ...]] = {
 }
 #: every method, in the order help texts list them
 METHODS = (*ITERATIVE_METHODS, *DENOISER_BASELINES, "bicubic", "biharmonic", "wiener")
-
-
-def needs_network(method: str) -> bool:
-    """Whether ``method`` fits a network (and so has Adam state, checkpoints, a stop rule)."""
-    return method in NETWORK_METHODS

@@ -54,7 +54,7 @@ from deeprestore.io.jobs import (
 )
 from deeprestore.io.plots import compare_image
 from deeprestore.io.writers import atomic_write_bytes, write_image, write_json
-from deeprestore.methods import NETWORK_METHODS, TASK_METHODS
+from deeprestore.methods import ITERATIVE_METHODS, NETWORK_METHODS, TASK_METHODS
 from deeprestore.metrics import ssim
 from deeprestore.solvers.base import Progress as EngineProgress
 from deeprestore.solvers.base import problem_to_device
@@ -352,7 +352,7 @@ def _overrides(method: str, *, seed: int, runs: int | None, iterations: int | No
     values: dict[str, Any] = {"seed": seed}
     if runs is not None and method in NETWORK_METHODS:
         values["runs"] = runs
-    if iterations is not None and (method in NETWORK_METHODS or method == "red"):
+    if iterations is not None and method in ITERATIVE_METHODS:
         values["iterations"] = iterations
     return values
 
