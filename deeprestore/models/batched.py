@@ -56,7 +56,6 @@ class BatchedSkipNet(nn.Module):
         self.runs = runs
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.upsample_mode = upsample_mode
         self.multiple = 2**scales
         deeper: Scale | None = None
         for level in reversed(range(scales)):
