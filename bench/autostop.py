@@ -2,6 +2,7 @@
 
     python bench/autostop.py --out DIR [--data ../shared/data] [--images house,peppers]
         [--sigmas 15,25,50] [--methods dip,deepred] [--crop 128] [--runs 1] [--iters N]
+        [--set KEY=VALUE ...] [--tag NAME]
     python bench/autostop.py --analyse DIR [--windows 50,100] [--patiences 200,500,1000]
         [--precision bf16]
 
@@ -14,8 +15,9 @@ window and patience; gzip them to keep them: ``--analyse`` reads ``*.json.gz`` t
 series: for every (W, P) the iteration where the run would have stopped, the PSNR of the
 estimate it returns (at the detected minimum), the oracle peak PSNR of the same run, and the
 iterations saved against the preset's count; one Markdown table per (W, P), a summary line.
-Noise: N(0, σ²) on the 0–255 scale, clipped and quantised to 8 bits (a PNG), seed 1 + image
-index.
+``--set`` overrides a setting of the preset (e.g. ``net_channels=32``); ``--tag`` is added to
+the file names so such runs sit beside the preset's. Noise: N(0, σ²) on the 0–255 scale,
+clipped and quantised to 8 bits (a PNG), seed 1 + image index.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeprestore.config.presets import load_preset
+from deeprestore.config.presets import load_preset, parse_override
 from deeprestore.io.images import Image, read_image
 from deeprestore.solvers.base import problem_to_device
 from deeprestore.solvers.control import RunControl
@@ -76,6 +78,7 @@ def record(args: argparse.Namespace) -> None:
                              * 255) / 255
             for method in args.methods.split(","):
                 suffix = "" if args.precision == "float32" else f"_{args.precision}"
+                suffix += f"_{args.tag}" if args.tag else ""
                 target = args.out / f"{name}_s{sigma:g}_{method}{suffix}.json"
                 if target.exists():
                     continue
@@ -83,6 +86,7 @@ def record(args: argparse.Namespace) -> None:
                                              "precision": args.precision}
                 if args.iters:
                     overrides["iterations"] = args.iters
+                overrides.update(parse_override(text) for text in args.set)
                 settings = preset.settings_for(method, overrides)
                 ceiling = preset.settings_for(method).iterations
                 task = build_problem(TaskOptions("denoise", sigma=sigma), Image(noisy),
@@ -95,7 +99,7 @@ def record(args: argparse.Namespace) -> None:
                                 stopper=recorder).run()
                 seconds = time.perf_counter() - tic
                 data = {"image": name, "sigma": sigma, "method": method, "crop": args.crop,
-                        "precision": args.precision,
+                        "precision": args.precision, "overrides": args.set,
                         "runs": args.runs, "iterations": settings.iterations,
                         "preset_iterations": ceiling, "seconds": round(seconds, 1),
                         "psnr": [round(row.psnr, 4) for row in result.log],
@@ -170,6 +174,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--iters", type=int, default=0)
     parser.add_argument("--precision", default="float32", help="float32 or bf16 (network)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting over the preset's (repeatable)")
+    parser.add_argument("--tag", default="", help="added to the recorded files' names")
     parser.add_argument("--windows", default="50,100")
     parser.add_argument("--patiences", default="200,500,1000")
     parser.add_argument("--tolerances", default="0", help="relative improvement a new minimum "

@@ -1,5 +1,6 @@
-"""What a restore uses where the user chose nothing (issue 20): the automatic stop and, on a
-CPU with bf16 arithmetic, bf16 — never for ``reproduce``, never over the user's choice."""
+"""What a restore uses where the user chose nothing (issue 20): the automatic stop, the
+preset's ``[everyday]`` table (denoising: a narrower network) and, on a CPU with bf16 arithmetic
+(when switched on), bf16 — never for ``reproduce``, never over the user's choice."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 import deeprestore.config.resolve as resolve
 import deeprestore.execution as execution
+from deeprestore.config.presets import load_preset
 from deeprestore.config.resolve import SettingsResolver, everyday_defaults
 
 
@@ -47,6 +49,18 @@ def test_only_asked_for_does_the_resolver_change_the_preset(monkeypatch):
     assert (plain.stop, plain.precision) == ("fixed", "float32")  # reproduce's view
     assert (everyday.stop, everyday.precision) == ("auto", "bf16")
     assert everyday.iterations == plain.iterations  # the preset's count: the ceiling
+
+
+def test_a_photo_gets_the_everyday_network_and_the_tables_the_papers():
+    def settings(everyday: bool, **overrides):
+        return SettingsResolver("denoise", "deepred", overrides, "auto", CPU,
+                                everyday=everyday).settings("denoise")[1]
+
+    table_row = settings(False)
+    assert table_row.net_channels == 128  # Table 1's network, what reproduce runs
+    assert settings(True).net_channels == load_preset("denoise").everyday["net_channels"] < 128
+    assert settings(True, net_channels=128).net_channels == 128  # --set wins
+    assert settings(True).lam == table_row.lam and settings(True).lr == table_row.lr
 
 
 @pytest.mark.parametrize("native", [True, False])

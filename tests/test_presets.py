@@ -90,6 +90,8 @@ def test_a_user_copy_is_accepted(tmp_path: Path):
         ("[degradation]\nblur = 3\n", "degradation.blur"),
         ("task = 'colourise'\n", "task"),
         ("[defaults\n", "does not parse"),
+        ("[everyday]\nnet_channel = 32\n", "unknown setting 'net_channel'"),
+        ("[everyday]\nnet_channels = 0\n", r"\[everyday\].*net_channels"),
     ],
 )
 def test_bad_presets_name_the_key(tmp_path: Path, text: str, message: str):
@@ -98,6 +100,27 @@ def test_bad_presets_name_the_key(tmp_path: Path, text: str, message: str):
     with pytest.raises(PresetError, match=message) as info:
         load_preset(path)
     assert "\n" not in str(info.value).strip() or "does not parse" in message
+
+
+def test_everyday_settings_apply_only_when_asked_and_overrides_still_win(tmp_path: Path):
+    path = tmp_path / "photo.toml"
+    path.write_text("[defaults]\nnet_channels = 128\nlr = 0.01\n[methods.dip]\nlr = 0.02\n"
+                    "[everyday]\nnet_channels = 24\nlr = 0.005\n")
+    preset = load_preset(path)
+    table = preset.settings_for("dip")
+    photo = preset.settings_for("dip", everyday=True)
+    assert (table.net_channels, table.lr) == (128, 0.02)  # what reproduce runs
+    assert (photo.net_channels, photo.lr) == (24, 0.005)  # over [methods] too
+    assert preset.settings_for("dip", {"net_channels": 64}, everyday=True).net_channels == 64
+
+
+def test_the_shipped_everyday_tables_leave_table_1_alone():
+    for name in available_presets():
+        preset = load_preset(name)
+        for method in preset.methods:
+            table, photo = preset.settings_for(method), preset.settings_for(method, everyday=True)
+            changed = {key for key in vars(table) if getattr(table, key) != getattr(photo, key)}
+            assert changed <= set(preset.everyday)  # nothing else moves
 
 
 def test_unknown_preset_names_the_known_ones():

@@ -68,7 +68,7 @@ from deeprestore.tasks import TASKS, TaskError, TaskOptions
 EXAMPLES_DENOISE = """
 [b]Examples[/b]
 
-  deeprestore denoise noisy.png             [dim]# DeepRED, Table 1; σ estimated; stops itself[/dim]
+  deeprestore denoise noisy.png  [dim]# DeepRED, 32-channel net; σ estimated; stops itself[/dim]
   deeprestore denoise noisy.png --method dip --iters 3000 -o out/  [dim]# exactly 3000[/dim]
   deeprestore denoise noisy.png --reference clean.png --json
   deeprestore denoise photo.jpg --method dip --precision float32

@@ -17,9 +17,14 @@ A preset is a plain TOML file a user can copy and edit::
     [methods.deepred]  # per method, overriding [defaults]
     lam = 0.5
 
+    [everyday]         # restore commands and the Python API only, never ``reproduce``
+    net_channels = 32
+
 Effective settings for a method = built-in defaults ← ``[defaults]`` ← ``[methods.METHOD]`` ←
-command-line overrides (``--set key=value``, ``--iters N``). Unknown keys and wrong types are
-errors that name the key and the file.
+(restores only) ``[everyday]`` ← command-line overrides (``--set key=value``, ``--iters N``).
+``[everyday]`` holds what a photo run changes from the table's values to finish in reasonable
+time (each value measured; the preset file says where). Unknown keys and wrong types are errors
+that name the key and the file.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-TOP_LEVEL_KEYS = {"name", "task", "description", "source", "degradation", "defaults", "methods"}
+TOP_LEVEL_KEYS = {"name", "task", "description", "source", "degradation", "defaults", "methods",
+                  "everyday"}
 #: Keys of ``[degradation]`` and their types (σ on the 0–255 scale).
 DEGRADATION_KEYS: dict[str, tuple[type, ...]] = {
     "sigma": (int, float),
@@ -65,15 +71,21 @@ class Preset:
     degradation: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: settings restores (not ``reproduce``) use over ``defaults`` and ``methods``
+    everyday: dict[str, Any] = field(default_factory=dict)
     text: str = ""
 
-    def settings_for(self, method: str, overrides: dict[str, Any] | None = None) -> Settings:
-        """Effective :class:`Settings` for ``method``: defaults ← preset ← ``overrides``."""
+    def settings_for(self, method: str, overrides: dict[str, Any] | None = None, *,
+                     everyday: bool = False) -> Settings:
+        """Effective :class:`Settings` for ``method``: defaults ← preset ← (``everyday``:
+        the preset's ``[everyday]`` table) ← ``overrides``."""
         if method not in METHODS:
             raise SettingsError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
         values: dict[str, Any] = {}
         values.update(self.defaults)
         values.update(self.methods.get(method, {}))
+        if everyday:
+            values.update(self.everyday)
         for key, value in (overrides or {}).items():
             values[key] = coerce_setting(key, value, "--set")
         values["method"] = method
@@ -154,6 +166,10 @@ def parse_preset(data: dict[str, Any], path: Path, text: str = "") -> Preset:
             k: coerce_setting(k, v, f"{where} [defaults]")
             for k, v in _table(data, "defaults", where).items()
         }
+        everyday = {
+            k: coerce_setting(k, v, f"{where} [everyday]")
+            for k, v in _table(data, "everyday", where).items()
+        }
         methods: dict[str, dict[str, Any]] = {}
         for method, table in _table(data, "methods", where).items():
             if method not in METHODS:
@@ -175,14 +191,20 @@ def parse_preset(data: dict[str, Any], path: Path, text: str = "") -> Preset:
         degradation=degradation,
         defaults=defaults,
         methods=methods,
+        everyday=everyday,
         text=text,
     )
-    # Every method the preset names must give valid settings.
+    # Every method the preset names must give valid settings, with and without [everyday].
     for method in methods:
         try:
             preset.settings_for(method)
         except SettingsError as err:
             raise PresetError(f"{where} [methods.{method}]: {err}") from None
+    for method in methods or ["deepred"]:
+        try:
+            preset.settings_for(method, everyday=True)
+        except SettingsError as err:
+            raise PresetError(f"{where} [everyday] (with {method}): {err}") from None
     return preset
 
 

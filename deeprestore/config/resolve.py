@@ -68,7 +68,8 @@ class SettingsResolver:
     ``overrides``: setting name → value (``--set``, ``--iters``, keyword arguments);
     ``denoiser``: ``auto`` (the preset's family, its torch version on CUDA) or a denoiser name;
     an explicit ``denoiser`` override is kept as given unless ``denoiser`` is not ``auto``;
-    ``everyday``: add :func:`everyday_defaults` (restores; not the paper's tables).
+    ``everyday``: add :func:`everyday_defaults` and the preset's ``[everyday]`` table
+    (restores; not the paper's tables).
     Presets are read once each.
     """
 
@@ -78,6 +79,7 @@ class SettingsResolver:
         if everyday:
             overrides = everyday_defaults(overrides, device)
         self.task, self.method, self.overrides = task, method, dict(overrides)
+        self.everyday = everyday
         self.denoiser, self.device = denoiser, device
         self._presets: dict[str, Preset] = {}
 
@@ -91,7 +93,7 @@ class SettingsResolver:
                 raise PresetError(f"preset {preset.name!r} is for {preset.task}, not {self.task}")
             self._presets[preset_name] = preset
         preset = self._presets[preset_name]
-        settings = preset.settings_for(self.method, self.overrides)
+        settings = preset.settings_for(self.method, self.overrides, everyday=self.everyday)
         if self.denoiser != "auto" or "denoiser" not in self.overrides:
             try:
                 settings.denoiser = choose_denoiser(self.denoiser, settings.denoiser, self.device)
