@@ -69,6 +69,7 @@ EXAMPLES_DENOISE = """
 [b]Examples[/b]
 
   deeprestore denoise noisy.png  [dim]# DeepRED, 32-channel net; σ estimated; stops itself[/dim]
+  deeprestore denoise noisy.png --method bm3d   [dim]# CBM3D: seconds on a CPU[/dim]
   deeprestore denoise noisy.png --method dip --iters 3000 -o out/  [dim]# exactly 3000[/dim]
   deeprestore denoise noisy.png --reference clean.png --json
   deeprestore denoise photo.jpg --method dip --precision float32
