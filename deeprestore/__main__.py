@@ -7,29 +7,27 @@ a run: one line on stderr and exit code 130 (143), no traceback.
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 
 
 def run() -> None:
     """Load :mod:`deeprestore.cli`, run its ``main``; an interrupt while loading: exit 130/143."""
-    received: list[int] = []
 
-    def note(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        from deeprestore.cli.main import main
-    except KeyboardInterrupt:
-        signum = received[-1] if received else signal.SIGINT  # a KeyboardInterrupt of its own
+    def leave(signum: int, frame: object) -> None:
+        # Exit here rather than raise: an exception raised inside a library's import can be
+        # caught there and leave it half-loaded (seen: SIGTERM inside numpy's import under
+        # scipy ended with an AttributeError traceback). Loading writes nothing, so there is
+        # nothing to clean up.
         word = "terminated" if signum == signal.SIGTERM else "interrupted"
-        sys.stderr.write(f"deeprestore: {word}\n")
-        sys.exit(128 + signum)  # the command line's rule (deeprestore.cli.main)
-    for number, handler in previous.items():
-        signal.signal(number, handler)
-    main()
+        os.write(2, f"deeprestore: {word}\n".encode())
+        os._exit(128 + signum)  # the command line's rule (deeprestore.cli.main)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, leave)
+    from deeprestore.cli.main import main
+
+    main()  # it installs its own handlers for both signals, just before it starts the command
 
 
 if __name__ == "__main__":

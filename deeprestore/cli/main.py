@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     command = typer.main.get_command(app)
     if threading.current_thread() is threading.main_thread():
+        # Set here, right before the try, so that no signal falls between the entry point's
+        # loading handlers (deeprestore.__main__) and the handling below.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, raise_terminated)
     try:
         code = command.main(args=args, prog_name="deeprestore", standalone_mode=False)
