@@ -34,7 +34,7 @@ PresetOpt = Annotated[
         "--preset",
         help="Preset name (see `deeprestore presets`) or path to a TOML file. "
         "Default: the task's Table 1 row, with its [everyday] table on top (denoise: a "
-        "32-channel network, ≈ 7× faster; --set net_channels=128 for the paper's).",
+        "32-channel network, ≈ 4–7× faster; --set net_channels=128 for the paper's).",
         show_default=False,
     ),
 ]
