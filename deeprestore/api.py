@@ -112,9 +112,9 @@ def restore(
         Any :class:`~deeprestore.config.settings.Settings` field (``iterations=300``, ``seed=1``,
         ``lam=0.3``, ...), over the preset's values. As on the command line, without
         ``iterations`` or ``stop`` a network method stops by itself (``stop="auto"``, the
-        preset's count as the ceiling), and the preset's ``[everyday]`` table applies
-        (denoising: a 32-channel network; ``net_channels=128`` for the paper's)
-        (:func:`deeprestore.config.resolve.everyday_defaults`).
+        preset's count as the ceiling; :func:`deeprestore.config.resolve.everyday_defaults`),
+        and the preset's ``[everyday]`` table applies (denoising: a 32-channel network;
+        ``net_channels=128`` for the paper's; :class:`deeprestore.config.resolve.SettingsResolver`).
 
     Returns
     -------
