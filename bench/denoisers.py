@@ -2,21 +2,26 @@
 
     python bench/denoisers.py [--device cpu|cuda] [--sizes 256,512,1024] [--sigma 25]
                               [--repeats 3] [--denoisers nlm,nlm-torch,bm3d,bm3d-torch]
-                              [--json PATH]
+                              [--reference-repeats N] [--no-reference-warmup] [--json PATH]
 
 The test image is scikit-image's ``astronaut`` (512×512 RGB), resized to each size, with Gaussian
 noise of σ (0–255 scale, fixed seed). Times are the median of ``--repeats`` calls after one
 warm-up call (CUDA calls are synchronised). Reference denoisers (``nlm``, ``bm3d``) always run on
-the CPU; the torch ones on ``--device``.
+the CPU; the torch ones on ``--device``; ``--reference-repeats`` and ``--no-reference-warmup``
+shorten the slow CPU ones (``bench/gpu_check.sh``). A denoiser that cannot run (the ``bm3d``
+package missing, say) gets a row with its ``error`` and the next one runs; ``--json`` is
+rewritten after every row, so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,16 +53,20 @@ def _sync(device: torch.device) -> None:
 
 
 def time_denoiser(
-    name: str, noisy: torch.Tensor, sigma: float, device: torch.device, repeats: int
+    name: str, noisy: torch.Tensor, sigma: float, device: torch.device, repeats: int,
+    warmup: bool = True,
 ) -> tuple[float, torch.Tensor]:
-    """Median seconds of one call, and the output (on the CPU)."""
+    """Median seconds of one call (after one warm-up call if ``warmup``), and the output (on
+    the CPU)."""
     denoiser = get_denoiser(name)
     where = device if denoiser.device_kind == "any" else torch.device("cpu")
     x = noisy.to(where)
-    out = denoiser(x, sigma)  # warm-up
-    _sync(where)
+    if warmup:
+        denoiser(x, sigma)
+        _sync(where)
     times = []
-    for _ in range(repeats):
+    out = x
+    for _ in range(max(repeats, 1)):
         start = time.perf_counter()
         out = denoiser(x, sigma)
         _sync(where)
@@ -72,30 +81,53 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--denoisers", default="nlm,nlm-torch,bm3d,bm3d-torch")
+    parser.add_argument("--reference-repeats", type=int, default=None,
+                        help="calls timed of the CPU reference denoisers (default: --repeats)")
+    parser.add_argument("--no-reference-warmup", action="store_true",
+                        help="no warm-up call for the CPU reference denoisers")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
     names = args.denoisers.split(",")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for size in (int(s) for s in args.sizes.split(",")):
         clean, noisy = test_image(size, args.sigma)
         base = float(psnr_rgb(noisy, clean))
         for name in names:
-            seconds, out = time_denoiser(name, noisy, args.sigma, device, args.repeats)
-            where = "cpu" if get_denoiser(name).device_kind == "cpu" else str(device)
-            rows.append({"size": size, "denoiser": name, "device": where,
-                         "seconds": seconds, "psnr": float(psnr_rgb(out, clean)),
-                         "psnr_noisy": base})
+            row: dict[str, Any] = {"size": size, "denoiser": name, "psnr_noisy": base}
+            try:
+                reference = get_denoiser(name).device_kind == "cpu"
+                row["device"] = "cpu" if reference else str(device)
+                repeats = args.reference_repeats if reference else None
+                seconds, out = time_denoiser(name, noisy, args.sigma, device,
+                                             repeats or args.repeats,
+                                             warmup=not (reference and args.no_reference_warmup))
+                row.update({"seconds": seconds, "psnr": float(psnr_rgb(out, clean))})
+            except Exception as err:  # noqa: BLE001 - a missing package: recorded, next one
+                row["error"] = f"{type(err).__name__}: {err}"
+            rows.append(row)
+            print(f"{size} {name}: " + (row.get("error") or f"{row['seconds']:.4f} s, "
+                                                           f"{row['psnr']:.2f} dB"), flush=True)
+            if args.json:  # after every row, so a run cut short keeps what it measured
+                _write_json(args.json, {"torch": torch.__version__, "device": str(device),
+                                        "sigma": args.sigma, "rows": rows})
     table = Table(title=f"denoisers, σ = {args.sigma:g} (torch {torch.__version__})")
     for col in ("size", "denoiser", "device", "s / call", "PSNR dB", "noisy dB"):
         table.add_column(col, justify="right")
     for r in rows:
+        if "error" in r:
+            table.add_row(str(r["size"]), r["denoiser"], r.get("device", "?"), r["error"], "",
+                          f"{r['psnr_noisy']:.2f}")
+            continue
         table.add_row(str(r["size"]), r["denoiser"], r["device"], f"{r['seconds']:.4f}",
                       f"{r['psnr']:.2f}", f"{r['psnr_noisy']:.2f}")
     Console().print(table)
-    if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "sigma": args.sigma,
-                                         "rows": rows}, indent=2))
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -1,115 +1,316 @@
 #!/usr/bin/env bash
-# Everything the open GPU items need, in one device call of under 10 minutes.
+# shellcheck disable=SC2054  # commas inside option values (--sizes 256,512), not array separators
+# The GPU checks of the open issues in one device call of at most 10 minutes (the script itself
+# stays under TOTAL_S = 450 s): steps in order of value, each under its own `timeout`, each
+# writing its result into $OUT as it finishes, and going on after a failure.
 #
-#   bash bench/gpu_check.sh            (from the repository root, on the GPU machine)
+#   bash bench/gpu_check.sh              on the GPU machine, from the repository root
+#                                        (device call: carry .whl and .data, timeout_s ≈ 540)
+#   bash bench/gpu_check.sh --dry-run    the same steps on a CPU with tiny sizes (about 1–2 min;
+#                                        tests/test_gpu_check.py runs it)
 #
-# Writes into $OUT (the device tool's folder; bench/results/gpu-check otherwise), 8 files:
-# info.txt (GPU, driver, torch), steps.txt (each step's exit status and seconds),
-# preset-dip.json / preset-deepred.json (the full `denoise` preset on scikit-image's
-# 512×512 astronaut with σ = 25 noise: wall time, PSNR), gpu-speed.json (bench/speed.py at 512
-# and 256 in float32, tf32 and bf16 at 512 under "precision", --compile under "compile"),
-# gpu-grouped.json (bench/grouped.py: 1, 4 and 16 problems per step at 256 and 512, one after the
-# other vs as one grouped network: s/it, throughput, peak memory; issue 21),
-# gpu-denoisers.json (bench/denoisers.py), reproduce.txt (`reproduce denoise` at full protocol
-# with its plan under a 1-minute budget and --group auto, timed; only where $DATA holds
-# cbm3d9/: carry it, e.g. a copy of ../shared/data in .data), and log.txt (everything printed).
-# Each step has its own time limit, so one that hangs does not cost the others; the limits add
-# up to 570 s.
+# $OUT (the device tool's folder; bench/results/gpu-check otherwise, a new temporary folder for
+# --dry-run) receives at most 8 files, each written as its step finishes:
+#   steps.md         one table row per step, appended as each ends: step, result (ok / failed /
+#                    timed out / skipped), seconds, limit, exit code, note
+#   info.txt         (a) environment: date, nproc, nvidia-smi, Python, torch / CUDA / cuDNN, the
+#                    GPU, bf16 support, which packages are there (bm3d?) and from where
+#   suite.txt        (b) the test suite on CUDA (DEEPRESTORE_TEST_DEVICE=cuda, xdist workers,
+#                    without this script's own test): pytest's output, failures, skips and the
+#                    slowest tests; stopped by SIGINT at its limit, so it still prints its summary
+#   measure.json     (c) bench/preset_steps.py, the full `denoise` preset (Table 1, no
+#                    [everyday]): "methods": deepred (nlm-torch) and dip at 512² in float32,
+#                    bf16 and tf32, 5 + 30 iterations each: s/it, peak memory (after the
+#                    warm-up, and with it: cuDNN's autotuning), PSNR and its change vs float32
+#                    (same seed, same iterations);
+#                    "grouped": 1, 4, 16 problems (dip, dip-tv, deepred in turn) at 256² in
+#                    float32, one after the other vs one grouped network (2 + 5 rounds each):
+#                    s/round, peak memory of each way
+#                    (the file is rewritten after every row: a timeout keeps what finished)
+#   denoisers.json   (d) bench/denoisers.py at 512²: nlm-torch, bm3d-torch on the GPU, then the
+#                    CPU nlm and bm3d (the latter only when importable); one row per denoiser,
+#                    written as it finishes, a failing one recorded with its error
+#   reproduce.tar.gz (e) `deeprestore reproduce denoise` at full protocol (Table 1 presets,
+#                    whole images, --group auto: 16 problems per step) for the network methods
+#                    (REPRO_METHODS=all: the whole table) under --budget-minutes of the time
+#                    left (exit 3, budget spent, counts as ok): its results.md / results.csv,
+#                    manifests and logs (*.md, *.csv, *.json, *.txt; no images, no
+#                    checkpoints), and reproduce.txt (its output: the plan, each pair's cost)
+#   log.txt          every other step's output
 #
-# A smoke test of the script itself on a CPU (minutes, no GPU figures):
-#   DEVICE=cpu SIZES=64 CROP=64 PRESET_ITERS=3 ITERS=3 OUT=/tmp/gpu-check bash bench/gpu_check.sh
+# Steps in order, and their limits in seconds on the GPU (variables below, each can be set from
+# the environment): wheels WHEELS_S=30 (bm3d, bm4d, PyWavelets, pypng from ./.whl into /tmp/site, only
+# when bm3d does not import), env ENV_S=25, suite SUITE_S=200 (SUITE_WORKERS=8 xdist workers),
+# methods METHODS_S=55, grouped GROUPED_S=65, denoisers DENOISERS_S=40, reproduce (what is left
+# of TOTAL_S=450 after FILES_S and DIGEST_S; its --budget-minutes that less REPRO_START_S=30;
+# skipped under MIN_REPRO_S=45, i.e. only when the steps before use nearly all their limits),
+# reproduce-files FILES_S=15 (the tar), then a digest of the results on stdout (DIGEST_S=15,
+# bench/preset_steps.py digest). Every limit is `timeout -k 5` (the suite: SIGINT, then KILL 10 s
+# later). The data for (e) is $DATA/cbm3d9 (DATA=.data: a copy of ../shared/data/cbm3d9,
+# carried). On stdout: one line per step as it ends, then the digest and steps.md.
 #
-# The GPU machine has torch, scikit-image, imageio, typer, rich, pytest but not the `bm3d`
-# package (nor bm4d, PyWavelets). Where ./.whl holds their wheels (see docs/performance.md,
-# "GPU"), they are installed to /tmp/site first; carry `.whl` in the device call.
+# --dry-run: DEVICE=cpu, 32 px, 2 timed iterations, net_channels 8 (--set, recorded), float32
+# and bf16, groups of 1 and 2, one test of the suite, denoisers at 32 px without the `bm3d`
+# package (its first call alone takes seconds), `reproduce --quick` on one 64 px image (house,
+# from .data or ../shared/data, else a synthetic one) with 3 methods and 2 iterations; every
+# step and every result file as on the GPU.
 set -u
-OUT=${OUT:-bench/results/gpu-check}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
-if ! python3 -c "import bm3d" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
-PY=python3
-DR="$PY -m deeprestore"
-DEVICE=${DEVICE:-cuda}
-SIZES=${SIZES:-512,256}
-CROP=${CROP:-512}
-ITERS=${ITERS:-30}
-PRESET_ITERS=${PRESET_ITERS:+--iters $PRESET_ITERS}
+set -o pipefail
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, record status and seconds
-    local name=$1 limit=$2 start=$SECONDS
-    shift 2
-    echo "=== $name (limit ${limit} s): $*"
-    timeout "$limit" "$@"
-    local status=$?
-    echo "$name exit=$status seconds=$((SECONDS - start))" | tee -a "$OUT/steps.txt"
+DRY=0
+case "${1:-}" in
+    --dry-run) DRY=1 ;;
+    "") ;;
+    -h | --help) sed -n '3,/^set -u/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: bash bench/gpu_check.sh [--dry-run]" >&2; exit 2 ;;
+esac
+cd "$(dirname "$0")/.." || exit 2
+START=$SECONDS
+
+PY=${PYTHON:-python3}
+WHEELS_S=${WHEELS_S:-30}
+FILES_S=${FILES_S:-15}
+DIGEST_S=${DIGEST_S:-15}
+MIN_REPRO_S=${MIN_REPRO_S:-45}
+REPRO_START_S=${REPRO_START_S:-30}  # reproduce's start-up and last checkpoint, not in its budget
+if [ "$DRY" = 1 ]; then
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # logic, not speed: no OpenMP spin on a busy CPU
+    DEVICE=${DEVICE:-cpu}
+    OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-dry.XXXXXX")}
+    TOTAL_S=${TOTAL_S:-170}
+    ENV_S=${ENV_S:-60}
+    SUITE_S=${SUITE_S:-90}
+    METHODS_S=${METHODS_S:-90}
+    GROUPED_S=${GROUPED_S:-90}
+    DENOISERS_S=${DENOISERS_S:-60}
+    SUITE_ARGS=(tests/test_operators.py::test_describe_is_json_serialisable)
+    TINY=(--iters 2 --warmup 1 --precisions float32,bf16 --set net_channels=8)
+    METHODS_ARGS=(--size 32 --methods dip,deepred "${TINY[@]}")
+    GROUPED_ARGS=(--sizes 32 --problems 1,2 --methods deepred,dip "${TINY[@]}")
+    DENOISERS_ARGS=(--sizes 32 --repeats 1 --reference-repeats 1 --no-reference-warmup)
+    REFERENCE_DENOISERS=nlm  # the bm3d package's first call takes 10 s here
+    REPRO_ARGS=(--quick --images house --methods input,nlm,dip --iters 2 --group 2)
+else
+    DEVICE=${DEVICE:-cuda}
+    OUT=${OUT:-bench/results/gpu-check}
+    TOTAL_S=${TOTAL_S:-450}
+    ENV_S=${ENV_S:-25}
+    # tuned on the first run (2026-12-04, H200, docs/performance.md): the suite took 165 s;
+    # each new (method, precision) at 512² spent ~20 s in its warm-up (cuDNN autotuning), so
+    # 55 s held two rows and 65 s two grouped rows: fewer rows, more time, float32 grouped
+    SUITE_S=${SUITE_S:-185}
+    METHODS_S=${METHODS_S:-100}
+    GROUPED_S=${GROUPED_S:-75}
+    DENOISERS_S=${DENOISERS_S:-25}
+    SUITE_ARGS=(--ignore=tests/test_gpu_check.py tests)
+    METHODS_ARGS=(--size 512 --methods deepred,dip --precisions float32,bf16,tf32
+                  --iters 30 --warmup 5)
+    GROUPED_ARGS=(--sizes 256 --problems 1,4,16 --precisions float32
+                  --iters 5 --warmup 2)
+    DENOISERS_ARGS=(--sizes 512 --repeats 3 --reference-repeats 1 --no-reference-warmup)
+    REFERENCE_DENOISERS=nlm,bm3d
+    # The network methods only by default: the table's CPU baselines (the bm3d package: tens of
+    # seconds per image) would spend the budget before the first grouped GPU step;
+    # REPRO_METHODS=all runs the whole table.
+    REPRO_METHODS=${REPRO_METHODS:-dip,dip-tv,deepred}
+    REPRO_ARGS=(--group auto)
+    [ "$REPRO_METHODS" = all ] || REPRO_ARGS+=(--methods "$REPRO_METHODS")
+fi
+DATA=${DATA:-.data}
+mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+LOG=$OUT/log.txt
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-work.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+rm -f "$OUT"/{steps.md,info.txt,suite.txt,measure.json,denoisers.json,reproduce.tar.gz,log.txt}
+export PYTHONUNBUFFERED=1
+export DEEPRESTORE_GPU_CHECK=1  # tests/test_gpu_check.py skips itself inside the suite step
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+
+printf '| step | result | seconds | limit | exit | note |\n|---|---|---|---|---|---|\n' \
+    > "$OUT/steps.md"
+echo "gpu_check $([ "$DRY" = 1 ] && echo '--dry-run ')on $DEVICE into $OUT" | tee -a "$LOG"
+
+row() {  # row STEP RESULT SECONDS LIMIT EXIT [NOTE]: one line of steps.md, now
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$3" "$4" "$5" "${6:-}" >> "$OUT/steps.md"
+    echo "step $1: $2 ($3 s, limit $4 s, exit $5) ${6:-}" | tee -a "$LOG"
 }
 
-{
-    date -u
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-    $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'cudnn', torch.backends.cudnn.version(), torch.cuda.is_available() and torch.cuda.get_device_name())"
-    $PY -c "import bm3d, importlib.metadata as m; print('bm3d', m.version('bm3d'))" 2>&1 | tail -1
-    nproc
-} > "$OUT/info.txt" 2>&1
+step() {  # step NAME LIMIT [--ok=CODES] [--signal=SIG] [--log=FILE] [--note=TEXT] COMMAND...
+    local name=$1 limit=$2 ok=0 signal=TERM log=$LOG note="" kill_after=5
+    shift 2
+    while :; do
+        case ${1:-} in
+            --ok=*) ok=${1#--ok=} ;;
+            --signal=*) signal=${1#--signal=}; kill_after=10 ;;
+            --log=*) log=${1#--log=} ;;
+            --note=*) note=${1#--note=} ;;
+            *) break ;;
+        esac
+        shift
+    done
+    if [ "$limit" -lt 1 ]; then
+        row "$name" skipped 0 "$limit" - "no time left"
+        return 0
+    fi
+    printf '\n=== %s (limit %s s, %s): %s\n' "$name" "$limit" "$(date -u +%T)" "$*" >> "$LOG"
+    [ "$log" = "$LOG" ] || echo "(output in $(basename "$log"))" >> "$LOG"
+    local start=$SECONDS status result
+    timeout -k "$kill_after" -s "$signal" "$limit" "$@" >> "$log" 2>&1 < /dev/null
+    status=$?
+    local seconds=$((SECONDS - start))
+    if [ "$status" -eq 124 ] || { [ "$status" -eq 137 ] && [ "$seconds" -ge "$limit" ]; }; then
+        result="timed out"
+    elif [[ ",$ok," == *",$status,"* ]]; then
+        result=ok
+    else
+        result=failed
+    fi
+    row "$name" "$result" "$seconds" "$limit" "$status" "$note"
+}
 
-step tests 35 $PY -m pytest -q -rs tests/test_nlm_torch.py tests/test_bm3d_torch.py -k cuda \
-    -p no:cacheprovider
+imports() {  # imports MODULE: whether Python imports it (bounded too)
+    timeout -k 2 20 "$PY" -c "import $1" > /dev/null 2>&1
+}
 
-work=$(mktemp -d)
-$PY - "$work" "$CROP" <<'EOF'
-import sys
-from pathlib import Path
-
-import imageio.v3 as iio
-from skimage import data
-
-crop = int(sys.argv[2])
-iio.imwrite(Path(sys.argv[1]) / "astronaut.png", data.astronaut()[:crop, :crop])
-EOF
-step degrade 10 $DR degrade "$work/astronaut.png" --task denoise --sigma 25 -o "$work/in" -q
-for method in dip deepred; do
-    step "preset-$method" 100 $DR denoise "$work/in/astronaut.png" --method "$method" \
-        --preset denoise $PRESET_ITERS --device "$DEVICE" --reference "$work/astronaut.png" -o "$work/$method" \
-        -q --json
-    cp "$work/$method"/*.json "$OUT/preset-$method.json" 2>/dev/null
-done
-
-# 512 first: a step cut short by its limit keeps the blocks it finished (written as it goes)
-step speed 80 $PY bench/speed.py --device "$DEVICE" --sizes "$SIZES" --iters "$ITERS" --no-pieces \
-    --methods dip,dip-tv,deepred-nlm-torch,deepred-bm3d-torch,deepred-nlm-async,dip-runs2 \
-    --json "$OUT/gpu-speed.json"
-step precision 45 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
-    --no-pieces --methods dip,deepred-nlm-torch --precisions tf32,bf16 --json "$work/precision.json"
-step compile 35 $PY bench/speed.py --device "$DEVICE" --sizes "${SIZES%%,*}" --iters "$ITERS" \
-    --no-pieces --methods dip,dip-compile --json "$work/compile.json"
-$PY - "$OUT/gpu-speed.json" "$work/precision.json" "$work/compile.json" <<'EOF'
-import json
-import sys
-from pathlib import Path
-
-main, *extras = (Path(p) for p in sys.argv[1:])
-merged = json.loads(main.read_text()) if main.exists() else {}
-for key, extra in zip(("precision", "compile"), extras, strict=True):
-    if extra.exists():
-        merged[key] = json.loads(extra.read_text())
-main.write_text(json.dumps(merged, indent=2))
-EOF
-step grouped 60 $PY bench/grouped.py --device "$DEVICE" --sizes "${SIZES#*,},${SIZES%%,*}" \
-    --problems "${PROBLEMS:-1,4,16}" --iters "${GROUP_ITERS:-10}" --repeats 2 \
-    --json "$OUT/gpu-grouped.json"
-step denoisers 25 $PY bench/denoisers.py --device "$DEVICE" --sizes "$CROP" --repeats 2 \
-    --json "$OUT/gpu-denoisers.json"
-DATA=${DATA:-.data}
-if [ -d "$DATA/cbm3d9" ]; then
-    step reproduce 80 bash -c "$DR reproduce denoise --data $DATA --device $DEVICE --group auto \
-        --budget-minutes ${BUDGET:-1} -o $work/reproduce 2>&1 | tee $OUT/reproduce.txt"
+# --- wheels: the bm3d package and its dependencies, and pypng (16-bit PNG), when missing (the
+# suite works without bm3d; without pypng the 16-bit tests fail: 2026-12-04 on the H200)
+if imports bm3d && imports png; then
+    row wheels ok 0 "$WHEELS_S" 0 "bm3d and png importable: nothing to install"
+elif compgen -G ".whl/*.whl" > /dev/null; then
+    step wheels "$WHEELS_S" "$PY" -m pip install -q --no-index --no-deps --no-compile \
+        --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    [ -d /tmp/site ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 else
-    echo "reproduce: skipped ($DATA/cbm3d9 not found)" | tee -a "$OUT/steps.txt"
+    row wheels skipped 0 "$WHEELS_S" - "bm3d missing and no .whl/*.whl"
 fi
-echo "done: $(ls "$OUT")"
+
+# --- (a) environment
+env_info() {
+    date -u
+    echo "nproc $(nproc --all) (usable here: $(nproc), OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset})"
+    echo "PYTHONPATH $PYTHONPATH"
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.max.sm,power.limit \
+            --format=csv 2>&1
+    else
+        echo "nvidia-smi: not found"
+    fi
+    "$PY" - <<'EOF'
+import importlib
+import importlib.metadata as metadata
+import platform
+import sys
+
+print("python", sys.version.split()[0], platform.platform())
+import torch
+
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
+      torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+      "threads", torch.get_num_threads())
+if torch.cuda.is_available():
+    props = torch.cuda.get_device_properties(0)
+    print("gpu", props.name, f"{props.total_memory / 2**30:.1f} GiB", "capability",
+          f"{props.major}.{props.minor}", "bf16", torch.cuda.is_bf16_supported(),
+          "devices", torch.cuda.device_count())
+else:
+    print("gpu: none (torch.cuda.is_available() is False)")
+for name, dist in (("bm3d", "bm3d"), ("bm4d", "bm4d"), ("pywt", "PyWavelets"), ("png", "pypng"),
+                   ("numpy", "numpy"), ("scipy", "scipy"), ("skimage", "scikit-image"),
+                   ("imageio", "imageio"), ("typer", "typer"), ("rich", "rich"),
+                   ("matplotlib", "matplotlib"), ("pytest", "pytest"), ("xdist", "pytest-xdist"),
+                   ("hypothesis", "hypothesis")):
+    try:
+        module = importlib.import_module(name)
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = getattr(module, "__version__", "?")
+        print(f"{name:10s} {version:12s} {module.__file__}")
+    except Exception as err:  # noqa: BLE001
+        print(f"{name:10s} missing: {type(err).__name__}: {err}")
+EOF
+    git log -1 --format='commit %H %cd %s' 2>/dev/null && git status --short 2>/dev/null | head -40
+    return 0
+}
+export -f env_info
+export PY
+step env "$ENV_S" --log="$OUT/info.txt" bash -c env_info
+
+# --- (b) the test suite on the device
+# SIGINT at the limit: pytest then prints what failed so far and its summary line.
+PYTEST_MAIN='import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import pytest
+sys.exit(pytest.main(sys.argv[1:]))'
+suite=(-o addopts= -p no:cacheprovider -rfEsxX --durations=20)
+if [ "$DRY" = 0 ] && imports xdist; then
+    suite+=(-n "${SUITE_WORKERS:-8}" --dist loadgroup)
+fi
+step suite "$SUITE_S" --signal=INT --log="$OUT/suite.txt" \
+    env DEEPRESTORE_TEST_DEVICE="$DEVICE" "$PY" -c "$PYTEST_MAIN" "${suite[@]}" "${SUITE_ARGS[@]}"
+
+# --- (c) the full preset per method and precision, then grouped problems
+step methods "$METHODS_S" "$PY" bench/preset_steps.py methods --device "$DEVICE" \
+    "${METHODS_ARGS[@]}" --json "$OUT/measure.json"
+step grouped "$GROUPED_S" "$PY" bench/preset_steps.py grouped --device "$DEVICE" \
+    "${GROUPED_ARGS[@]}" --json "$OUT/measure.json"
+
+# --- (d) the denoisers: the torch ones on the device, then the CPU references
+denoisers=nlm-torch,bm3d-torch,${REFERENCE_DENOISERS/bm3d/}
+note=""
+if [[ $REFERENCE_DENOISERS == *bm3d* ]]; then
+    if imports bm3d; then
+        denoisers+=,bm3d
+    else
+        note="bm3d package not importable: not timed"
+    fi
+elif imports bm3d; then
+    note="bm3d package importable, not timed in the dry run"
+fi
+denoisers=$(echo "$denoisers" | sed -e 's/,,*/,/g' -e 's/,$//')
+step denoisers "$DENOISERS_S" --note="$note" "$PY" bench/denoisers.py --device "$DEVICE" \
+    --denoisers "$denoisers" "${DENOISERS_ARGS[@]}" --json "$OUT/denoisers.json"
+
+# --- (e) reproduce denoise with the time that is left
+mkdir -p "$WORK/reproduce"
+if [ "$DRY" = 1 ]; then  # one image, whatever the data folder holds
+    mkdir -p "$WORK/data/cbm3d9"
+    for source in "$DATA" ../shared/data; do
+        if [ -f "$source/cbm3d9/house.png" ]; then
+            cp "$source/cbm3d9/house.png" "$WORK/data/cbm3d9/house.png" && break
+        fi
+    done
+    [ -f "$WORK/data/cbm3d9/house.png" ] || timeout -k 2 30 "$PY" -c '
+import sys
+import imageio.v3 as iio
+import numpy as np
+y, x = np.mgrid[0:96, 0:96] / 96.0
+image = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - x), x * y], -1) * 0.4 + 0.5
+iio.imwrite(sys.argv[1], (image * 255).astype(np.uint8))' "$WORK/data/cbm3d9/house.png"
+    DATA=$WORK/data
+fi
+left=$((TOTAL_S - (SECONDS - START) - FILES_S - DIGEST_S))
+if [ ! -d "$DATA/cbm3d9" ]; then
+    row reproduce skipped 0 "$left" - "no $DATA/cbm3d9 (carry .data)"
+elif [ "$left" -lt "$MIN_REPRO_S" ]; then
+    row reproduce skipped 0 "$left" - "only $left s left"
+else
+    seconds=$((left - REPRO_START_S < 6 ? 6 : left - REPRO_START_S))
+    budget=$(printf '%d.%02d' $((seconds / 60)) $((seconds % 60 * 100 / 60)))
+    step reproduce "$left" --ok=0,3 --log="$WORK/reproduce/reproduce.txt" \
+        --note="--budget-minutes $budget (exit 3 = budget spent: ok)" \
+        "$PY" -m deeprestore reproduce denoise --data "$DATA" --device "$DEVICE" \
+        --budget-minutes "$budget" -o "$WORK/reproduce" "${REPRO_ARGS[@]}"
+    tail -n 60 "$WORK/reproduce/reproduce.txt" >> "$LOG"
+fi
+# shellcheck disable=SC2016  # expanded by the inner bash
+step reproduce-files "$FILES_S" bash -c 'set -o pipefail; cd "$1" && find reproduce -type f \
+    \( -name "*.md" -o -name "*.csv" -o -name "*.json" -o -name "*.txt" \) | sort \
+    | tar -czf "$2" -T -' _ "$WORK" "$OUT/reproduce.tar.gz"
+
+rm -f "$OUT"/*.tmp
+# one line per result on stdout: the device tool shows its tail even if no file comes back
+timeout -k 2 "$DIGEST_S" "$PY" bench/preset_steps.py digest --out "$OUT" 2>&1 | tee -a "$LOG"
+echo "done in $((SECONDS - START)) s: $(cd "$OUT" && printf '%s ' *)" | tee -a "$LOG"
+cat "$OUT/steps.md"

@@ -92,12 +92,14 @@ DEFAULT_METHODS = ("dip,dip-tv,deepred-nlm,deepred-bm3d,deepred-bm3d-async,red,d
                    "dip-runs2-lockstep")
 
 
-def make_problem(size: int, sigma: float = 25.0, seed: int = 0) -> Problem:
-    """A synthetic (1, 3, size, size) denoising problem with its clean reference."""
+def make_problem(size: int, sigma: float = 25.0, seed: int = 0,
+                 image: str = "astronaut") -> Problem:
+    """A (1, 3, size, size) denoising problem with its clean reference: scikit-image's
+    ``image`` resized, plus N(0, σ²) noise (σ on the 0–255 scale)."""
     from skimage import data
     from skimage.transform import resize
 
-    clean = resize(data.astronaut() / 255.0, (size, size), anti_aliasing=True)
+    clean = resize(getattr(data, image)() / 255.0, (size, size), anti_aliasing=True)
     rng = np.random.default_rng(seed)
     noisy = np.clip(clean + rng.normal(0, sigma / 255.0, clean.shape), 0, 1)
 

@@ -12,6 +12,8 @@ of one network step (:func:`prepare_network_step`) and whether a CPU has bf16 ar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -68,6 +70,13 @@ def prepare_network_step(
     return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
 
 
+def auto_device() -> torch.device:
+    """The device ``--device auto`` (and the API's ``device="auto"``) means: the first CUDA GPU
+    when there is one, else the CPU. The test suite replaces this one function to run every
+    test on the device of ``DEEPRESTORE_TEST_DEVICE``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def own_thread_count(threads: int) -> None:
     """Give the calling thread its own torch (OpenMP) thread count.
 
@@ -80,17 +89,62 @@ def own_thread_count(threads: int) -> None:
 
 
 def configure_backends(device: torch.device, precision: str) -> None:
-    """cuDNN autotuning on CUDA, and TF32 only when asked for (``precision="tf32"``).
+    """Set torch's global backend switches for a run on ``device`` (prefer the scoped
+    :func:`configured_backends`, which puts them back).
 
-    ``float32`` (the default) turns TF32 off for both matmuls and convolutions so results follow
-    the paper's arithmetic; ``bf16`` autocasts the network (the ADMM variables stay float32).
+    On CUDA: cuDNN autotuning on, TF32 off for convolutions and matmuls alike — TF32 is turned
+    on only around the network's own forward and backward passes by :func:`network_arithmetic`
+    when ``precision="tf32"``, so H, its adjoint, the x-update and the torch denoisers stay in
+    float32 (``precision`` is accepted here for the callers' symmetry). ``bf16`` autocasts the
+    network (the ADMM variables stay float32). Nothing changes on a CPU.
     """
+    del precision  # TF32 is network_arithmetic's
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
-    allow = precision == "tf32"
-    torch.backends.cuda.matmul.allow_tf32 = allow
-    torch.backends.cudnn.allow_tf32 = allow
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _backend_flags() -> tuple[bool, bool, bool]:
+    return (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+            torch.backends.cuda.matmul.allow_tf32)
+
+
+def _set_backend_flags(flags: tuple[bool, bool, bool]) -> None:
+    (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+     torch.backends.cuda.matmul.allow_tf32) = flags
+
+
+@contextmanager
+def configured_backends(device: torch.device, precision: str) -> Iterator[None]:
+    """:func:`configure_backends` for the duration of a block; torch's global switches
+    (``cudnn.benchmark``, ``cudnn.allow_tf32``, ``cuda.matmul.allow_tf32``) are put back as
+    they were afterwards, so an API caller's own settings survive a run."""
+    saved = _backend_flags()
+    configure_backends(device, precision)
+    try:
+        yield
+    finally:
+        _set_backend_flags(saved)
+
+
+@contextmanager
+def network_arithmetic(device: torch.device, precision: str) -> Iterator[None]:
+    """TF32 for the network's convolutions during a block (its forward or backward pass) when
+    ``precision="tf32"`` on CUDA; otherwise nothing. The network is convolutions only, so
+    matmuls (super-resolution's downsampler and its adjoint, also inside the backward pass)
+    stay float32. The switch is global: a denoiser running on another thread at the same time
+    (``denoiser_mode="async"``) would see it too."""
+    if device.type != "cuda" or precision != "tf32":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 def cpu_has_native_bf16() -> bool:

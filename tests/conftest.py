@@ -1,4 +1,13 @@
-"""Shared fixtures: small test images on disk, an in-process CLI runner, one torch thread."""
+"""Shared fixtures: small test images on disk, an in-process CLI runner, one torch thread, and
+the test device.
+
+``DEEPRESTORE_TEST_DEVICE`` (``cpu`` when unset; ``cuda`` or ``cuda:N``) is where the engine,
+API, CLI and reproduce tests run: ``--device auto`` means it in every test, and tests that call
+the engine or the API pass it (``tiny_problems.DEVICE``). An unknown value, or CUDA where there
+is none, ends the session with one line. Tests marked ``cpu_only(reason=...)`` are skipped on
+any other device (docs/performance.md, "Tests on a GPU"); tests marked ``needs_bm3d`` are
+skipped where the ``bm3d`` package does not import.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +25,79 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_problems import torch_threads
+import torch
+from tiny_problems import DEVICE, DEVICE_VARIABLE, parse_test_device, torch_threads
 
 from deeprestore.apps.demo import demo_images
 from deeprestore.cli.main import main
 from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
+
+
+def _bm3d_imports() -> bool:
+    """Whether the ``bm3d`` package (the reference BM3D) can be imported here."""
+    try:
+        import bm3d  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check DEEPRESTORE_TEST_DEVICE before anything runs: one line and exit otherwise."""
+    text = os.environ.get(DEVICE_VARIABLE)
+    try:
+        device = parse_test_device(text)
+    except ValueError as err:
+        pytest.exit(str(err), returncode=pytest.ExitCode.USAGE_ERROR)
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        pytest.exit(f"{DEVICE_VARIABLE}={text}: no CUDA device here (torch "
+                    f"{torch.__version__}, built with {built}); unset it to test on the CPU",
+                    returncode=pytest.ExitCode.USAGE_ERROR)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        pytest.exit(f"{DEVICE_VARIABLE}={text}: only {torch.cuda.device_count()} CUDA "
+                    "device(s) here", returncode=pytest.ExitCode.USAGE_ERROR)
+    # float32 convolutions in the tests that build algorithms themselves, as the runner sets
+    # for a run (configure_backends); torch's default lets cuDNN use TF32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"test device: {DEVICE} ({DEVICE_VARIABLE})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``cpu_only`` tests on another device and ``needs_bm3d`` tests without ``bm3d``."""
+    bm3d_here: bool | None = None
+    for item in items:
+        marker = item.get_closest_marker("cpu_only")
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            if not reason:
+                raise pytest.UsageError(f"{item.nodeid}: cpu_only needs a reason=")
+            if DEVICE.type != "cpu":
+                item.add_marker(pytest.mark.skip(reason=f"CPU only: {reason}"))
+        if item.get_closest_marker("needs_bm3d") is not None:
+            if bm3d_here is None:
+                bm3d_here = _bm3d_imports()
+            if not bm3d_here:
+                item.add_marker(pytest.mark.skip(reason="needs the bm3d package (not installed)"))
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The test device (DEEPRESTORE_TEST_DEVICE; the CPU when unset)."""
+    return DEVICE
+
+
+@pytest.fixture(autouse=True)
+def auto_is_the_test_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device auto`` (every CLI test that names no device) means the test device."""
+    monkeypatch.setattr("deeprestore.execution.auto_device", lambda: DEVICE)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tiny_problems import DEVICE_NAME
 
 from deeprestore.io.images import Image
 from deeprestore.io.inputs import InputFile, collect_inputs, parse_max_pixels, select_shard
@@ -129,7 +130,7 @@ def test_a_signal_mid_run_exits_cleanly_and_keeps_finished_images(tmp_path, sign
     # good0 is done before; good1 then runs a long DIP that the signal interrupts
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "deeprestore", "denoise", "-o", str(out), "-m", "dip",
-               "--no-compare", "-q"]
+               "--no-compare", "-q", "--device", DEVICE_NAME]
     first = subprocess.run([*command, str(tmp_path / "in" / "good0.png"), "--iters", "1"],
                            check=False, env=env)
     assert first.returncode == 0
@@ -164,7 +165,8 @@ def test_a_signal_while_the_libraries_load_is_one_line(tmp_path, signal_name, co
 
     _batch(tmp_path / "in", good=1, corrupt=0)
     process = subprocess.Popen([sys.executable, "-m", "deeprestore", "denoise", "-o",
-                                str(tmp_path / "out"), "-m", "dip", "-q", str(tmp_path / "in")],
+                                str(tmp_path / "out"), "-m", "dip", "-q", "--device",
+                                DEVICE_NAME, str(tmp_path / "in")],
                                stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     time.sleep(delay)  # loading takes longer than this (about 1.5 s idle; torch alone > 1 s)

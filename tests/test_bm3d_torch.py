@@ -4,20 +4,22 @@ Acceptance target: on centre crops of scikit-image test images (float in [0, 1] 
 Gaussian noise, fixed numpy seed, sigma on the 0-255 scale), ``bm3d_torch`` must be at most
 0.5 dB below ``bm3d.bm3d_rgb(noisy, sigma_psd=sigma / 255)`` and above per-channel
 scikit-image NLM (``h = 0.6 s, sigma = s, patch_size = 5, patch_distance = 6, fast_mode``,
-s = sigma / 255). Reference results are computed once per module and cached.
+s = sigma / 255). Reference results are computed once per module and cached. Those comparisons
+skip without the ``bm3d`` package; ``bm3d_torch`` itself runs on the test device.
 """
 
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
 import pytest
 import torch
+from tiny_problems import DEVICE, ON_CPU
 
 from deeprestore.denoisers.bm3d_torch import bm3d_torch
 
-bm3d = pytest.importorskip("bm3d")
 skdata = pytest.importorskip("skimage.data")
 restoration = pytest.importorskip("skimage.restoration")
 
@@ -52,22 +54,31 @@ def _noisy(clean: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 
 def _to_torch(img: np.ndarray) -> torch.Tensor:
-    """Convert an (H, W, C) or (H, W) float array to a (1, C, H, W) float32 tensor."""
+    """Convert an (H, W, C) or (H, W) float array to a (1, C, H, W) float32 tensor on the test
+    device."""
     if img.ndim == 2:
         img = img[..., None]
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float().to(DEVICE)
 
 
 def _from_torch(t: torch.Tensor) -> np.ndarray:
     """Convert a (1, C, H, W) tensor to an (H, W, C) float64 array."""
-    return t[0].permute(1, 2, 0).double().numpy()
+    return t[0].permute(1, 2, 0).double().cpu().numpy()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def colour_results() -> functools.partial:
+def bm3d() -> types.ModuleType:
+    """The reference ``bm3d`` package (tests that use it are marked ``needs_bm3d``)."""
+    import bm3d
+
+    return bm3d
+
+
+@pytest.fixture(scope="module")
+def colour_results(bm3d: types.ModuleType) -> functools.partial:
     """Return a cached function (name, size, sigma) -> PSNRs in dB.
 
     The dict has keys 'bm3d' (reference package), 'nlm' (scikit-image), 'torch' (bm3d_torch)
@@ -105,6 +116,7 @@ def colour_results() -> functools.partial:
     return compute
 
 
+@pytest.mark.needs_bm3d
 @pytest.mark.parametrize(("name", "size", "sigma"), CASES)
 def test_colour_psnr_vs_references(
     colour_results: functools.partial, name: str, size: int, sigma: int
@@ -115,16 +127,17 @@ def test_colour_psnr_vs_references(
     assert r["torch"] > r["nlm"], r
 
 
+@pytest.mark.needs_bm3d
 @pytest.mark.parametrize("sigma", (5, 25))
-def test_grayscale_vs_bm3d(sigma: int) -> None:
+def test_grayscale_vs_bm3d(bm3d: types.ModuleType, sigma: int) -> None:
     """Grayscale (C = 1): within 0.5 dB of bm3d.bm3d and a clear gain over the noisy input."""
     clean = skdata.camera().astype(np.float64)[200:264, 220:284] / 255.0
     noisy = _noisy(clean, sigma, seed=7 + sigma)
     ref = bm3d.bm3d(noisy, sigma_psd=sigma / 255.0)
-    x = torch.from_numpy(noisy)[None, None].float()
+    x = torch.from_numpy(noisy)[None, None].float().to(DEVICE)
     out = bm3d_torch(x, sigma)
     assert out.shape == x.shape
-    ours = out[0, 0].double().numpy()
+    ours = out[0, 0].double().cpu().numpy()
     assert _psnr(clean, ours) >= _psnr(clean, ref) - TOLERANCE_DB
     assert _psnr(clean, ours) > _psnr(clean, noisy) + 3.0
 
@@ -140,7 +153,7 @@ def test_grayscale_vs_bm3d(sigma: int) -> None:
 def test_shape_dtype_preserved(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """Output keeps shape, dtype and device, including odd and sub-block sizes."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(shape, generator=gen).to(dtype)
+    x = torch.rand(shape, generator=gen).to(DEVICE, dtype)
     out = bm3d_torch(x, 15.0)
     assert out.shape == x.shape
     assert out.dtype == dtype
@@ -155,7 +168,12 @@ def test_batched_equals_single() -> None:
     xa, xb = _to_torch(a), _to_torch(b)
     batched = bm3d_torch(torch.cat([xa, xb]), 15)
     single = torch.cat([bm3d_torch(xa, 15), bm3d_torch(xb, 15)])
-    torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
+    if ON_CPU:
+        torch.testing.assert_close(batched, single, atol=1e-6, rtol=0)
+    else:  # CUDA kernels round a batch of 2 differently: near-ties flip (as chunk sizes do)
+        diff = (batched - single).abs()
+        assert diff.max() < 2e-3
+        assert diff.mean() < 5e-5
 
 
 def test_chunk_does_not_change_result() -> None:
@@ -172,14 +190,14 @@ def test_chunk_does_not_change_result() -> None:
 @pytest.mark.parametrize("channels", (1, 3))
 def test_constant_image_stays_constant(channels: int) -> None:
     """A constant image is returned unchanged (to 1e-5 on the [0, 1] scale)."""
-    x = torch.full((1, channels, 33, 41), 0.4)
+    x = torch.full((1, channels, 33, 41), 0.4, device=DEVICE)
     out = bm3d_torch(x, 20)
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
 def test_sigma_zero_is_identity() -> None:
     """A zero sigma returns the input values."""
-    x = torch.rand(1, 3, 16, 16)
+    x = torch.rand(1, 3, 16, 16, device=DEVICE)
     assert torch.equal(bm3d_torch(x, 0.0), x)
 
 
@@ -204,7 +222,7 @@ def test_fast_profile_runs() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu() -> None:
     """CUDA output matches CPU up to float-rounding effects."""
-    x = _to_torch(_noisy(_crop("astronaut", 64), 15, seed=4))
+    x = _to_torch(_noisy(_crop("astronaut", 64), 15, seed=4)).cpu()
     cpu = bm3d_torch(x, 15)
     gpu = bm3d_torch(x.cuda(), 15)
     assert gpu.device.type == "cuda"

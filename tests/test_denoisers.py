@@ -16,7 +16,10 @@ def pair(demo_pair):
     return to(clean).float(), to(noisy).float()
 
 
-@pytest.mark.parametrize("name", ["nlm", "bm3d"])
+REFERENCE = ["nlm", pytest.param("bm3d", marks=pytest.mark.needs_bm3d)]
+
+
+@pytest.mark.parametrize("name", REFERENCE)
 def test_reference_denoisers_improve_psnr(pair, name):
     clean, noisy = pair
     out = get_denoiser(name)(noisy, 25.0)
@@ -24,7 +27,7 @@ def test_reference_denoisers_improve_psnr(pair, name):
     assert psnr_rgb(out, clean) > psnr_rgb(noisy, clean) + 3.0
 
 
-@pytest.mark.parametrize("name", ["nlm", "bm3d"])
+@pytest.mark.parametrize("name", REFERENCE)
 def test_reference_denoisers_on_grey_and_batches(pair, name):
     clean, noisy = pair
     grey_noisy = noisy.mean(dim=1, keepdim=True)
@@ -62,6 +65,7 @@ def test_choose_denoiser():
     assert set(DENOISERS) == {"nlm", "bm3d", "nlm-torch", "bm3d-torch"}
 
 
+@pytest.mark.needs_bm3d
 def test_bm3d_thread_count_reaches_the_package_and_one_thread_is_reproducible(pair, monkeypatch):
     import bm3d
 
@@ -91,6 +95,7 @@ def test_denoiser_threads_are_validated_and_ignored_by_single_threaded_ones(pair
         nlm(noisy, 25.0, threads=0)
 
 
+@pytest.mark.needs_bm3d
 @pytest.mark.parametrize("image", ["zeros", "constant", "grey"])
 def test_bm3d_on_images_with_a_flat_colour_channel(image):
     # CBM3D's colour transform divides by each channel's range: flat ones used to give NaN

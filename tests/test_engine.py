@@ -2,7 +2,7 @@ import copy
 
 import pytest
 import torch
-from tiny_problems import torch_threads
+from tiny_problems import restore, torch_threads
 
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
@@ -11,7 +11,6 @@ from deeprestore.metrics import psnr_rgb
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.network import NetworkAlgorithm
-from deeprestore.solvers.runner import restore
 from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
@@ -67,6 +66,7 @@ def _fast(**kw) -> Settings:
     return Settings(**base)
 
 
+@pytest.mark.cpu_only(reason="bit-identical outputs of two runs")
 def test_deepred_with_lambda_and_mu_zero_is_dip_bit_for_bit():
     problem = _problem()
     dip = restore(problem, _fast(method="dip"))
@@ -90,6 +90,7 @@ def test_deepred_with_lambda_zero_never_calls_the_denoiser():
     assert calls == [10.0, 10.0]  # iterations 1 and 3 of 4
 
 
+@pytest.mark.cpu_only(reason="bit-identical outputs of two runs")
 def test_same_seed_same_result_and_other_seed_differs():
     problem = _problem()
     a = restore(problem, _fast(method="deepred"))
@@ -99,6 +100,7 @@ def test_same_seed_same_result_and_other_seed_differs():
     assert not torch.equal(a.image, c.image)
 
 
+@pytest.mark.cpu_only(reason="the CPU's layout and Adam options")
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("fused", [True, False])
 def test_the_cpu_layout_and_adam_follow_the_execution_options(channels_last, fused):
@@ -125,6 +127,7 @@ TUNINGS = {True: Execution(cpu_channels_last=True, fused_adam=True),
            False: Execution(cpu_channels_last=False, fused_adam=False)}
 
 
+@pytest.mark.cpu_only(reason="the CPU's layout and Adam options")
 def test_cpu_tuning_changes_the_rounding_not_the_network():
     # Same seed, channels-last with a fused Adam or neither: the first loss (network output
     # before any Adam step) agrees to float32 rounding; a wrong layout (e.g. channels mixed up)
@@ -140,6 +143,7 @@ def test_cpu_tuning_changes_the_rounding_not_the_network():
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
+@pytest.mark.cpu_only(reason="the CPU's layout and Adam options")
 def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one():
     # torch's fused CPU Adam walks parameter, gradient and moments as flat memory, so a
     # gradient in another layout than its channels-last 3×3 weight would move the wrong
@@ -161,6 +165,7 @@ def test_the_tuned_adam_step_moves_each_weight_as_the_untuned_one():
         assert moved_alike.float().mean().item() >= 0.99, a.shape
 
 
+@pytest.mark.cpu_only(reason="the CPU's fused Adam and layouts; bit-identical resume")
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_a_state_with_adam_moments_in_the_other_layout_resumes_exactly(channels_last):
     # A checkpoint from an engine with the other CPU layout (channels-last was the default on
@@ -227,6 +232,7 @@ def test_progress_callback_is_called_per_log_row():
     assert [(e.iteration, e.total) for e in events] == [(3, 6), (6, 6)]
 
 
+@pytest.mark.cpu_only(reason="CPU threads shared with a CPU denoiser")
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_threaded_cpu_denoiser_gets_all_cores_in_sync_and_the_spare_one_in_async(mode):
     seen: list[int | None] = []

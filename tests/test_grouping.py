@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_problems import tiny_denoising_problem
+from tiny_problems import DEVICE, on_device, restore, restore_together, tiny_denoising_problem
 
 from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution
@@ -26,11 +26,16 @@ from deeprestore.solvers.control import OutOfTime, RunControl
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.network import NetworkAlgorithm
-from deeprestore.solvers.runner import restore, restore_together
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CPU = torch.device("cpu")
+
+
+def _algorithm(problem: Problem, settings: Settings) -> NetworkAlgorithm:
+    """The algorithm of ``settings`` for ``problem``, on the test device."""
+    algorithm = make_algorithm(on_device(problem), settings, DEVICE)
+    assert isinstance(algorithm, NetworkAlgorithm)
+    return algorithm
 
 
 def _settings(**changes: object) -> Settings:
@@ -78,8 +83,8 @@ def _conv_weights(state: dict) -> list[torch.Tensor]:
 
 def test_one_grouped_step_is_each_problems_own_step() -> None:
     cases = _cases()
-    separate = [make_algorithm(p, s, CPU) for p, s in cases]
-    grouped = [make_algorithm(p, s, CPU) for p, s in cases]
+    separate = [_algorithm(p, s) for p, s in cases]
+    grouped = [_algorithm(p, s) for p, s in cases]
     ProblemGroup(grouped, Execution())  # type: ignore[arg-type]
     for alone, together in zip(separate, grouped, strict=True):
         fresh = _conv_weights(alone.state_dict()["runs"][0])
@@ -111,7 +116,7 @@ def test_grouped_problems_give_their_separate_results() -> None:
 
 
 def test_a_group_is_one_network_with_every_run() -> None:
-    algorithms = [make_algorithm(p, s, CPU) for p, s in _cases()]
+    algorithms = [_algorithm(p, s) for p, s in _cases()]
     group = ProblemGroup(algorithms, Execution())  # type: ignore[arg-type]
     assert len(group.runs) == 5  # 1 + 1 + 2 + 1 runs
     assert group.net.runs == 5
@@ -120,8 +125,8 @@ def test_a_group_is_one_network_with_every_run() -> None:
 
 
 def test_problems_of_another_shape_are_refused() -> None:
-    small = make_algorithm(tiny_denoising_problem(16), _settings(), CPU)
-    large = make_algorithm(tiny_denoising_problem(32), _settings(), CPU)
+    small = _algorithm(tiny_denoising_problem(16), _settings())
+    large = _algorithm(tiny_denoising_problem(32), _settings())
     with pytest.raises(ValueError, match="one network shape"):
         ProblemGroup([small, large], Execution())  # type: ignore[list-item]
 
@@ -129,8 +134,8 @@ def test_problems_of_another_shape_are_refused() -> None:
 def test_a_backtrack_in_a_group_restores_that_run_only() -> None:
     problem, other = tiny_denoising_problem(), _other_image()
     settings = _settings(method="dip", backtrack_drop=5.0)
-    pair = [make_algorithm(problem, settings, CPU), make_algorithm(other, settings, CPU)]
-    alone = make_algorithm(problem, settings, CPU)
+    pair = [_algorithm(problem, settings), _algorithm(other, settings)]
+    alone = _algorithm(problem, settings)
     assert all(isinstance(a, NetworkAlgorithm) for a in [*pair, alone])
     ProblemGroup(pair, Execution())  # type: ignore[arg-type]
 
@@ -163,13 +168,13 @@ def test_a_member_saved_in_a_group_resumes_alone() -> None:
     member's own checkpoint format: loaded into a separate algorithm, the next loss is the one
     the group computes next."""
     cases = _cases()
-    algorithms = [make_algorithm(p, s, CPU) for p, s in cases[:2]]
+    algorithms = [_algorithm(p, s) for p, s in cases[:2]]
     ProblemGroup(algorithms, Execution())  # type: ignore[arg-type]
     algorithms[1].scale_learning_rate(0.5)
     for _ in range(3):
         for algorithm in algorithms:
             algorithm.update()
-    alone = make_algorithm(*cases[1], CPU)
+    alone = _algorithm(*cases[1])
     alone.load_state_dict(algorithms[1].state_dict())
     state = alone.state_dict()["runs"][0]["optimizer"]
     assert state["param_groups"][0]["lr"] == pytest.approx(0.5 * 0.8e-3)
@@ -217,7 +222,7 @@ def test_a_failing_member_leaves_and_the_others_finish() -> None:
 
 
 def test_members_step_in_turn() -> None:
-    algorithms = [make_algorithm(p, s, CPU) for p, s in _cases()[:2]]
+    algorithms = [_algorithm(p, s) for p, s in _cases()[:2]]
     ProblemGroup(algorithms, Execution())  # type: ignore[arg-type]
     algorithms[0].update()
     with pytest.raises(RuntimeError, match="in turn"):

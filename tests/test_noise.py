@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from skimage import data
+from tiny_problems import DEVICE_NAME
 
 from deeprestore.io.images import Image, read_image
 from deeprestore.io.writers import write_image
@@ -110,9 +111,9 @@ def test_the_api_estimates_sigma_for_denoising():
     from deeprestore import restore
 
     noisy = _noisy(_crop(data.chelsea() / 255.0, 64), 50.0)
-    result = restore(noisy, method="nlm")
+    result = restore(noisy, method="nlm", device=DEVICE_NAME)
     assert result.sigma == pytest.approx(50.0, rel=0.15)
-    assert restore(noisy, method="nlm", sigma=20).sigma == 20.0
+    assert restore(noisy, method="nlm", sigma=20, device=DEVICE_NAME).sigma == 20.0
 
 
 @pytest.mark.parametrize(("args", "message"), [

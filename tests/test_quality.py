@@ -77,6 +77,7 @@ def test_async_denoiser_is_within_0_3_db_of_sync(run_cli, denoise_input, crops, 
     assert rows[-1].split(",")[header.index("denoiser_age")] != ""
 
 
+@pytest.mark.needs_bm3d
 def test_bm3d_torch_deepred_matches_bm3d(run_cli, denoise_input, crops, tmp_path):
     results = {}
     for name in ("bm3d", "bm3d-torch"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_problems import DEVICE, DEVICE_NAME, ON_CPU
 
 from deeprestore.apps.reproduce import (
     TABLES,
@@ -34,7 +35,7 @@ def data_dir(tmp_path: Path, demo_pair: tuple[np.ndarray, np.ndarray]) -> Path:
 
 def run(data: Path, out: Path, events: list[ReproduceEvent], **kwargs):
     options = dict(methods=["input", "nlm", "dip"], images=["house", "peppers"], quick=True,
-                   iterations=2, device=torch.device("cpu"), seed=0,
+                   iterations=2, device=DEVICE, seed=0,
                    command="deeprestore reproduce denoise --quick", progress=events.append)
     options.update(kwargs)
     return reproduce_table("denoise", data, out, **options)
@@ -89,7 +90,7 @@ def test_reproduce_writes_results_grids_and_resumes(tmp_path: Path, data_dir: Pa
     assert {r["paper_psnr"] for r in rows} == {""}  # no per-image paper numbers for denoising
     nlm = next(r for r in rows if r["method"] == "nlm")
     assert float(nlm["psnr"]) > float(rows[0]["psnr"])  # NLM improves on the noisy input
-    assert rows[2]["iterations"] == "2" and rows[2]["device"] == "cpu"
+    assert rows[2]["iterations"] == "2" and rows[2]["device"] == DEVICE_NAME
 
     text = md.read_text()
     assert "NOT comparable to the paper" in text
@@ -137,6 +138,7 @@ def test_interrupted_run_continues(tmp_path: Path, data_dir: Path):
     assert kinds(events, "done") == [("peppers", "nlm")]
 
 
+@pytest.mark.cpu_only(reason="bit-identical resume")
 def test_a_signal_mid_pair_leaves_a_checkpoint_the_same_command_resumes(
         tmp_path: Path, data_dir: Path):
     # SIGTERM at iteration 10 of 30 (the quick preset logs every 10): the pair's state is
@@ -238,10 +240,11 @@ def test_labels_name_the_denoiser_that_ran(tmp_path: Path, demo_pair):
     # the paper's x4 row uses BM3D; the quick preset runs NLM, and the table must say so
     write_image(tmp_path / "data" / "set5" / "baby.png", Image(demo_pair[0][:32, :32]))
     md = reproduce_table("superres-x4", tmp_path / "data", tmp_path / "out", methods=["red"],
-                         images=["baby"], quick=True, iterations=2, device=torch.device("cpu"),
-                         seed=0, command="test")
+                         images=["baby"], quick=True, iterations=2, device=DEVICE, seed=0,
+                         command="test")
     text = md.read_text()
-    assert "| RED (NLM) |" in text and "RED (BM3D)" not in text
+    ran = "RED (NLM)" if ON_CPU else "RED (NLM, torch)"  # --denoiser auto: torch's on CUDA
+    assert f"| {ran} |" in text and "RED (BM3D" not in text
 
 
 def test_a_diverging_job_fails_alone_and_the_table_goes_on(data_dir, tmp_path, monkeypatch):
@@ -278,6 +281,7 @@ class _Ticks:
         return self.now
 
 
+@pytest.mark.cpu_only(reason="bit-identical resume")
 def test_a_budget_prints_the_plan_stops_inside_it_and_the_rerun_ends_as_one_whole_run(
         tmp_path: Path, data_dir: Path, monkeypatch):
     import deeprestore.apps.reproduce as reproduce
@@ -342,7 +346,9 @@ def test_grouped_pairs_give_the_one_by_one_results(tmp_path: Path, data_dir: Pat
                                .read_text())
             together = json.loads((grouped / "denoise" / image / f"input_{method}.json")
                                   .read_text())
-            assert together["psnr"] == pytest.approx(alone["psnr"], abs=0.01), (image, method)
+            # CUDA: 0.011 dB apart once on an H200 (cuDNN's algorithms differ between runs)
+            close = 0.01 if ON_CPU else 0.05
+            assert together["psnr"] == pytest.approx(alone["psnr"], abs=close), (image, method)
             assert together["grouped_with"] == (6 if method != "nlm" else None)
             assert together["parameters"] == alone["parameters"]
             # the tables never take the restore commands' everyday defaults

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_problems import restore
 
 from deeprestore.config.settings import Settings
 from deeprestore.io.images import Image
@@ -22,7 +23,6 @@ from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.control import RunControl
 from deeprestore.solvers.network import NetworkAlgorithm
-from deeprestore.solvers.runner import restore
 
 
 def _problem(size: int = 16) -> Problem:
@@ -39,6 +39,7 @@ def _settings(**changes) -> Settings:
     return Settings(**base).validate()
 
 
+@pytest.mark.cpu_only(reason="bit-identical resume")
 def test_resuming_a_saved_state_gives_the_same_result_bit_for_bit():
     problem = _problem()
     full = restore(problem, _settings())
@@ -90,12 +91,14 @@ def _rows(path: Path) -> list[list[str]]:
     return [row[:drop] + row[drop + 1:] for row in rows]
 
 
+@pytest.mark.cpu_only(reason="bit-identical resume")
 def test_ctrl_c_saves_a_checkpoint_and_resume_is_bit_identical(tmp_path):
     image = tmp_path / "in.png"
     write_image(image, Image(np.random.default_rng(0).random((24, 24, 3))))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "deeprestore", "denoise", str(image), "-m", "deepred",
-            "--iters", "60", "--set", "log_every=1", "--seed", "3", "-q", "--no-compare"]
+            "--iters", "60", "--set", "log_every=1", "--seed", "3", "-q", "--no-compare",
+            "--device", "cpu"]
     whole = subprocess.run([*base, "-o", str(tmp_path / "a")], env=env, check=False)
     assert whole.returncode == 0
 

@@ -23,6 +23,9 @@ from deeprestore.solvers.control import RunControl
 from deeprestore.solvers.network import NetworkAlgorithm
 from deeprestore.solvers.runner import restore
 
+# runs = N steps side by side on CPU worker threads only; the comparisons are bit for bit
+pytestmark = pytest.mark.cpu_only(reason="side-by-side run workers exist on a CPU only")
+
 
 @pytest.fixture(autouse=True)
 def two_threads() -> Iterator[None]:

@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
-from tiny_problems import tiny_denoising_problem
+from tiny_problems import restore, tiny_denoising_problem
 
 from deeprestore.config.settings import Settings, SettingsError
 from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 from deeprestore.solvers.control import RunControl
-from deeprestore.solvers.runner import restore
 from deeprestore.solvers.stopping import STORAGE, VarianceStop
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,6 +91,7 @@ def _settings(**changes) -> Settings:
     return Settings(**base).validate()
 
 
+@pytest.mark.cpu_only(reason="bit-identical outputs of two runs")
 def test_an_auto_stopped_run_returns_the_estimate_of_its_detected_iteration():
     problem = tiny_denoising_problem()
     stopped = restore(problem, _settings())
@@ -108,6 +108,7 @@ def test_an_auto_stopped_run_returns_the_estimate_of_its_detected_iteration():
     assert stopped.log[-1].iteration == stop["stopped_at"]
 
 
+@pytest.mark.cpu_only(reason="bit-identical resume")
 def test_a_resumed_auto_stop_run_stops_where_the_whole_run_does():
     problem = tiny_denoising_problem()
     whole = restore(problem, _settings())

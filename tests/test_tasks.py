@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from skimage.color import rgb2ycbcr
+from tiny_problems import restore
 
 from deeprestore.apps.degrade import degrade_pixels
 from deeprestore.config.presets import load_preset
@@ -14,7 +15,6 @@ from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 from deeprestore.metrics import luminance_y, psnr_rgb, psnr_y
 from deeprestore.solvers.baselines import wiener_deconvolution
-from deeprestore.solvers.runner import restore
 from deeprestore.tasks import TaskOptions, build_problem
 
 # ------------------------------------------------------------------------- PSNR protocols

@@ -495,7 +495,15 @@ def _run_table(
 
     prepared: dict[str, tuple[dict[str, Any], bool]] = {}
     if deadline is not None:  # the plan: what is left, what it costs, what fits
-        planned, left = 0.0, deadline - _clock()
+        now = _clock()
+        planned, left = 0.0, deadline - now
+        # estimating costs a timed step per method and size (seconds each on a GPU, where
+        # cuDNN autotunes every new shape): the plan stops measuring at half the budget, and
+        # once what it planned no longer fits
+        plan_until = now + left / 2
+
+        def may_measure() -> bool:
+            return planned <= left and _clock() < plan_until
         timings: dict[tuple[str, tuple[int, int]], tuple[float, float]] = {}
         for entry in present:
             image_dir = table_dir / entry.name
@@ -507,7 +515,18 @@ def _run_table(
                 job = make_job(image_dir, method, options)
                 if finished(_read_json(job.outputs()["json"]), job, fresh):
                     continue
-                seconds = _pair_seconds(job, fresh or force, timings)
+                try:
+                    seconds = _pair_seconds(job, fresh or force, timings, may_measure)
+                except CostError as err:  # it fails when its turn comes; the plan goes on
+                    report(ReproduceEvent("plan", bench.name, entry.name, method,
+                                          message=f"cannot run: {err}"))
+                    continue
+                if seconds is None:
+                    why = ("the pairs before it already fill the budget" if planned > left
+                           else "the plan stopped measuring at half the budget")
+                    report(ReproduceEvent("plan", bench.name, entry.name, method,
+                                          message=f"not estimated ({why}): a later job"))
+                    continue
                 planned += seconds
                 fits = "this job" if planned <= left else "does not fit: checkpointed or next job"
                 report(ReproduceEvent("plan", bench.name, entry.name, method, message=(
@@ -581,8 +600,12 @@ def _run_table(
             for _, _, _, where in batch:
                 report(ReproduceEvent("start", **where, message=f"grouped: {len(batch)} "
                                       "problems per step"))
+            def group_notice(text: str, where: dict[str, Any] = batch[0][3]) -> None:
+                report(ReproduceEvent("note", **where, message=text))
+
             results = run_jobs_together([job for _, _, job, _ in batch],
-                                        [forwarder(where) for _, _, _, where in batch])
+                                        [forwarder(where) for _, _, _, where in batch],
+                                        notice=group_notice)
             stopping: BaseException | None = None
             for (entry, method, job, where), result in zip(batch, results, strict=True):
                 try:
@@ -618,9 +641,11 @@ def _groups(waiting: list[tuple[ImageEntry, str, Job, dict[str, Any]]], size: in
 
 
 def _pair_seconds(job: Job, start_over: bool,
-                  timings: dict[tuple[str, tuple[int, int]], tuple[float, float]]) -> float:
+                  timings: dict[tuple[str, tuple[int, int]], tuple[float, float]],
+                  may_measure: Callable[[], bool] = lambda: True) -> float | None:
     """Estimated seconds of ``job``'s remaining iterations (0 for methods without a network):
-    one step and one denoiser call timed per (method, image size), cached in ``timings``."""
+    one step and one denoiser call timed per (method, image size), cached in ``timings``;
+    None when that needs a measurement and ``may_measure()`` says no."""
     settings = job.settings
     if settings.method not in NETWORK_METHODS:
         return 0.0
@@ -631,6 +656,8 @@ def _pair_seconds(job: Job, start_over: bool,
     observed = read_image(job.input)
     key = (settings.method, (observed.height, observed.width))
     if key not in timings:
+        if not may_measure():
+            return None
         problem = build_problem(job.task, observed, None).problem
         estimate = estimate_cost(problem_to_device(problem, job.device), settings, job.device)
         assert estimate is not None  # a network method

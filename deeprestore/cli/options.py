@@ -170,7 +170,9 @@ def resolve_device(name: str) -> Any:
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from deeprestore.execution import auto_device
+
+        return auto_device()
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -221,7 +223,8 @@ def iteration_overrides(text: str | None) -> dict[str, Any]:
     return {"iterations": count}
 
 
-#: problems per grouped step of ``reproduce --group auto`` on CUDA
+#: at most this many problems per grouped step of ``reproduce --group auto`` on CUDA (fewer
+#: when their predicted peaks do not fit the GPU's memory together: io.jobs.run_jobs_together)
 GPU_GROUP = 16
 
 

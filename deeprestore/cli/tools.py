@@ -156,7 +156,8 @@ def reproduce(
         "--group", metavar="N|auto", help="Step up to N network problems of one size together "
         "(different images and methods, one grouped network; each result as if run alone). "
         "auto: 16 on CUDA, 1 (one by one) on a CPU, where grouping is not faster "
-        "(docs/performance.md).")] = "auto",
+        "(docs/performance.md). A group whose predicted memory exceeds the GPU's is stepped "
+        "in smaller groups, and one that runs out of memory halves itself.")] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce the DeepRED paper's tables (resumable): results.csv, results.md, grids."""

@@ -424,7 +424,9 @@ def bm3d_torch(
     chunk: reference blocks processed at once (bounds the working memory, about 230 KiB per
     reference for colour input, see the module docstring); None picks 256 on CPU and 4096
     otherwise. Results agree across chunk sizes up to float rounding (which can flip a near-tie
-    in stage-2 matching); a batch gives exactly the per-image results.
+    in stage-2 matching); on a CPU a batch gives the per-image results (to 1e-6), on CUDA
+    up to rounding too: ``index_add_`` there adds with atomics, in no fixed order, so the
+    last bits (and so a near-tie) can differ between a batch and single images, and run to run.
     Returns a tensor of the same shape, device and dtype as x (not clipped to [0, 1]).
     """
     if chunk is None:

@@ -31,8 +31,16 @@ from deeprestore.io.inputs import DEFAULT_MAX_PIXELS
 from deeprestore.io.writers import atomic_write_bytes, write_csv, write_image, write_json
 from deeprestore.metrics import ssim
 from deeprestore.solvers.base import LogRow, Progress, ProgressCallback, Result, problem_to_device
-from deeprestore.solvers.control import Interrupted, OutOfTime, RunControl
-from deeprestore.solvers.cost import CostError, estimate_cost, format_bytes, format_duration
+from deeprestore.solvers.control import Interrupted, OutOfTime, ResumeError, RunControl
+from deeprestore.solvers.cost import (
+    CostError,
+    CostEstimate,
+    available_memory,
+    estimate_cost,
+    format_bytes,
+    format_duration,
+    release_device_memory,
+)
 from deeprestore.solvers.runner import restore, restore_together
 from deeprestore.tasks import TaskOptions, TaskProblem, build_problem, tile_problem
 from deeprestore.tiles import Blender, default_overlap, plan_tiles
@@ -170,6 +178,7 @@ class _Prepared:
     resume: dict[str, Any] | None
     factor: int
     tile: int | None
+    cost: CostEstimate | None = None  # the whole image's, when it runs whole
 
 
 def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
@@ -197,6 +206,8 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
     factor = int(task_problem.info.get("factor") or 1) if job.task.task == "superres" else 1
     tile = job.tile
     ceiling = job.settings.stop == "auto"
+    cost = None
+    release_device_memory(job.device)  # what earlier jobs cached counts as free
     if tile is None or tile >= max(observed.height, observed.width):
         tile = None
         try:
@@ -218,7 +229,7 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
     if tile is not None and (resume is not None or job.checkpoint_every):
         raise JobError(f"{job.input}: a tiled run cannot be checkpointed or resumed (yet); "
                        "drop --checkpoint-every/--resume")
-    return _Prepared(started, observed, reference, task_problem, resume, factor, tile)
+    return _Prepared(started, observed, reference, task_problem, resume, factor, tile, cost)
 
 
 def _control(job: Job, prepared: _Prepared) -> RunControl:
@@ -227,17 +238,24 @@ def _control(job: Job, prepared: _Prepared) -> RunControl:
                       deadline=job.deadline, clock=job.clock)
 
 
-def _run_failure(job: Job, prepared: _Prepared, error: BaseException) -> BaseException:
+def _run_failure(job: Job, prepared: _Prepared, error: BaseException,
+                 grouped_with: int | None = None) -> BaseException:
     """The error a whole-image run's ``error`` becomes for the caller (checkpoint path on a
-    stop; a one-line "try --tile" for memory)."""
+    stop; one line naming what would fit for memory: a tile, or the job alone instead of in a
+    group of ``grouped_with``; a saved state that cannot be continued)."""
     if isinstance(error, (Interrupted, OutOfTime)):
         checkpoint = job.checkpoint_path()
         error.checkpoint = checkpoint if checkpoint.exists() else None
         return error
     if isinstance(error, torch.OutOfMemoryError):
+        if grouped_with is not None and grouped_with > 1:
+            return JobError(f"{job.input}: {job.method} ran out of memory on {job.device} in a "
+                            f"group of {grouped_with}: run it alone (--group 1)")
         side = max(prepared.observed.height, prepared.observed.width) // 2 // 32 * 32
         return JobError(f"{job.input}: {job.method} ran out of memory on {job.device}: "
                         f"try --tile {max(side, MIN_SIDE)}")
+    if isinstance(error, ResumeError):
+        return JobError(f"{job.checkpoint_path()}: {error}; delete it or run without --resume")
     return error
 
 
@@ -267,8 +285,12 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
             result = restore(prepared.task_problem.problem, job.settings, device=job.device,
                              callback=callback, baselines=prepared.task_problem.baselines,
                              control=_control(job, prepared))
-        except (Interrupted, OutOfTime, torch.OutOfMemoryError) as error:
-            raise _run_failure(job, prepared, error) from None
+        except (Interrupted, OutOfTime, torch.OutOfMemoryError, ResumeError) as error:
+            failure = _run_failure(job, prepared, error)
+        else:
+            return _finish(job, prepared, result, time.perf_counter() - tic, tiling, row_tiles)
+        release_device_memory(job.device)  # the failed run's tensors are unreachable by now
+        raise failure
     return _finish(job, prepared, result, time.perf_counter() - tic, tiling, row_tiles)
 
 
@@ -295,26 +317,64 @@ def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] 
             outcomes[index] = error
             continue
         ready.append((index, prepared))
+    for chunk in _fitting_chunks(ready, jobs[0].device if jobs else torch.device("cpu"),
+                                 notice):
+        _run_chunk(jobs, chunk, callbacks, outcomes, notice)
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+def _fitting_chunks(ready: list[tuple[int, _Prepared]], device: torch.device,
+                    notice: Callable[[str], None] | None) -> list[list[tuple[int, _Prepared]]]:
+    """``ready`` in consecutive groups whose predicted peaks (each job's own estimate) add up
+    to no more than the device's available memory — all of them in one group when they fit."""
+    available = available_memory(device)
+    peaks = [prepared.cost.peak_bytes if prepared.cost is not None else 0
+             for _, prepared in ready]
+    if available is None or sum(peaks) <= available:
+        return [ready] if ready else []
+    chunks: list[list[tuple[int, _Prepared]]] = [[]]
+    total = 0
+    for item, peak in zip(ready, peaks, strict=True):
+        if chunks[-1] and total + peak > available:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(item)
+        total += peak
+    if notice is not None:
+        notice(f"{len(ready)} problems need about {format_bytes(sum(peaks))} together, "
+               f"{format_bytes(available)} available on {device}: stepping them in "
+               f"{len(chunks)} groups of at most {max(len(c) for c in chunks)}")
+    return chunks
+
+
+def _run_chunk(jobs: list[Job], chunk: list[tuple[int, _Prepared]],
+               callbacks: list[ProgressCallback | None],
+               outcomes: list[dict[str, Any] | BaseException | None],
+               notice: Callable[[str], None] | None) -> None:
+    """Restore one group of prepared jobs together; write each one's outputs or its error
+    into ``outcomes``."""
     tic = time.perf_counter()
     results = restore_together(
-        [prepared.task_problem.problem for _, prepared in ready],
-        [jobs[index].settings for index, _ in ready], device=jobs[0].device if jobs else "cpu",
-        callbacks=[callbacks[index] for index, _ in ready],
-        controls=[_control(jobs[index], prepared) for index, prepared in ready],
-    ) if ready else []
+        [prepared.task_problem.problem for _, prepared in chunk],
+        [jobs[index].settings for index, _ in chunk], device=jobs[chunk[0][0]].device,
+        callbacks=[callbacks[index] for index, _ in chunk],
+        controls=[_control(jobs[index], prepared) for index, prepared in chunk],
+        notice=notice,
+    )
     wall = time.perf_counter() - tic
-    for (index, prepared), result in zip(ready, results, strict=True):
+    for (index, prepared), result in zip(chunk, results, strict=True):
         job = jobs[index]
         if isinstance(result, BaseException):
-            outcomes[index] = _run_failure(job, prepared, result)
+            outcomes[index] = _run_failure(job, prepared, result, grouped_with=len(chunk))
             continue
         try:
             outcomes[index] = _finish(job, prepared, result, wall, None, None,
-                                      grouped_with=len(ready))
+                                      grouped_with=len(chunk))
         except Exception as error:
             outcomes[index] = error
-    assert all(outcome is not None for outcome in outcomes)
-    return outcomes  # type: ignore[return-value]
+    del results
+    release_device_memory(jobs[chunk[0][0]].device)
 
 
 def _finish(job: Job, prepared: _Prepared, result: Result, wall: float,

@@ -47,14 +47,15 @@ def wiener_deconvolution(y: torch.Tensor, kernel: np.ndarray, sigma: float) -> t
 
     ``X = conj(K) Y / (|K|² + α |L|²)`` with L the discrete Laplacian and
     ``α = max((σ/255)², 1e-6) · 100`` (σ on the 0–255 scale): a regularised inverse filter that
-    only needs the blur and the noise level.
+    only needs the blur and the noise level. Computed in float64 on ``y``'s device; the result
+    has ``y``'s dtype and device.
     """
     blur = Blur(kernel)
     height, width = y.shape[-2:]
-    delta = torch.zeros(1, 1, height, width, dtype=torch.float64)
+    delta = torch.zeros(1, 1, height, width, dtype=torch.float64, device=y.device)
     delta[..., 0, 0] = 1.0
     k_hat = torch.fft.fft2(blur.forward(delta))
-    laplacian = torch.zeros(1, 1, height, width, dtype=torch.float64)
+    laplacian = torch.zeros(1, 1, height, width, dtype=torch.float64, device=y.device)
     laplacian[..., 0, 0] = 4.0
     for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
         laplacian[..., dy % height, dx % width] -= 1.0
@@ -66,7 +67,10 @@ def wiener_deconvolution(y: torch.Tensor, kernel: np.ndarray, sigma: float) -> t
 
 
 def biharmonic_inpaint(y: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
-    """scikit-image's biharmonic inpainting of (1, C, H, W) ``y`` where ``mask`` (H, W) is 0."""
+    """scikit-image's biharmonic inpainting of (1, C, H, W) ``y`` where ``mask`` (H, W) is 0.
+
+    Computed in numpy on the host (scikit-image); the result (float32) is on ``y``'s device.
+    """
     from skimage.restoration import inpaint_biharmonic
 
     image = to_array(y)
@@ -75,4 +79,4 @@ def biharmonic_inpaint(y: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
         filled = inpaint_biharmonic(image[:, :, 0], missing)[:, :, None]
     else:
         filled = inpaint_biharmonic(image, missing, channel_axis=-1)
-    return to_tensor(np.asarray(filled))
+    return to_tensor(np.asarray(filled)).to(y.device)

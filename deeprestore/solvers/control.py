@@ -42,6 +42,11 @@ class OutOfTime(BaseException):
         self.checkpoint = checkpoint
 
 
+class ResumeError(ValueError):
+    """A saved state that this run cannot continue from (one-line message): another number
+    of runs, or a perturbation generator of another kind."""
+
+
 @dataclass
 class RunControl:
     """What the runner does besides iterating.

@@ -13,6 +13,7 @@ the process's peak resident memory during a 512² DIP step rose by 1965 MB, the 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from deeprestore.config.settings import Settings
-from deeprestore.execution import DEFAULT_EXECUTION, Execution
+from deeprestore.execution import DEFAULT_EXECUTION, Execution, configured_backends
 from deeprestore.methods import NETWORK_METHODS
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Algorithm, Problem
@@ -111,11 +112,13 @@ def parse_bytes(text: str) -> int:
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes the run can still use: free memory of a CUDA device, MemAvailable on Linux (None
-    where it cannot be read)."""
+    """Bytes the run can still use: on CUDA the device's free memory plus what PyTorch's caching
+    allocator holds unused (``mem_get_info`` counts those blocks as taken, though this process
+    can reuse them); MemAvailable on Linux (None where it cannot be read)."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
     try:
         with open("/proc/meminfo", encoding="ascii") as info:
             for line in info:
@@ -175,17 +178,65 @@ def _step_bytes(algorithm: Algorithm) -> int:
     return saved + _state_bytes(algorithm) + transient
 
 
+def release_device_memory(device: torch.device) -> None:
+    """Give PyTorch's cached, unused blocks back to a CUDA device (after a run, and after an
+    out-of-memory error, so that the next run — or another process — finds them free)."""
+    if device.type == "cuda":
+        gc.collect()  # tensors held by reference cycles (an exception's frames) first
+        torch.cuda.empty_cache()
+
+
+def _measured_bytes(device: torch.device, work: Callable[[], object],
+                    warm_up: Callable[[], object] | None = None) -> int:
+    """CUDA: the most memory the allocator handed out while ``work`` ran, above what was
+    allocated before ``warm_up`` (if given) and ``work`` — so it includes cuDNN's workspaces
+    and the allocator's rounding, which a count of tensor bytes misses. ``warm_up`` runs first,
+    outside the peak: cuDNN's autotuning (``cudnn.benchmark``) tries algorithms with workspaces
+    of up to several GB once per shape and takes only what is free, which no later step needs
+    (measured on an H200: a 256² step's peak 8.8 GB with autotuning, under 1 GB without)."""
+    release_device_memory(device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    if warm_up is not None:
+        warm_up()
+        torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    work()
+    torch.cuda.synchronize(device)
+    return max(int(torch.cuda.max_memory_allocated(device) - before), 0)
+
+
+def _network_bytes(problem: Problem, settings: Settings, device: torch.device,
+                   execution: Execution) -> int:
+    """Peak bytes of the network method on ``problem`` without its denoiser: on CUDA measured
+    over a step after a first one (which autotunes cuDNN and creates Adam's state); elsewhere
+    counted (:func:`_step_bytes`)."""
+    quiet = _without_denoiser(settings)
+    if device.type != "cuda":
+        algorithm = make_algorithm(problem, quiet, device, execution=execution)
+        try:
+            return _step_bytes(algorithm)
+        finally:
+            algorithm.close()
+    made: list[Algorithm] = []
+
+    def first_step() -> None:
+        made.append(make_algorithm(problem, quiet, device, execution=execution))
+        made[0].update()
+
+    try:
+        return _measured_bytes(device, lambda: made[0].update(), warm_up=first_step)
+    finally:
+        for algorithm in made:
+            algorithm.close()
+
+
 def _probe(problem: Problem, settings: Settings, device: torch.device, execution: Execution,
            side: int) -> int:
     """Step bytes of the same method on a ``side``² denoising problem of the same channels."""
     y = torch.full((1, problem.channels, side, side), 0.5, device=device)
-    small = Problem(y, Identity(), y.clone(), problem.sigma)
-    quiet = _without_denoiser(settings)
-    algorithm = make_algorithm(small, quiet, device, execution=execution)
-    try:
-        return _step_bytes(algorithm)
-    finally:
-        algorithm.close()
+    return _network_bytes(Problem(y, Identity(), y.clone(), problem.sigma), settings, device,
+                          execution)
 
 
 def _without_denoiser(settings: Settings) -> Settings:
@@ -247,11 +298,7 @@ def predict_peak_bytes(problem: Problem, settings: Settings, device: torch.devic
 
 def _probe_real(problem: Problem, settings: Settings, device: torch.device,
                 execution: Execution) -> int:
-    algorithm = make_algorithm(problem, _without_denoiser(settings), device, execution=execution)
-    try:
-        return _step_bytes(algorithm)
-    finally:
-        algorithm.close()
+    return _network_bytes(problem, settings, device, execution)
 
 
 def _timed(call: Callable[[], object], device: torch.device) -> float:
@@ -272,17 +319,49 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
 
     ``iterations``: how many remain (default ``settings.iterations``). Raises
     :class:`CostError` before timing anything when the predicted peak exceeds ``max_bytes`` (if
-    given) or the device's available memory, and after timing when the run would take longer
-    than ``max_minutes``. None for methods without a network (one pass or a few, no estimate).
+    given) or the device's available memory; after timing when the run would take longer than
+    ``max_minutes``, or (CUDA) when the measured denoiser call does not fit beside the network;
+    and when the estimate itself runs out of device memory (the message names a tile that the
+    memory model predicts to fit). The backends are set as the run will set them
+    (:func:`~deeprestore.execution.configured_backends`), so the time is the run's. None for
+    methods without a network (one pass or a few, no estimate).
     """
     if settings.method not in NETWORK_METHODS:
         return None
-    remaining = settings.iterations if iterations is None else iterations
-    model = memory_model(problem, settings, device, execution)
-    peak = model.peak
+    model: MemoryModel | None = None
     available = available_memory(device)
-    limits = [(max_bytes, "the --max-memory budget is {}"), (available, "{} available on "
-                                                             f"{device}")]
+    try:
+        with configured_backends(device, settings.precision):
+            model = memory_model(problem, settings, device, execution)
+            _check_memory(model, model.peak, max_bytes, available, device)
+            return _timed_estimate(problem, settings, device, model, iterations, max_bytes,
+                                   max_minutes, available, execution)
+    except torch.OutOfMemoryError:
+        pass  # leave the handler first: its traceback holds the estimate's tensors
+    release_device_memory(device)
+    raise CostError(*_out_of_memory_advice(model, available_memory(device), device,
+                                           max(problem.size)))
+
+
+def _out_of_memory_advice(model: MemoryModel | None, available: int | None,
+                          device: torch.device, side: int) -> tuple[str, int | None]:
+    """The one-line message, and the tile side predicted to fit (at most half the image's
+    ``side``, since the whole image did not), after the estimate ran out of memory on
+    ``device``."""
+    fits = None if model is None or available is None else model.largest_side(available)
+    tile = None if fits is None else min(fits, side // 2 // 32 * 32)
+    if tile is not None and tile >= 64:
+        return (f"ran out of memory on {device} while measuring the run: tiles of {tile} px "
+                f"are predicted to fit (--tile {tile})", tile)
+    return (f"ran out of memory on {device} while measuring the run: crop the image, free "
+            "the device's memory, or use --device cpu", None)
+
+
+def _check_memory(model: MemoryModel, peak: int, max_bytes: int | None, available: int | None,
+                  device: torch.device) -> None:
+    """CostError when ``peak`` exceeds ``max_bytes`` or the ``available`` memory."""
+    limits = [(max_bytes, "the --max-memory budget is {}"),
+              (available, f"{{}} available on {device}")]
     for limit, what in limits:
         if limit is not None and peak > limit:
             side = model.largest_side(limit)
@@ -290,12 +369,24 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
                       else f"tiles of {side} px fit (--tile {side})")
             raise CostError(f"needs about {format_bytes(peak)} of memory, "
                             f"{what.format(format_bytes(limit))}: {advice}", side)
+
+
+def _timed_estimate(problem: Problem, settings: Settings, device: torch.device,
+                    model: MemoryModel, iterations: int | None, max_bytes: int | None,
+                    max_minutes: float | None, available: int | None,
+                    execution: Execution) -> CostEstimate:
+    """Time one step (after a warm-up) and one denoiser call at the real size; on CUDA the
+    denoiser call's memory is measured and must fit beside the network's state."""
+    remaining = settings.iterations if iterations is None else iterations
+    peak = model.peak
     algorithm = make_algorithm(problem, settings, device, execution=execution)
     try:
         algorithm.update()  # warm-up: allocations, autotuning
         step = _timed(algorithm.update, device)
+        state = _state_bytes(algorithm)
     finally:
         algorithm.close()
+    del algorithm
     calls, call_seconds = 0, 0.0
     if settings.method == "deepred" and settings.lam > 0:
         from deeprestore.denoisers import get_denoiser
@@ -304,6 +395,10 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
         sigma = problem.sigma if settings.sigma_f is None else settings.sigma_f
         call_seconds = _timed(lambda: denoiser(problem.x_init, sigma), device)
         calls = math.ceil(remaining / settings.denoise_every)
+        if device.type == "cuda":  # the call runs between steps, beside the network's state
+            call_bytes = _measured_bytes(device, lambda: denoiser(problem.x_init, sigma))
+            peak = max(peak, state + call_bytes)
+            _check_memory(model, peak, max_bytes, available, device)
     estimate = CostEstimate(step, call_seconds, remaining, calls, peak, available)
     if max_minutes is not None and estimate.seconds > 60 * max_minutes:
         raise CostError(f"would take {estimate.describe(settings.stop == 'auto')}: more than "

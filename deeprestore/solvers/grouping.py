@@ -51,7 +51,8 @@ def group_key(algorithm: NetworkAlgorithm) -> tuple[Any, ...]:
 class ProblemGroup:
     """The runs of ``members`` (network algorithms of one :func:`group_key`) as one network."""
 
-    def __init__(self, members: Sequence[NetworkAlgorithm], execution: Execution) -> None:
+    def __init__(self, members: Sequence[NetworkAlgorithm], execution: Execution,
+                 notice: Callable[[str], None] | None = None) -> None:
         if not members:
             raise ValueError("a ProblemGroup needs at least one member")
         keys = {group_key(member) for member in members}
@@ -59,6 +60,7 @@ class ProblemGroup:
             raise ValueError("a ProblemGroup's members need one network shape, size, precision "
                              "and device")
         self.execution = execution
+        self.notice = notice  # told when the group is split after running out of memory
         self.device = members[0].device
         self.members: list[NetworkAlgorithm] = []
         self._waiting: dict[int, list[Any]] = {}
@@ -187,16 +189,67 @@ class ProblemGroup:
 
     def steps_for(self, member: NetworkAlgorithm) -> list[Any]:
         """``member``'s Θ-steps of this iteration (:class:`~deeprestore.solvers.network._Step` per
-        run),
-        computing every member's when ``member``'s is not waiting yet."""
+        run), computing every member's when ``member``'s is not waiting yet.
+
+        When the grouped step runs out of device memory, the group is split in two halves (the
+        second a new group) and the step is taken again in ``member``'s half, as if the
+        failed attempt had not happened (the perturbation draws and BatchNorm statistics are
+        put back); a group of one member cannot be split and raises
+        ``torch.OutOfMemoryError``."""
         if id(member) not in self._waiting:
-            self._step_all(caller=member)
+            try:
+                self._step_all(caller=member)
+            except torch.OutOfMemoryError:
+                if len(self.members) < 2:
+                    raise
+                self._split()
+                group = member.group
+                assert group is not None
+                return group.steps_for(member)
         return self._waiting.pop(id(member))
+
+    def _split(self) -> None:
+        """Halve the group after running out of memory: the first half stays in this group,
+        the second becomes a new one (their state moves through the runs' own networks)."""
+        members = self.members
+        for member in members:
+            self.write_back(member)
+            self._waiting.pop(id(member), None)
+        self._release()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(members) // 2
+        if self.notice is not None:
+            self.notice(f"out of memory with {len(members)} problems per step: continuing as "
+                        f"groups of {half} and {len(members) - half}")
+        self._build(members[:half])
+        ProblemGroup(members[half:], self.execution, self.notice)
+
+    def _release(self) -> None:
+        """Drop the grouped network and its Adam moments (before a smaller one is built)."""
+        self.net = None  # type: ignore[assignment]
+        self.forward = None  # type: ignore[assignment]
+        self.params, self.buffers, self.exp_avg, self.exp_avg_sq = [], {}, [], []
 
     def _step_all(self, caller: NetworkAlgorithm) -> None:
         if self._waiting:
             raise RuntimeError("the members of a ProblemGroup must step in turn: one has not "
                                "taken its last step yet")
+        draws = [run.perturbation.get_state() for run in self.runs]
+        statistics = {name: buffer.clone() for name, buffer in self.buffers.items()}
+        try:
+            self._step_all_once(caller)
+        except torch.OutOfMemoryError:
+            for param in self.params:
+                param.grad = None
+            self._waiting.clear()
+            for run, state in zip(self.runs, draws, strict=True):
+                run.perturbation.set_state(state)
+            for name, buffer in self.buffers.items():
+                buffer.copy_(statistics[name])
+            raise
+
+    def _step_all_once(self, caller: NetworkAlgorithm) -> None:
         for param in self.params:
             param.grad = None
         first = self.members[0]
@@ -206,7 +259,7 @@ class ProblemGroup:
         pieces = out.split([len(member.runs) for member in self.members])
         results = [member._piece_losses(piece) for member, piece in zip(self.members, pieces,
                                                                          strict=True)]
-        torch.stack([losses.sum() for losses, _ in results]).sum().backward()
+        first._backward(torch.stack([losses.sum() for losses, _ in results]).sum())
         kept: list[bool] = []
         for member, piece, (losses, data_mse) in zip(self.members, pieces, results, strict=True):
             iteration = member.iteration + (0 if member is caller else 1)

@@ -32,6 +32,7 @@ from deeprestore.denoisers import Denoiser
 from deeprestore.execution import (
     DEFAULT_EXECUTION,
     Execution,
+    network_arithmetic,
     own_thread_count,
     prepare_network_step,
 )
@@ -39,6 +40,7 @@ from deeprestore.metrics import psnr_of_mse
 from deeprestore.models.skip import SkipNet, make_input
 from deeprestore.solvers.base import Algorithm, Problem
 from deeprestore.solvers.grouping import ProblemGroup
+from deeprestore.solvers.perturbation import PerturbationStream
 from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
@@ -83,10 +85,8 @@ class _Run:
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         if settings.compile:
             self.forward = torch.compile(self.net)  # type: ignore[assignment]
-        if device.type == "cpu":
-            self.noise_generator = generator
-        else:
-            self.noise_generator = torch.Generator(device=device).manual_seed(seed)
+        #: z's per-step perturbation: the CPU generator continued after z, on every device
+        self.perturbation = PerturbationStream(generator, self.z.shape, self.z.dtype, device)
         start = problem.x_init if settings.x_start == "problem" else torch.zeros_like(
             problem.x_init)
         self.x = start.clone()
@@ -111,7 +111,7 @@ class _Run:
         state: dict[str, Any] = {
             "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "noise_generator": self.noise_generator.get_state(),
+            "noise_generator": self.perturbation.get_state(),
             "good_params": (None if self.good_params is None
                             else [p.clone() for p in self.good_params]),
             "backtracks": [dict(event) for event in self.backtracks],
@@ -127,9 +127,7 @@ class _Run:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         _match_parameter_layouts(self.optimizer)
-        self.noise_generator.set_state(state["noise_generator"].cpu()
-                                       if self.noise_generator.device.type == "cpu"
-                                       else state["noise_generator"])
+        self.perturbation.set_state(state["noise_generator"])
         device = self.x.device
         for name in self._TENSORS:
             value = state.get(name)
@@ -256,6 +254,11 @@ class NetworkAlgorithm(Algorithm):
             self._stop_run_workers()
         self._group = group
 
+    @property
+    def group(self) -> ProblemGroup | None:
+        """The group that steps this algorithm's networks, if any."""
+        return self._group
+
     def _side_by_side(self) -> bool:
         s = self.settings
         return (self.execution.side_by_side and self.device.type == "cpu" and len(self.runs) > 1
@@ -297,18 +300,24 @@ class NetworkAlgorithm(Algorithm):
         """z, plus fresh N(0, sigma_noise²) from the run's own generator when asked for."""
         z = run.z
         if self.settings.sigma_noise > 0:
-            noise = torch.randn(
-                z.shape, generator=run.noise_generator, device=z.device, dtype=z.dtype
-            )
-            z = z + self.settings.sigma_noise * noise
+            z = z + self.settings.sigma_noise * run.perturbation.next()
         return z
 
     def _network_output(self, forward: Callable[[torch.Tensor], torch.Tensor],
                         z: torch.Tensor) -> torch.Tensor:
-        if self._autocast is not None:
-            with torch.autocast(self.device.type, dtype=self._autocast):
-                return forward(z).float()
-        return forward(z)
+        """T_Θ(z) in the run's precision (bf16 autocast, TF32 convolutions or float32),
+        returned as float32."""
+        with network_arithmetic(self.device, self.settings.precision):
+            if self._autocast is not None:
+                with torch.autocast(self.device.type, dtype=self._autocast):
+                    return forward(z).float()
+            return forward(z)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Differentiate ``loss`` (a scalar) with respect to Θ, the network's convolutions in
+        the run's precision (:func:`~deeprestore.execution.network_arithmetic`)."""
+        with network_arithmetic(self.device, self.settings.precision):
+            loss.backward()
 
     def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
                 mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,7 +349,7 @@ class NetworkAlgorithm(Algorithm):
         run.optimizer.zero_grad(set_to_none=True)
         out = self._network_output(run.forward, self._perturbed_input(run))
         losses, data_mse = self._losses(out, run.x, run.u, run.mu)
-        losses[0].backward()
+        self._backward(losses[0])
         step = _Step(out.detach(), losses[0].detach(), data_mse[0])
         if self._rules_need_psnr:
             step.data_psnr = psnr_of_mse(float(data_mse[0]))
@@ -509,6 +518,8 @@ class NetworkAlgorithm(Algorithm):
         self._stop_run_workers()
         if self._group is not None:
             self._group.leave(self)
+        for run in self.runs:
+            run.perturbation.close()
         if self._worker is not None:
             self._worker.shutdown(wait=True, cancel_futures=True)
             self._worker = None

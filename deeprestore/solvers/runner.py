@@ -17,7 +17,7 @@ import torch
 
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
-from deeprestore.execution import DEFAULT_EXECUTION, Execution, configure_backends
+from deeprestore.execution import DEFAULT_EXECUTION, Execution, configured_backends
 from deeprestore.methods import NETWORK_METHODS
 from deeprestore.solvers.base import (
     Algorithm,
@@ -28,7 +28,13 @@ from deeprestore.solvers.base import (
     Result,
     problem_to_device,
 )
-from deeprestore.solvers.control import Interrupted, OutOfTime, RunControl, SignalFlag
+from deeprestore.solvers.control import (
+    Interrupted,
+    OutOfTime,
+    ResumeError,
+    RunControl,
+    SignalFlag,
+)
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.network import NetworkAlgorithm
@@ -98,7 +104,10 @@ class Runner:
         iteration does it if no one did before (:func:`restore_together` does it for every
         problem before any steps, since a grouped step steps them all)."""
         if self.control.resume is not None and not self._resumed:
-            self._resume(self.control.resume)
+            try:
+                self._resume(self.control.resume)
+            except ValueError as err:
+                raise ResumeError(f"cannot continue from the saved state: {err}") from None
         self._resumed = True
 
     def _resume(self, state: dict[str, Any]) -> None:
@@ -210,12 +219,12 @@ def restore(
     """
     settings.validate()
     device = torch.device(device)
-    configure_backends(device, settings.precision)
-    problem = problem_to_device(problem, device)
-    algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
-    stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
-               if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
-    return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
+    with configured_backends(device, settings.precision):
+        problem = problem_to_device(problem, device)
+        algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
+        stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
+                   if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
+        return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
 
 
 def _drive(steps: Generator[int, None, Result]) -> Result:
@@ -235,6 +244,7 @@ def restore_together(
     callbacks: Sequence[ProgressCallback | None] | None = None,
     controls: Sequence[RunControl | None] | None = None,
     execution: Execution = DEFAULT_EXECUTION,
+    notice: Callable[[str], None] | None = None,
 ) -> list[Result | BaseException]:
     """Run several network problems at once, their Θ-steps grouped into one network
     (:mod:`deeprestore.solvers.grouping`); return each one's :class:`Result`, or the exception that
@@ -244,13 +254,30 @@ def restore_together(
     reference code), z, Adam state, x, u, denoiser schedule, log, checkpoints and callback, and
     its result is its :func:`restore` result up to rounding. Problems must share
     :func:`~deeprestore.solvers.grouping.group_key` (network shape, size, precision); one that
-    finishes
-    first leaves the group. ``problems[i]``'s tensors are moved to ``device``.
+    finishes first leaves the group. ``problems[i]``'s tensors are moved to ``device``. A
+    grouped step that runs out of device memory splits the group in two and goes on
+    (``notice`` is told); a problem that runs out of memory alone fails alone.
     """
     count = len(problems)
     if len(settings) != count:
         raise ValueError("one Settings per problem")
     device = torch.device(device)
+    precision = settings[0].precision if settings else "float32"
+    with configured_backends(device, precision):
+        return _restore_together(problems, settings, device, callbacks, controls, execution,
+                                 notice)
+
+
+def _restore_together(
+    problems: Sequence[Problem],
+    settings: Sequence[Settings],
+    device: torch.device,
+    callbacks: Sequence[ProgressCallback | None] | None,
+    controls: Sequence[RunControl | None] | None,
+    execution: Execution,
+    notice: Callable[[str], None] | None,
+) -> list[Result | BaseException]:
+    count = len(problems)
     callbacks = list(callbacks) if callbacks is not None else [None] * count
     controls = list(controls) if controls is not None else [None] * count
     runners: list[Runner] = []
@@ -259,7 +286,6 @@ def restore_together(
         own.validate()
         if own.method not in NETWORK_METHODS:
             raise ValueError(f"restore_together runs network methods, not {own.method!r}")
-        configure_backends(device, own.precision)
         moved = problem_to_device(problem, device)
         algorithm = make_algorithm(moved, own, device, execution=execution)
         stopper = (VarianceStop(own.stop_window, own.stop_patience)
@@ -267,7 +293,7 @@ def restore_together(
         runners.append(Runner(algorithm, moved, own.log_every, callback, control, stopper))
     members = [runner.algorithm for runner in runners]
     assert all(isinstance(member, NetworkAlgorithm) for member in members)
-    ProblemGroup(members, execution)  # type: ignore[arg-type]
+    ProblemGroup(members, execution, notice)  # type: ignore[arg-type]
     results: dict[int, Result | BaseException] = {}
     try:
         for runner in runners:
