@@ -27,7 +27,7 @@ from deeprestore.io.images import Image, to_tensor
 from deeprestore.methods import TASK_METHODS
 from deeprestore.metrics import psnr_function
 from deeprestore.physics.degradations import bicubic_upscale, parse_mask_spec
-from deeprestore.physics.noise import estimate_noise_sigma
+from deeprestore.physics.noise import estimate_noise_sigma, looks_compressed
 from deeprestore.physics.operators import (
     DOWNSAMPLERS,
     FACTORS,
@@ -277,8 +277,11 @@ def build_problem(options: TaskOptions, observed: Image, reference: Image | None
         raise TaskError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
     sigma = options.sigma if options.sigma is not None else DEFAULT_SIGMA[task]
     sources = dict(options.sources)
+    compressed: bool | None = None  # whether the estimate took the input for a decoded JPEG
     if sigma == AUTO_SIGMA:
-        sigma = round(estimate_noise_sigma(observed.pixels), 2)
+        compressed = (observed.compressed if observed.compressed is not None
+                      else looks_compressed(observed.pixels))
+        sigma = round(estimate_noise_sigma(observed.pixels, compressed=compressed), 2)
         sources["sigma"] = "estimated"
     elif isinstance(sigma, str):
         raise TaskOptionError("sigma", f"sigma must be a number or {AUTO_SIGMA}, got {sigma}")
@@ -323,6 +326,8 @@ def build_problem(options: TaskOptions, observed: Image, reference: Image | None
         psnr=psnr_function(protocol),
     )
     info = options.describe()
+    if compressed is not None:  # which estimate: the noise left in a JPEG, or white noise's
+        info["compressed"] = compressed
     info["operator"] = operator.describe()
     return TaskProblem(problem, protocol, baselines, info)
 

@@ -267,7 +267,8 @@ def sigma_option(task: str) -> inspect.Parameter:
     default = DEFAULT_SIGMA[task]
     shown = {"denoise": "auto (estimated, unless the input's .degrade.json sidecar says)",
              "deblur": "√2 ≈ 1.41"}.get(task, f"{default:g}")
-    auto = "" if task == "inpaint" else ", or auto: estimated from the image"
+    auto = "" if task == "inpaint" else (", or auto: estimated from the image (a JPEG's: the "
+                                         "noise left after compression)")
     return option("sigma", Annotated[str | None, typer.Option(
         "--sigma", help=f"Noise std of the input on the 0–255 scale{auto}. [default: {shown}]",
         show_default=False, metavar="SIGMA")], None)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 #: File suffixes taken as images when a directory is given.
+#: the first bytes of every JPEG file (its SOI marker and the next marker's 0xFF)
+JPEG_MAGIC = b"\xff\xd8\xff"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_SIDE = 8
 
@@ -24,11 +26,14 @@ class ImageError(ValueError):
 
 @dataclass
 class Image:
-    """Pixels (H, W, C) float64 in [0, 1], C = 1 or 3; bit depth 8 or 16; alpha (H, W) or None."""
+    """Pixels (H, W, C) float64 in [0, 1], C = 1 or 3; bit depth 8 or 16; alpha (H, W) or None;
+    ``compressed``: True when read from a JPEG file, None when the file does not say (a PNG
+    may hold a decoded JPEG) — what ``--sigma auto`` needs to know."""
 
     pixels: np.ndarray
     bit_depth: int = 8
     alpha: np.ndarray | None = None
+    compressed: bool | None = None
 
     @property
     def height(self) -> int:
@@ -120,7 +125,11 @@ def read_image(path: str | Path) -> Image:
         raise ImageError(f"{p}: cannot read it as an image ({reason})") from None
     if array.ndim == 4:  # animated / multi-page: keep the first frame
         array = array[0]
-    return from_array(array, str(p))
+    image = from_array(array, str(p))
+    with p.open("rb") as head:
+        if head.read(3) == JPEG_MAGIC:
+            image.compressed = True
+    return image
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

@@ -198,8 +198,10 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
     reference = read_image(job.reference) if job.reference is not None else None
     task_problem = build_problem(job.task, observed, reference)
     if notice is not None and task_problem.info.get("from", {}).get("sigma") == "estimated":
+        left = ", the noise left after JPEG compression" if task_problem.info.get(
+            "compressed") else ""
         notice(f"{job.input}: noise σ estimated {task_problem.info['sigma']:.1f} "
-               f"(0–255 scale; set it with --sigma)")
+               f"(0–255 scale{left}; set it with --sigma)")
     checkpoint = job.checkpoint_path()
     resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
     done = 0 if resume is None else int(resume["algorithm"]["iteration"])

@@ -1,7 +1,7 @@
 """Estimate the Gaussian noise level of an image from the image alone (``--sigma auto``).
 
-Two steps, measured against scikit-image's wavelet estimator (``estimate_sigma``) on the shared
-cbm3d9 images (docs/tasks.md, "Estimated σ"):
+Uncompressed images (PNG, TIFF, …): two steps, measured against scikit-image's wavelet
+estimator (``estimate_sigma``) on the shared cbm3d9 images (docs/tasks.md, "Estimated σ"):
 
 1. **Patch PCA** (Chen, Zhu & Heng, "An efficient statistical method for image noise level
    estimation", ICCV 2015): the covariance of the image's r×r×C patches has, in the directions
@@ -13,6 +13,19 @@ cbm3d9 images (docs/tasks.md, "Estimated σ"):
    mean variance of the clipped noise; it is inverted, by bisection, through the clipped-Gaussian
    variance at each pixel's clean intensity: a Gaussian blur of the image, itself corrected for
    the pull of the clipping on the mean.
+
+JPEG-compressed images: compression zeroes the high frequencies of smooth 8×8 blocks, so the
+smallest patch eigenvalues see no noise and the patch estimate reads ≈ 1 whatever the noise.
+What is wanted there is the noise the file still holds, ``std(decoded − clean)``:
+:func:`compressed_noise_std` reads it from the finest Haar detail bands of the luma channel,
+horizontal and vertical taken apart and the smaller kept. JPEG quantises first the frequencies
+high in both directions (the diagonal band, scikit-image's ``estimate_sigma``'s), and keeps
+(high, low) ones; after 4:2:0 chroma subsampling the fine-scale RGB noise is the luma noise
+alone; texture inflates one direction more than the other. Whether a file was compressed comes
+from its format (the caller's ``compressed``) or, when unknown, from the pixels
+(:func:`looks_compressed`: a decoded 4:2:0 JPEG has almost no fine-scale chroma; 8×8
+blockiness does not separate — noise swamps the block edges). Measured in docs/tasks.md,
+"Estimated σ" (``python bench/sigma.py --jpeg``).
 """
 
 from __future__ import annotations
@@ -99,7 +112,93 @@ def _clean_means(observed_means: np.ndarray, std: float) -> np.ndarray:
     return np.interp(observed_means, clipped_mean(grid, std), grid)
 
 
-def estimate_noise_sigma(pixels: np.ndarray) -> float:
+#: Below this :func:`chroma_subsampling_score` an RGB image is taken for a decoded 4:2:0 JPEG
+#: (measured: decoded JPEGs ≤ 0.16, noisy never-compressed crops ≥ 0.65)
+CHROMA_THRESHOLD = 0.35
+#: Large images are sampled: at most this many tiles of ``TILE`` px, on the 8-pixel JPEG grid
+TILE = 128
+MAX_TILES = 64
+_MAD_TO_STD = 1.0 / 0.6745
+
+
+def _luma_chroma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """JPEG's (JFIF) Y, Cb, Cr of an (H, W, 3) image, on its scale, chroma without offset."""
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    return (0.299 * r + 0.587 * g + 0.114 * b,
+            -0.168736 * r - 0.331264 * g + 0.5 * b,
+            0.5 * r - 0.418688 * g - 0.081312 * b)
+
+
+def _tiles(image: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """The image itself when small, else up to :data:`MAX_TILES` random :data:`TILE`-px crops
+    whose corners lie on the 8-pixel grid (JPEG's blocks and the Haar pairs stay aligned)."""
+    height, width = image.shape[:2]
+    rows, cols = (height - TILE) // 8 + 1, (width - TILE) // 8 + 1
+    if height * width <= MAX_TILES * TILE * TILE or rows < 1 or cols < 1:
+        return [image]
+    picks = np.random.default_rng(seed).choice(rows * cols, min(MAX_TILES, rows * cols),
+                                               replace=False)
+    return [image[8 * (k // cols):8 * (k // cols) + TILE, 8 * (k % cols):8 * (k % cols) + TILE]
+            for k in picks]
+
+
+def haar_details(channel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The finest orthonormal Haar detail bands (horizontal, vertical, diagonal) of a 2-D
+    array, one coefficient per 2×2 block; white noise of std s gives each band std s."""
+    height, width = channel.shape
+    c = channel[:height - height % 2, :width - width % 2]
+    a, b, d, e = c[0::2, 0::2], c[0::2, 1::2], c[1::2, 0::2], c[1::2, 1::2]
+    return (a + b - d - e) / 2, (a - b + d - e) / 2, (a - b - d + e) / 2
+
+
+def _mad_std(bands: list[np.ndarray]) -> float:
+    return float(np.median(np.abs(np.concatenate([band.ravel() for band in bands])))
+                 * _MAD_TO_STD)
+
+
+def compressed_noise_std(pixels: np.ndarray) -> float:
+    """The noise a JPEG-compressed image still holds, ``std(decoded − clean)`` estimated, on
+    ``pixels``' scale: the robust (median absolute) std of the finest horizontal and of the
+    finest vertical Haar band of the luma channel, the smaller of the two. ``pixels``: (H, W, 3)
+    or (H, W, 1) float; large images are sampled in tiles."""
+    horizontal, vertical = [], []
+    for tile in _tiles(pixels):
+        luma = _luma_chroma(tile)[0] if tile.shape[2] >= 3 else tile[..., 0]
+        h_band, v_band, _ = haar_details(luma)
+        horizontal.append(h_band)
+        vertical.append(v_band)
+    return min(_mad_std(horizontal), _mad_std(vertical))
+
+
+def chroma_subsampling_score(pixels: np.ndarray) -> float:
+    """The fine-scale chroma of an (H, W, 3) image relative to its luma: the median absolute
+    finest diagonal Haar coefficient of Cb and Cr over that of Y, the largest over the four
+    2×2 grid phases. ≈ 0.9 for white RGB noise; ≈ 0.05–0.16 for a decoded 4:2:0 JPEG, whose
+    chroma was stored at half resolution (also a noise-free photo's smooth chroma scores low)."""
+    tiles = _tiles(pixels)
+    best = 0.0
+    for dy, dx in ((0, 0), (1, 1), (0, 1), (1, 0)):
+        lumas, chromas = [], []
+        for tile in tiles:
+            luma, blue, red = _luma_chroma(tile[dy:, dx:])
+            lumas.append(haar_details(luma)[2])
+            chromas += [haar_details(blue)[2], haar_details(red)[2]]
+        luma_std = _mad_std(lumas)
+        if luma_std > 0:
+            best = max(best, _mad_std(chromas) / luma_std)
+    return best
+
+
+def looks_compressed(pixels: np.ndarray) -> bool:
+    """Whether an image looks like a decoded 4:2:0 JPEG (:func:`chroma_subsampling_score` below
+    :data:`CHROMA_THRESHOLD`); False for grey images, which carry no chroma to tell."""
+    image = np.asarray(pixels, dtype=np.float64)
+    if image.ndim != 3 or image.shape[2] < 3:
+        return False
+    return chroma_subsampling_score(image[..., :3]) < CHROMA_THRESHOLD
+
+
+def estimate_noise_sigma(pixels: np.ndarray, compressed: bool | None = None) -> float:
     """Std of the additive Gaussian noise of an image, on the **0–255 scale**.
 
     Parameters
@@ -107,6 +206,10 @@ def estimate_noise_sigma(pixels: np.ndarray) -> float:
     pixels : ndarray
         (H, W, C) or (H, W) float array in [0, 1] (the noisy image, clipped to [0, 1] as an
         8- or 16-bit file is). Each side needs at least ``MIN_SIDE`` (8) pixels.
+    compressed : bool or None
+        True for a JPEG-compressed image (its file says so): the noise it still holds
+        (:func:`compressed_noise_std`); False for one never compressed (the patch estimate);
+        None (default): decided from the pixels (:func:`looks_compressed`).
 
     Returns
     -------
@@ -119,6 +222,10 @@ def estimate_noise_sigma(pixels: np.ndarray) -> float:
     if min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"the image is too small to estimate its noise ({image.shape[1]}×"
                          f"{image.shape[0]}; each side needs at least {MIN_SIDE} pixels)")
+    if compressed is None:
+        compressed = looks_compressed(image)
+    if compressed:
+        return compressed_noise_std(image) * 255.0
     observed = patch_noise_std(image, _patch_side(image.shape))
     if observed <= 0:
         return 0.0

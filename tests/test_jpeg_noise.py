@@ -1,0 +1,129 @@
+"""``--sigma auto`` on JPEG files: the noise a compressed file still holds (issue 33).
+
+The target is the residual noise ``std(decoded − clean)`` on the 0–255 scale: JPEG removes part
+of the noise with the detail. Cases: noisy crops (σ 10, 25, 50) saved as PNG and as JPEG
+quality 95, 85 and 75 (Pillow's default 4:2:0 chroma subsampling), read back as a user's file
+would be.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from skimage import data
+from tiny_problems import DEVICE_NAME
+
+from deeprestore.io.images import read_image
+from deeprestore.physics.noise import (
+    chroma_subsampling_score,
+    estimate_noise_sigma,
+    looks_compressed,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbm3d9"
+SIGMAS = (10, 25, 50)
+FORMATS = ("png", 95, 85, 75)
+
+
+def _crop(pixels: np.ndarray, side: int) -> np.ndarray:
+    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+    return pixels[top:top + side, left:left + side, :3]
+
+
+def _saved(noisy: np.ndarray, fmt: str | int) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "png":
+        PILImage.fromarray(noisy).save(buffer, format="PNG")
+    else:
+        PILImage.fromarray(noisy).save(buffer, format="JPEG", quality=fmt)
+    return buffer.getvalue()
+
+
+def _cases(clean_images: list[np.ndarray]):
+    """(format, σ, decoded uint8, residual std on 0–255) for every image, σ and format."""
+    for k, clean in enumerate(clean_images):
+        for sigma in SIGMAS:
+            rng = np.random.default_rng(1000 * k + sigma)
+            noisy = np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255)
+            noisy = noisy.astype(np.uint8)
+            for fmt in FORMATS:
+                decoded = iio.imread(_saved(noisy, fmt))
+                residual = float(np.std(decoded.astype(np.float64) - clean))
+                yield fmt, sigma, decoded, residual
+
+
+def _ratios(clean_images: list[np.ndarray], from_file: bool) -> list[float]:
+    """Estimate / residual for every case; ``from_file``: the format is known (a JPEG file
+    says so), else the estimator decides from the pixels."""
+    ratios = []
+    for fmt, _sigma, decoded, residual in _cases(clean_images):
+        compressed = (fmt != "png") if from_file else None
+        ratios.append(estimate_noise_sigma(decoded / 255.0, compressed=compressed) / residual)
+    return ratios
+
+
+def _acceptance(ratios: list[float]) -> None:
+    ratios_array = np.array(ratios)
+    within = np.mean(np.abs(ratios_array - 1) <= 0.2)
+    assert within >= 0.9, (within, np.round(ratios_array, 2))
+    assert ratios_array.min() >= 0.5, np.round(ratios_array, 2)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared cbm3d9 images are not here")
+def test_the_estimate_holds_on_png_and_jpeg_cbm3d9_crops():
+    clean = [_crop(iio.imread(path), 256).astype(np.float64)
+             for path in sorted(SHARED.glob("*.png"))]
+    assert len(clean) == 9
+    _acceptance(_ratios(clean, from_file=True))  # 108 cases
+
+
+@pytest.mark.parametrize("from_file", [True, False], ids=["format-known", "detected"])
+def test_the_estimate_holds_on_png_and_jpeg_photo_crops(from_file):
+    clean = [_crop(getattr(data, name)(), 128).astype(np.float64)
+             for name in ("astronaut", "chelsea", "coffee")]
+    _acceptance(_ratios(clean, from_file))  # 36 cases
+
+
+def test_decoded_jpegs_are_told_from_noisy_uncompressed_images():
+    clean = [_crop(getattr(data, name)(), 128).astype(np.float64) for name in ("astronaut",
+                                                                             "coffee")]
+    for fmt, _sigma, decoded, _residual in _cases(clean):
+        score = chroma_subsampling_score(decoded / 255.0)
+        assert looks_compressed(decoded / 255.0) == (fmt != "png"), (fmt, score)
+
+
+def test_a_jpeg_file_says_it_is_compressed_and_a_png_of_it_is_detected(tmp_path):
+    clean = _crop(data.astronaut(), 64).astype(np.float64)
+    noisy = np.clip(np.round(clean + np.random.default_rng(0).normal(0, 25, clean.shape)),
+                    0, 255).astype(np.uint8)
+    jpeg = tmp_path / "noisy.jpg"
+    jpeg.write_bytes(_saved(noisy, 90))
+    assert read_image(jpeg).compressed is True
+    again = tmp_path / "decoded.png"
+    again.write_bytes(_saved(iio.imread(jpeg), "png"))
+    assert read_image(again).compressed is None  # the file does not say ...
+    assert looks_compressed(read_image(again).pixels)  # ... the pixels do
+
+
+def test_bm3d_on_a_noisy_jpeg_gains_over_its_input(run_cli, tmp_path):
+    pytest.importorskip("bm3d")
+    clean = _crop(data.astronaut(), 96)
+    noisy = np.clip(np.round(clean + np.random.default_rng(3).normal(0, 25, clean.shape)),
+                    0, 255).astype(np.uint8)
+    (tmp_path / "noisy.jpg").write_bytes(_saved(noisy, 90))
+    iio.imwrite(tmp_path / "clean.png", clean)
+    out = tmp_path / "out"
+    result = run_cli("denoise", tmp_path / "noisy.jpg", "--method", "bm3d", "--reference",
+                     tmp_path / "clean.png", "--no-compare", "--device", DEVICE_NAME, "-o", out)
+    assert result.code == 0, result.err
+    assert "the noise left after JPEG compression" in result.err
+    manifest = json.loads((out / "noisy_bm3d.json").read_text())
+    assert manifest["degradation"]["compressed"] is True
+    assert manifest["psnr"] >= manifest["psnr_input"] + 2.0, (manifest["psnr"],
+                                                             manifest["psnr_input"])
