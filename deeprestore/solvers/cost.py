@@ -8,7 +8,9 @@ activations grow linearly with the pixel count (measured on this project's CPU: 
 132.8 at 128², 503.6 at 256², 1984.6 at 512², slope within 0.5 % of the 64–128 fit), so images
 above :data:`PROBE_SIDE`² are predicted from two small probes instead of risking the real size;
 the process's peak resident memory during a 512² DIP step rose by 1965 MB, the prediction says
-1993 + the network's own state.
+1993 + the network's own state. On CUDA the probes' bytes are measured instead (the caching
+allocator's peak during a step after a first one: cuDNN's workspaces included, its autotuning
+left out; docs/tasks.md), and DeepRED's real-size denoiser call is measured too.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ def _measured_bytes(device: torch.device, work: Callable[[], object],
                     warm_up: Callable[[], object] | None = None) -> int:
     """CUDA: the most memory the allocator handed out while ``work`` ran, above what was
     allocated before ``warm_up`` (if given) and ``work`` — so it includes cuDNN's workspaces
-    and the allocator's rounding, which a count of tensor bytes misses. ``warm_up`` runs first,
+    and the allocator's 512-byte rounding, which a count of tensor bytes misses (not the slack
+    of its 2–20 MiB segments, which fragmentation can add). ``warm_up`` runs first,
     outside the peak: cuDNN's autotuning (``cudnn.benchmark``) tries algorithms with workspaces
     of up to several GB once per shape and takes only what is free, which no later step needs
     (measured on an H200: a 256² step's peak 8.8 GB with autotuning, under 1 GB without)."""

@@ -202,6 +202,10 @@ class ProblemGroup:
             except torch.OutOfMemoryError:
                 if len(self.members) < 2:
                     raise
+                out_of_memory = True  # split outside the handler: its traceback holds the
+            else:  # failed step's activations, which the smaller groups need freed
+                out_of_memory = False
+            if out_of_memory:
                 self._split()
                 group = member.group
                 assert group is not None
