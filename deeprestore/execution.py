@@ -71,9 +71,10 @@ def prepare_network_step(
 
 
 def auto_device() -> torch.device:
-    """The device ``--device auto`` (and the API's ``device="auto"``) means: the first CUDA GPU
-    when there is one, else the CPU. The test suite replaces this one function to run every
-    test on the device of ``DEEPRESTORE_TEST_DEVICE``."""
+    """The device ``--device auto`` means: the first CUDA GPU when there is one, else the CPU
+    (``deeprestore.restore`` takes a device name and defaults to the CPU). The test suite
+    replaces this one function to run every test on the device of
+    ``DEEPRESTORE_TEST_DEVICE``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
