@@ -30,14 +30,21 @@ from deeprestore.io.writers import write_image
 from deeprestore.metrics import psnr_rgb
 
 
-def main() -> None:
+def photo_parser(doc: str) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
+    """A parser with ``--data`` and ``--image`` (default kodim03), this process's arguments
+    before ``--`` and the ones after it (passed on to ``deeprestore``)."""
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).parents[1].parent / "shared"
                         / "data")
     parser.add_argument("--image", default="kodim03")
+    return parser, argv, extra
+
+
+def main() -> None:
+    parser, argv, extra = photo_parser(__doc__)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--seed", type=int, default=1)

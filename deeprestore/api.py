@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,9 @@ class Restoration:
     under the paper's protocol for the task), else None; ``denoiser_calls``: how often f ran;
     ``sigma``: the noise std the run assumed (0–255 scale; estimated when it was ``"auto"``);
     ``stop``: with ``stop="auto"``, where the run stopped and why (``stopped_at``,
-    ``detected_at``, ``reason``), else None.
+    ``detected_at``, ``reason``), else None; ``precision``: with ``precision="auto"`` (the
+    default), what it chose and the step times it measured (``used``, ``bf16_speedup``, ...;
+    ``settings.precision`` is the one used), else None.
     """
 
     image: np.ndarray
@@ -54,6 +56,7 @@ class Restoration:
     denoiser_calls: int
     sigma: float
     stop: dict[str, Any] | None = None
+    precision: dict[str, Any] | None = None
 
 
 def restore(
@@ -144,16 +147,19 @@ def restore(
     task_problem = build_problem(options, observed, clean)
     result = run_solver(task_problem.problem, chosen, device=device, callback=callback,
                         baselines=task_problem.baselines,
+                        denoiser=task_problem.denoiser_for(chosen),
                         execution=execution or DEFAULT_EXECUTION)
     problem = task_problem.problem
     psnr = None
     if problem.reference is not None and problem.psnr is not None:
         psnr = float(problem.psnr(result.image, problem.reference))
+    if result.precision is not None:
+        chosen = replace(chosen, precision=result.precision["used"])
     return Restoration(
         image=_like_input(to_array(result.image), np.asarray(image), observed.alpha),
         log=result.log, settings=chosen, preset=found.name, psnr=psnr,
         iterations=result.iterations, denoiser_calls=result.denoiser_calls,
-        sigma=problem.sigma, stop=result.stop)
+        sigma=problem.sigma, stop=result.stop, precision=result.precision)
 
 
 def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None

@@ -12,6 +12,8 @@ of one network step (:func:`prepare_network_step`) and whether a CPU has bf16 ar
 
 from __future__ import annotations
 
+import importlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +30,10 @@ class Execution:
 
     ``fused_adam``: on a CPU, step Adam with its fused kernel, one call instead of ~7 small ops
     per parameter tensor (``bench/speed.py``'s ``dip-unfused`` row turns it off).
-    ``cpu_channels_last``: on a CPU, lay the network out channels-last as on CUDA. Off by
-    default: measured 1.1–1.4× slower per step than the default layout at 128 px on this
-    project's 2-core CPU (``dip-channels-last``; docs/performance.md).
+    ``cpu_channels_last``: on a CPU, lay the network out channels-last (True) or NCHW (False);
+    None (default): follow the precision — channels-last for bf16, whose fast oneDNN kernels
+    (AMX, AVX512-BF16) want it, NCHW for float32 (``bench/speed.py``'s ``dip-channels-last`` and
+    ``dip-nchw`` rows; docs/performance.md).
     ``side_by_side``: on a CPU with several torch threads, step the runs of ``runs = N`` on
     ``min(N, threads)`` worker threads, each with its share of the threads
     (``dip-runs2-lockstep`` turns it off). Not with torch.compile or an async denoiser.
@@ -41,7 +44,7 @@ class Execution:
     """
 
     fused_adam: bool = True
-    cpu_channels_last: bool = False
+    cpu_channels_last: bool | None = None
     side_by_side: bool = True
     grouped: bool = False
     share_cores: bool = True
@@ -53,21 +56,44 @@ DEFAULT_EXECUTION = Execution()
 NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)  # a SkipNet, or a BatchedSkipNet of runs
 
 
+def channels_last(device: torch.device, precision: str,
+                  execution: Execution = DEFAULT_EXECUTION) -> bool:
+    """Whether the network of a run in ``precision`` on ``device`` is laid out channels-last:
+    always on CUDA; on a CPU as ``execution.cpu_channels_last`` says, by default for bf16."""
+    if device.type != "cpu":
+        return device.type == "cuda"
+    if execution.cpu_channels_last is None:
+        return precision == "bf16"
+    return execution.cpu_channels_last
+
+
 def prepare_network_step(
     net: NetworkT, z: torch.Tensor, lr: float, device: torch.device,
-    execution: Execution = DEFAULT_EXECUTION,
+    execution: Execution = DEFAULT_EXECUTION, precision: str = "float32",
 ) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
-    """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``.
-
-    Channels-last network and z on CUDA, and on a CPU only with ``execution.cpu_channels_last``;
-    on a CPU Adam uses its fused kernel unless ``execution.fused_adam`` is off.
-    """
+    """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``
+    and ``precision`` (:func:`channels_last`); on a CPU Adam uses its fused kernel unless
+    ``execution.fused_adam`` is off."""
     on_cpu = device.type == "cpu"
-    if device.type == "cuda" or (on_cpu and execution.cpu_channels_last):
+    if channels_last(device, precision, execution):
         net = net.to(memory_format=torch.channels_last)
         z = z.contiguous(memory_format=torch.channels_last)
     fused = True if on_cpu and execution.fused_adam else None
     return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
+
+
+def preload_optimizer_imports() -> threading.Thread:
+    """Import ``torch._dynamo`` in a background thread and return it.
+
+    The first optimiser a process makes imports it (``Optimizer.add_param_group`` is wrapped
+    by ``torch._disable_dynamo``): about 3 s on a slow CPU, spent while the image is read and
+    its noise estimated instead of before the cost line. Not a daemon thread: an interpreter
+    that exits mid-import would be left half-initialised.
+    """
+    thread = threading.Thread(target=importlib.import_module, args=("torch._dynamo",),
+                              name="deeprestore-preload")
+    thread.start()
+    return thread
 
 
 def auto_device() -> torch.device:

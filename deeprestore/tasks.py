@@ -23,8 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from deeprestore.config.settings import Settings
+from deeprestore.denoisers import Denoiser
+from deeprestore.denoisers.correlated import jpeg_bm3d
 from deeprestore.io.images import Image, to_tensor
-from deeprestore.methods import TASK_METHODS
+from deeprestore.methods import DENOISER_BASELINES, TASK_METHODS
 from deeprestore.metrics import psnr_function
 from deeprestore.physics.degradations import bicubic_upscale, parse_mask_spec
 from deeprestore.physics.noise import estimate_noise_sigma, looks_compressed
@@ -50,6 +53,8 @@ TASK_PROTOCOL = {"denoise": "rgb", "deblur": "y", "superres": "y", "inpaint": "r
 DEFAULT_SIGMA = {"denoise": 25.0, "deblur": 2**0.5, "superres": 0.0, "inpaint": 0.0}
 #: The value of ``sigma`` that asks for an estimate from the image (``--sigma auto``).
 AUTO_SIGMA = "auto"
+#: the noise models of ``--noise``: ``auto`` is ``jpeg`` for a JPEG input, ``white`` otherwise
+NOISE_MODELS = ("auto", "white", "jpeg")
 SIDECAR_SUFFIX = ".degrade.json"
 
 
@@ -75,7 +80,11 @@ class TaskOptions:
     ``factor``: 2, 4 or 8 and ``downsampler`` (``lanczos2`` or ``bicubic``) for superres;
     ``mask``: mask image file or (H, W) array, nonzero = known (inpaint); ``crop``: (top, left,
     height, width) of the high-resolution image that was kept before downscaling (from a
-    ``degrade`` sidecar), to crop a reference the same way.
+    ``degrade`` sidecar), to crop a reference the same way; ``noise`` (denoising): the noise
+    model of BM3D, one of :data:`NOISE_MODELS` (None: ``auto``) — ``jpeg``: BM3D given the
+    spectrum of the noise a JPEG file holds (:func:`~deeprestore.denoisers.correlated.jpeg_bm3d`),
+    for ``--method bm3d``, and as DeepRED's and RED's f with ``--denoiser bm3d`` when asked for
+    by name (``auto`` keeps f white: no gain measured there).
     """
 
     task: str = "denoise"
@@ -85,6 +94,7 @@ class TaskOptions:
     downsampler: str | None = None
     mask: str | np.ndarray | None = None
     crop: tuple[int, int, int, int] | None = None
+    noise: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     def merged(self, *fallbacks: dict[str, Any], source_names: tuple[str, ...] = ()) -> TaskOptions:
@@ -102,7 +112,7 @@ class TaskOptions:
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description for the manifest (only what applies to the task)."""
-        keys = {"denoise": ("sigma",), "deblur": ("sigma", "kernel"),
+        keys = {"denoise": ("sigma", "noise"), "deblur": ("sigma", "kernel"),
                 "superres": ("sigma", "factor", "downsampler", "crop"),
                 "inpaint": ("sigma", "mask")}[self.task]
         info: dict[str, Any] = {"task": self.task}
@@ -116,12 +126,25 @@ class TaskOptions:
 
 @dataclass
 class TaskProblem:
-    """The engine problem plus what the writers need: baselines, protocol, info."""
+    """The engine problem plus what the writers need: baselines, protocol, info; and the
+    denoisers made for this input (``denoisers``: name → a denoiser that replaces it, e.g.
+    ``bm3d`` → ``bm3d-jpeg`` for a JPEG file), for the one-shot method always and as the
+    network methods' and RED's f only when ``made_for_f`` (``--noise jpeg`` asked for it: under
+    ``auto`` f stays white, measured no better as f — docs/tasks.md)."""
 
     problem: Problem
     protocol: str
     baselines: dict[str, Callable[[Problem], torch.Tensor]]
     info: dict[str, Any]
+    denoisers: dict[str, Denoiser] = field(default_factory=dict)
+    made_for_f: bool = False
+
+    def denoiser_for(self, settings: Settings) -> Denoiser | None:
+        """The denoiser made for this input that ``settings`` would run (as the one-shot
+        method, or as f), or None: the registry's."""
+        if settings.method in DENOISER_BASELINES:
+            return self.denoisers.get(settings.method)
+        return self.denoisers.get(settings.denoiser) if self.made_for_f else None
 
 
 def sidecar_path(image_path: Path) -> Path:
@@ -205,6 +228,9 @@ def check_task_options(options: TaskOptions) -> None:
     if options.downsampler not in (None, *DOWNSAMPLERS):
         raise TaskOptionError("downsampler", f"downsampler must be {' or '.join(DOWNSAMPLERS)}, "
                               f"got {options.downsampler}")
+    if options.noise not in (None, *NOISE_MODELS):
+        raise TaskOptionError("noise", f"noise must be one of {', '.join(NOISE_MODELS)}, got "
+                                       f"{options.noise}")
 
 
 def operator_for(options: TaskOptions, hr_size: tuple[int, int], channels: int) -> LinearOperator:
@@ -325,11 +351,31 @@ def build_problem(options: TaskOptions, observed: Image, reference: Image | None
         reference=_reference_tensor(reference, options, size, channels),
         psnr=psnr_function(protocol),
     )
+    denoisers: dict[str, Denoiser] = {}
+    made_for_f = False
+    if task == "denoise":
+        noise = _noise_model(options.noise, observed, compressed)
+        if options.noise in (None, "auto") or options.sources.get("noise") == "auto":
+            options.sources["noise"] = "auto"  # (a tile's options hold the whole image's choice)
+        else:
+            made_for_f = True
+        options.noise = noise
+        if noise == "jpeg":
+            denoisers["bm3d"] = jpeg_bm3d(observed.pixels, observed.jpeg_tables)
     info = options.describe()
     if compressed is not None:  # which estimate: the noise left in a JPEG, or white noise's
         info["compressed"] = compressed
     info["operator"] = operator.describe()
-    return TaskProblem(problem, protocol, baselines, info)
+    return TaskProblem(problem, protocol, baselines, info, denoisers, made_for_f)
+
+
+def _noise_model(requested: str | None, observed: Image, compressed: bool | None) -> str:
+    """``white`` or ``jpeg`` for ``--noise requested``: ``auto`` (None) is ``jpeg`` when the
+    file is a JPEG or σ's estimate took it for a decoded one."""
+    noise = requested or "auto"
+    if noise == "auto":
+        return "jpeg" if observed.compressed or compressed else "white"
+    return noise
 
 
 def tile_problem(options: TaskOptions, observed: Image, sigma: float, top: int, left: int,
@@ -344,4 +390,6 @@ def tile_problem(options: TaskOptions, observed: Image, sigma: float, top: int, 
         mask = load_mask(mask, observed.height, observed.width)[rows, cols]
     cut = replace(options, sigma=float(sigma), mask=mask, crop=None)
     alpha = None if observed.alpha is None else observed.alpha[rows, cols]
-    return build_problem(cut, Image(observed.pixels[rows, cols], observed.bit_depth, alpha), None)
+    part = Image(observed.pixels[rows, cols], observed.bit_depth, alpha, observed.compressed,
+                 observed.jpeg_tables)
+    return build_problem(cut, part, None)

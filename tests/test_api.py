@@ -45,12 +45,15 @@ def test_the_output_has_the_inputs_layout_and_dtype(noisy, dtype, grey):
 
 
 @pytest.mark.cpu_only(reason="bit-identical outputs of two runs")
-def test_same_numbers_as_the_command_line(run_cli, tiny_images, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bf16"])
+def test_same_numbers_as_the_command_line(run_cli, tiny_images, tmp_path, precision):
+    # a precision given: ``auto`` may choose apart in two processes whose timings differ
     done = run_cli("denoise", tiny_images["noisy"], "-m", "dip", "--iters", "2", "-q",
-                   "--no-compare", "--device", "cpu", "-o", tmp_path)
+                   "--no-compare", "--device", "cpu", "--precision", precision, "-o", tmp_path)
     assert done.code == 0, done.err
     written = iio.imread(tmp_path / "noisy_dip.png")
-    restored = _restore(iio.imread(tiny_images["noisy"]), method="dip", iterations=2)
+    restored = _restore(iio.imread(tiny_images["noisy"]), method="dip", iterations=2,
+                        precision=precision)
     assert np.array_equal(restored.image, written)
 
 

@@ -127,3 +127,122 @@ def test_bm3d_on_a_noisy_jpeg_gains_over_its_input(run_cli, tmp_path):
     assert manifest["degradation"]["compressed"] is True
     assert manifest["psnr"] >= manifest["psnr_input"] + 2.0, (manifest["psnr"],
                                                              manifest["psnr_input"])
+
+
+# ------------------------------------------------------- BM3D given the JPEG noise's spectrum
+def _noisy_jpeg(tmp_path: Path, side: int = 96, seed: int = 3) -> np.ndarray:
+    clean = _crop(data.astronaut(), side)
+    noisy = np.clip(np.round(clean + np.random.default_rng(seed).normal(0, 25, clean.shape)),
+                    0, 255).astype(np.uint8)
+    (tmp_path / "noisy.jpg").write_bytes(_saved(noisy, 90))
+    iio.imwrite(tmp_path / "clean.png", clean)
+    return clean
+
+
+def test_a_jpeg_is_denoised_with_its_noise_spectrum_and_beats_white_bm3d(run_cli, tmp_path):
+    pytest.importorskip("bm3d")
+    _noisy_jpeg(tmp_path)
+    manifests = {}
+    for noise in ("auto", "white"):
+        out = tmp_path / noise
+        result = run_cli("denoise", tmp_path / "noisy.jpg", "--method", "bm3d", "--noise", noise,
+                         "--reference", tmp_path / "clean.png", "--no-compare", "--device",
+                         DEVICE_NAME, "-o", out)
+        assert result.code == 0, result.err
+        manifests[noise] = json.loads((out / "noisy_bm3d.json").read_text())
+    jpeg, white = manifests["auto"], manifests["white"]
+    assert jpeg["denoiser"] == "bm3d-jpeg" and jpeg["degradation"]["noise"] == "jpeg"
+    assert white["denoiser"] == "bm3d" and white["degradation"]["noise"] == "white"
+    assert jpeg["psnr"] >= white["psnr"] + 1.0, (jpeg["psnr"], white["psnr"])
+
+
+def test_a_png_keeps_white_noise_and_a_bad_noise_model_is_one_line(run_cli, tmp_path):
+    clean = _crop(data.astronaut(), 64)
+    noisy = np.clip(np.round(clean + np.random.default_rng(0).normal(0, 25, clean.shape)),
+                    0, 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "noisy.png", noisy)
+    result = run_cli("denoise", tmp_path / "noisy.png", "--method", "nlm", "--no-compare",
+                     "-o", tmp_path / "out")
+    assert result.code == 0, result.err
+    manifest = json.loads((tmp_path / "out" / "noisy_nlm.json").read_text())
+    assert manifest["degradation"]["noise"] == "white"
+    bad = run_cli("denoise", tmp_path / "noisy.png", "--noise", "pink", "-o", tmp_path / "x")
+    assert bad.code == 2 and "noise must be one of auto, white, jpeg" in bad.err
+    assert "Traceback" not in bad.err
+
+
+def test_the_jpeg_spectrum_is_made_once_and_scaled_to_each_calls_sigma(tmp_path, monkeypatch):
+    pytest.importorskip("bm3d")
+    import torch
+
+    from deeprestore.denoisers import correlated
+    from deeprestore.io.images import read_jpeg_tables, to_tensor
+
+    _noisy_jpeg(tmp_path, side=48)
+    image = read_image(tmp_path / "noisy.jpg")
+    tables = read_jpeg_tables(tmp_path / "noisy.jpg")
+    assert tables is not None and tables[1] == 2  # Pillow's default 4:2:0
+    made, seen = [], []
+    real_psd = correlated.jpeg_noise_psd
+    monkeypatch.setattr(correlated, "jpeg_noise_psd",
+                        lambda *a, **k: made.append(1) or real_psd(*a, **k))
+    monkeypatch.setattr(correlated, "bm3d_psd",
+                        lambda pixels, psd, threads=0: seen.append(psd) or pixels)
+    denoiser = correlated.jpeg_bm3d(image.pixels, tables)
+    x = to_tensor(image.pixels)
+    read = estimate_noise_sigma(image.pixels, compressed=True)
+    denoiser(x, read)
+    denoiser(x, 2 * read)
+    assert len(made) == 1
+    assert np.allclose(seen[1], 4 * seen[0])
+    with pytest.raises(ValueError, match="was made for a 48×48 image"):
+        denoiser(torch.zeros(1, 3, 32, 32), read)
+
+
+def test_a_white_spectrum_gives_plain_bm3d():
+    bm3d = pytest.importorskip("bm3d")
+    from deeprestore.denoisers.correlated import bm3d_psd
+
+    rng = np.random.default_rng(0)
+    clean = data.camera()[200:248, 200:248, None] / 255
+    noisy = clean + rng.normal(0, 20 / 255, clean.shape)
+    psd = np.full(noisy.shape, (20 / 255) ** 2 * 48 * 48)
+    ours = bm3d_psd(noisy, psd, threads=1)
+    profile = bm3d.BM3DProfile()
+    profile.num_threads = 1
+    theirs = np.asarray(bm3d.bm3d(noisy[..., 0], 20 / 255, profile=profile))
+    assert np.abs(ours[..., 0] - theirs).max() < 1e-3
+
+
+def test_jpeg_tables_are_none_for_other_files(tmp_path):
+    from deeprestore.io.images import read_jpeg_tables
+
+    iio.imwrite(tmp_path / "a.png", np.zeros((16, 16, 3), np.uint8))
+    assert read_jpeg_tables(tmp_path / "a.png") is None
+    assert read_image(tmp_path / "a.png").jpeg_tables is None
+
+
+@pytest.mark.parametrize("noise, one_shot, as_f", [
+    (None, "bm3d-jpeg", None),  # auto: the one-shot BM3D only (as f it gained nothing)
+    ("jpeg", "bm3d-jpeg", "bm3d-jpeg"),  # asked for by name: f too
+    ("white", None, None),
+])
+def test_auto_gives_the_jpeg_spectrum_to_the_one_shot_bm3d_only(tmp_path, noise, one_shot,
+                                                                 as_f):
+    from types import SimpleNamespace
+
+    from deeprestore.tasks import TaskOptions, build_problem, tile_problem
+
+    _noisy_jpeg(tmp_path, side=48)
+    image = read_image(tmp_path / "noisy.jpg")
+    options = TaskOptions(task="denoise", sigma=20.0, noise=noise)
+    whole = build_problem(options, image, None)
+    tile = tile_problem(options, image, 20.0, 0, 0, 32, 32)
+    bm3d_alone = SimpleNamespace(method="bm3d", denoiser="auto")
+    deepred_f = SimpleNamespace(method="deepred", denoiser="bm3d")
+    for problem in (whole, tile):
+        made = problem.denoiser_for(bm3d_alone)
+        assert (made and made.name) == one_shot
+        made = problem.denoiser_for(deepred_f)
+        assert (made and made.name) == as_f
+    assert whole.info["noise"] == ("white" if noise == "white" else "jpeg")

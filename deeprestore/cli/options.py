@@ -85,10 +85,13 @@ OverwriteOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks.", hidden=True)]
 PrecisionOpt = Annotated[
     str | None,
-    typer.Option("--precision", help="Network arithmetic: float32 (as the paper), tf32 or bf16 "
-                 "(autocast; x and u stay float32). Default: the preset's (float32). bf16 can be "
-                 "0.35–0.6× or 14× the time of float32 on the same CPU (docs/performance.md).",
-                 show_default=False),
+    typer.Option("--precision", metavar="auto|float32|bf16|tf32",
+                 help="Network arithmetic (x, u and the denoiser stay float32): auto — a network "
+                 "step is timed in float32 and bf16 (channels-last) before the run and bf16 kept "
+                 "where it is at least 1.25x faster (CPUs with AVX512-BF16 or AMX), else "
+                 "float32; the cost line and the manifest say which; float32: the paper's; "
+                 "bf16; tf32 (CUDA). Default: auto (reproduce runs the presets' float32; "
+                 "docs/performance.md).", show_default=False),
 ]
 NoCompareOpt = Annotated[
     bool, typer.Option("--no-compare", help="Do not write NAME_METHOD_compare.png.")
@@ -129,7 +132,8 @@ TileOpt = Annotated[
 MaxMinutesOpt = Annotated[
     float | None, typer.Option(
         "--max-minutes", min=0, help="Refuse (one line, nothing written) an image whose run "
-        "is expected to take longer; the expectation comes from one step timed at its size.",
+        "is expected to take longer (default: a day), naming what would fit; the expectation "
+        "comes from one step timed at its size (a large image's: on a crop, scaled).",
         show_default=False)
 ]
 MaxMemoryOpt = Annotated[

@@ -57,11 +57,18 @@ from deeprestore.cli.options import (
 from deeprestore.cli.progress import add_run, err_console, progress_bar
 from deeprestore.config.presets import parse_override
 from deeprestore.config.resolve import SettingsResolver
-from deeprestore.execution import bf16_warning
+from deeprestore.execution import bf16_warning, preload_optimizer_imports
 from deeprestore.io.images import ImageError
 from deeprestore.io.inputs import InputError, parse_max_pixels
-from deeprestore.io.jobs import Job, JobError, check_outputs, record_failure, run_job
-from deeprestore.methods import TASK_METHODS
+from deeprestore.io.jobs import (
+    DAY_MINUTES,
+    Job,
+    JobError,
+    check_outputs,
+    record_failure,
+    run_job,
+)
+from deeprestore.methods import NETWORK_METHODS, TASK_METHODS
 from deeprestore.solvers.cost import CostError, parse_bytes
 from deeprestore.tasks import TASKS, TaskError, TaskOptions
 
@@ -117,7 +124,7 @@ class RestoreRequest:
     shard: ShardOpt = None
     max_pixels: MaxPixelsOpt = "4096x4096"
     tile: TileOpt = "auto"
-    max_minutes: MaxMinutesOpt = None
+    max_minutes: MaxMinutesOpt = DAY_MINUTES
     max_memory: MaxMemoryOpt = None
     checkpoint_every: CheckpointEveryOpt = None
     resume: ResumeOpt = False
@@ -170,6 +177,8 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     files = expand_inputs(request.inputs, request.recursive, request.shard)
     command = "deeprestore " + shlex.join(COMMAND_LINE)
     apply_threads(request.threads, quiet)  # last: after every usage error
+    if method in NETWORK_METHODS:
+        preload_optimizer_imports()
 
     tty = sys.stdout.isatty()
     failures = usage_failures = 0
@@ -272,7 +281,13 @@ def _shared_options(task: str) -> list[inspect.Parameter]:
 
 #: Each restore command's own options (names are TaskOptions fields), before ``--sigma``.
 TASK_OPTIONS: dict[str, list[inspect.Parameter]] = {
-    "denoise": [],
+    "denoise": [option("noise", Annotated[str | None, typer.Option(
+        "--noise", metavar="auto|white|jpeg", help="The noise BM3D assumes: jpeg: the noise a "
+        "JPEG file holds, correlated by its compression (its spectrum simulated with the file's "
+        "own tables; --method bm3d and DeepRED's f with --denoiser bm3d); white: independent "
+        "Gaussian; auto (default): jpeg for --method bm3d on a JPEG file (+2.3 dB on average), "
+        "white otherwise (as DeepRED's f it gained nothing; docs/tasks.md).",
+        show_default=False)], None)],
     "deblur": [option("kernel", Annotated[str | None, typer.Option(
         "--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, .csv, grey PNG). "
         "[default: uniform9]", show_default=False)], None)],

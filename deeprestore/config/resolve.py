@@ -38,27 +38,18 @@ def check_method(task: str, method: str) -> None:
         raise TaskError(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
 
 
-#: bf16 for restores on bf16 CPUs: off. On 2026-12-02 a 64 px DeepRED run took 360.7 s in bf16
-#: against 26.3 s in float32 on the development VM (the CPU reports avx512_bf16; the day before
-#: bf16 took 0.35–0.59× the time), so the CPU flag alone does not make bf16 fast.
-BF16_BY_DEFAULT = False
-
-
-def everyday_defaults(overrides: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def everyday_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
     """What a restore (command line or :func:`deeprestore.restore`) uses where the user chose
     nothing, over the preset: ``stop = "auto"`` unless an iteration count or a stop rule was
-    given (the preset's count is then the ceiling); ``precision = "bf16"`` on a CPU with bf16
-    arithmetic only when :data:`BF16_BY_DEFAULT` (off: measured 14× slower on 2026-12-02).
-    ``reproduce`` never uses them: the tables run the presets as they are, in float32.
+    given (the preset's count is then the ceiling); ``precision = "auto"`` (bf16 on a CPU where
+    a step measures at least 1.25× faster in it, else float32:
+    :mod:`deeprestore.solvers.precision`). ``reproduce`` never uses them: the tables run the
+    presets as they are, in float32.
     """
-    from deeprestore.execution import cpu_has_native_bf16
-
     chosen = dict(overrides)
     if "iterations" not in chosen and "stop" not in chosen:
         chosen["stop"] = "auto"
-    if (BF16_BY_DEFAULT and "precision" not in chosen and device.type == "cpu"
-            and cpu_has_native_bf16()):
-        chosen["precision"] = "bf16"
+    chosen.setdefault("precision", "auto")
     return chosen
 
 
@@ -77,7 +68,7 @@ class SettingsResolver:
                  device: torch.device, *, everyday: bool = False) -> None:
         check_method(task, method)
         if everyday:
-            overrides = everyday_defaults(overrides, device)
+            overrides = everyday_defaults(overrides)
         self.task, self.method, self.overrides = task, method, dict(overrides)
         self.everyday = everyday
         self.denoiser, self.device = denoiser, device

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,12 +29,15 @@ class ImageError(ValueError):
 class Image:
     """Pixels (H, W, C) float64 in [0, 1], C = 1 or 3; bit depth 8 or 16; alpha (H, W) or None;
     ``compressed``: True when read from a JPEG file, None when the file does not say (a PNG
-    may hold a decoded JPEG) — what ``--sigma auto`` needs to know."""
+    may hold a decoded JPEG) — what ``--sigma auto`` needs to know; ``jpeg_tables``: how a
+    JPEG file was compressed (what its noise model needs)."""
 
     pixels: np.ndarray
     bit_depth: int = 8
     alpha: np.ndarray | None = None
     compressed: bool | None = None
+    #: a JPEG file's quantisation tables and chroma subsampling (:func:`read_jpeg_tables`)
+    jpeg_tables: tuple[dict[int, list[int]], int] | None = None
 
     @property
     def height(self) -> int:
@@ -129,7 +133,25 @@ def read_image(path: str | Path) -> Image:
     with p.open("rb") as head:
         if head.read(3) == JPEG_MAGIC:
             image.compressed = True
+            image.jpeg_tables = read_jpeg_tables(p)
     return image
+
+
+def read_jpeg_tables(path: Path | BinaryIO) -> tuple[dict[int, list[int]], int] | None:
+    """The quantisation tables (Pillow's ``Image.quantization``: table index → 64 values) and
+    chroma subsampling code (0: 4:4:4, 1: 4:2:2, 2: 4:2:0, -1: other) of a JPEG file (a path or
+    an open binary file), as Pillow's JPEG writer takes them (``qtables=``, ``subsampling=``);
+    None when Pillow cannot say."""
+    from PIL import Image as PillowImage
+    from PIL import JpegImagePlugin
+
+    try:
+        with PillowImage.open(path) as image:
+            tables = {int(k): list(v) for k, v in image.quantization.items()}
+            sampling = JpegImagePlugin.get_sampling(image) if image.mode != "L" else 0
+    except Exception:  # Pillow raises many kinds for files it reads only in part
+        return None
+    return (tables, int(sampling)) if tables else None
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:

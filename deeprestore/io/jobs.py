@@ -14,10 +14,11 @@ error), which ``deeprestore summary`` reports and a later successful run removes
 from __future__ import annotations
 
 import io
+import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,20 @@ from deeprestore.solvers.cost import (
     CostError,
     CostEstimate,
     available_memory,
+    denoiser_seconds,
     estimate_cost,
     format_bytes,
     format_duration,
     release_device_memory,
 )
+from deeprestore.solvers.precision import AUTO, PrecisionChoice
 from deeprestore.solvers.runner import restore, restore_together
 from deeprestore.tasks import TaskOptions, TaskProblem, build_problem, tile_problem
 from deeprestore.tiles import Blender, default_overlap, plan_tiles
+
+#: the command line's default --max-minutes: a run expected to take longer is refused with
+#: what would fit instead
+DAY_MINUTES = 24 * 60.0
 
 
 class JobError(ValueError):
@@ -150,7 +157,8 @@ def save_checkpoint(job: Job, state: dict[str, Any]) -> None:
 
 def load_checkpoint(job: Job) -> dict[str, Any]:
     """The runner state saved for ``job``; :class:`JobError` if it is unreadable or was made
-    with other settings (only ``iterations`` and ``log_every`` may change)."""
+    with other settings (only ``iterations`` and ``log_every`` may change; ``precision =
+    "auto"`` matches the precision it chose then, which the state's ``precision`` says)."""
     path = job.checkpoint_path()
     try:
         saved = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
@@ -160,16 +168,20 @@ def load_checkpoint(job: Job) -> dict[str, Any]:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise JobError(f"{path}: not a deeprestore checkpoint")
     mine, theirs = _comparable(job.settings.to_dict()), _comparable(saved.get("settings", {}))
+    if mine.get("precision") == "auto" and "precision" in theirs:
+        mine["precision"] = theirs["precision"]  # continue in the arithmetic it started in
     if mine != theirs:
         keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise JobError(f"{path}: made with other settings ({', '.join(keys)}); delete it or "
                        "run without --resume")
-    return saved["runner"]
+    return {**saved["runner"], "precision": theirs.get("precision", "float32")}
 
 
 @dataclass
 class _Prepared:
-    """A job read and checked, ready to run: its input, problem, saved state and tiling."""
+    """A job read and checked, ready to run: its input, problem, saved state and tiling;
+    ``job``: the job with ``precision = "auto"`` resolved (by the cost estimate, or as the
+    checkpoint it continues from; a tiled job's is resolved on its first tile)."""
 
     started: datetime
     observed: Image
@@ -179,6 +191,9 @@ class _Prepared:
     factor: int
     tile: int | None
     cost: CostEstimate | None = None  # the whole image's, when it runs whole
+    probes: tuple[int, int] | None = None  # the memory model's, for the tiles' estimate
+    job: Job | None = None
+    precision: dict[str, Any] | None = None  # how ``auto`` was resolved, for the manifest
 
 
 def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
@@ -204,11 +219,16 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
                f"(0–255 scale{left}; set it with --sigma)")
     checkpoint = job.checkpoint_path()
     resume = load_checkpoint(job) if job.resume and checkpoint.exists() else None
+    precision = None
+    if resume is not None and job.settings.precision == AUTO:
+        job = _with_precision(job, resume["precision"])
+        precision = PrecisionChoice(resume["precision"], AUTO,
+                                    reason="as the checkpoint it continued").record()
     done = 0 if resume is None else int(resume["algorithm"]["iteration"])
     factor = int(task_problem.info.get("factor") or 1) if job.task.task == "superres" else 1
     tile = job.tile
     ceiling = job.settings.stop == "auto"
-    cost = None
+    cost = probes = None
     release_device_memory(job.device)  # what earlier jobs cached counts as free
     if tile is None or tile >= max(observed.height, observed.width):
         tile = None
@@ -218,9 +238,13 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
                                  iterations=max(job.settings.iterations - done, 0),
                                  max_bytes=job.max_memory, max_minutes=job.max_minutes)
         except CostError as err:
+            if err.estimate is not None:
+                advice = what_fits(job, task_problem, err.estimate.seconds)
+                raise CostError(f"{job.input}: {job.method} {err}. {advice}") from None
             if not (job.auto_tile and err.fits_side is not None and resume is None
                     and err.fits_side // factor >= MIN_SIDE):
                 raise CostError(f"{job.input}: {job.method} {err}", err.fits_side) from None
+            probes = None if err.model is None else err.model.probes
             tile = err.fits_side // factor
             tile -= default_overlap(tile)  # the boxes are the tile plus the overlap
             if notice is not None:
@@ -228,10 +252,55 @@ def _prepare(job: Job, notice: Callable[[str], None] | None) -> _Prepared:
         else:
             if notice is not None and cost is not None:
                 notice(f"{job.input}: {job.method} {cost.describe(ceiling)}")
+            if cost is not None and cost.precision is not None:
+                job = _with_precision(job, cost.precision.precision)
+                precision = cost.precision.record()
     if tile is not None and (resume is not None or job.checkpoint_every):
         raise JobError(f"{job.input}: a tiled run cannot be checkpointed or resumed (yet); "
                        "drop --checkpoint-every/--resume")
-    return _Prepared(started, observed, reference, task_problem, resume, factor, tile, cost)
+    return _Prepared(started, observed, reference, task_problem, resume, factor, tile, cost,
+                     probes, job, precision)
+
+
+def _with_precision(job: Job, precision: str) -> Job:
+    """``job`` with its settings' ``auto`` precision resolved to ``precision``."""
+    return replace(job, settings=replace(job.settings, precision=precision))
+
+
+#: the smallest crop :func:`what_fits` suggests (px a side)
+SMALLEST_CROP = 128
+
+
+def what_fits(job: Job, task_problem: TaskProblem, seconds: float) -> str:
+    """One sentence: what would fit ``job.max_minutes`` (default a day) instead of a network
+    run measured at ``seconds`` — for denoising the one-shot NLM (timed on a crop, scaled) and
+    BM3D (not timed: the `bm3d` package takes seconds even on a small crop), a GPU, fewer
+    iterations, a crop — with the expected times, those within the limit marked."""
+    limit = 60 * (job.max_minutes if job.max_minutes is not None else DAY_MINUTES)
+    problem = task_problem.problem
+    options: list[str] = []
+
+    def add(text: str, took: float | None, note: str = "") -> None:
+        words = [note] if note else []
+        if took is not None:
+            words.append(f"about {format_duration(took)}" + (", fits" if took <= limit else ""))
+        options.append(f"{text} ({', '.join(words)})" if words else text)
+
+    if job.task.task == "denoise":
+        add("--method nlm", denoiser_seconds("nlm", problem.x_init, problem.sigma, job.device),
+            "one pass")
+        add("--method bm3d", None, "one pass, slower than nlm")
+    if job.device.type == "cpu":
+        add("a GPU", None, "--device cuda")
+    share = limit / seconds if seconds > 0 else 1.0
+    iterations = int(job.settings.iterations * share)
+    if share < 1 and iterations >= min(100, job.settings.iterations):
+        add(f"--iterations {iterations}", limit)
+    height, width = problem.size
+    crop_h, crop_w = int(height * math.sqrt(share)), int(width * math.sqrt(share))
+    if share < 1 and min(crop_h, crop_w) >= SMALLEST_CROP:
+        add(f"a crop of about {crop_w}×{crop_h} px", limit)
+    return "Instead: " + ", ".join(options)
 
 
 def _control(job: Job, prepared: _Prepared) -> RunControl:
@@ -275,17 +344,19 @@ def run_job(job: Job, callback: ProgressCallback | None = None,
     it.
     """
     prepared = _prepare(job, notice)
+    assert prepared.job is not None
+    job = prepared.job
     tiling: dict[str, Any] | None = None
     row_tiles: list[int] | None = None
     tic = time.perf_counter()
     if prepared.tile is not None:
-        result, tiling = _restore_in_tiles(job, prepared.task_problem, prepared.observed,
-                                           prepared.tile, prepared.factor, callback, notice)
+        result, tiling, job = _restore_in_tiles(job, prepared, callback, notice)
         row_tiles = tiling.pop("row_tiles")
     else:
         try:
             result = restore(prepared.task_problem.problem, job.settings, device=job.device,
                              callback=callback, baselines=prepared.task_problem.baselines,
+                             denoiser=prepared.task_problem.denoiser_for(job.settings),
                              control=_control(job, prepared))
         except (Interrupted, OutOfTime, torch.OutOfMemoryError, ResumeError) as error:
             failure = _run_failure(job, prepared, error)
@@ -310,6 +381,8 @@ def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] 
     callbacks = list(callbacks) if callbacks is not None else [None] * len(jobs)
     outcomes: list[dict[str, Any] | BaseException | None] = [None] * len(jobs)
     ready: list[tuple[int, _Prepared]] = []
+    jobs = list(jobs)
+    auto = any(job.settings.precision == AUTO for job in jobs)
     for index, job in enumerate(jobs):
         try:
             prepared = _prepare(job, notice)
@@ -318,7 +391,13 @@ def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] 
         except Exception as error:  # this job fails; the others go on
             outcomes[index] = error
             continue
+        assert prepared.job is not None
+        jobs[index] = prepared.job
         ready.append((index, prepared))
+    if ready and auto:  # one network shape, one arithmetic: the first's
+        first = jobs[ready[0][0]].settings.precision
+        for index, _ in ready:
+            jobs[index] = _with_precision(jobs[index], first)
     for chunk in _fitting_chunks(ready, jobs[0].device if jobs else torch.device("cpu"),
                                  notice):
         _run_chunk(jobs, chunk, callbacks, outcomes, notice)
@@ -362,6 +441,8 @@ def _run_chunk(jobs: list[Job], chunk: list[tuple[int, _Prepared]],
         [jobs[index].settings for index, _ in chunk], device=jobs[chunk[0][0]].device,
         callbacks=[callbacks[index] for index, _ in chunk],
         controls=[_control(jobs[index], prepared) for index, prepared in chunk],
+        denoisers=[prepared.task_problem.denoiser_for(jobs[index].settings)
+                   for index, prepared in chunk],
         notice=notice,
     )
     wall = time.perf_counter() - tic
@@ -407,6 +488,7 @@ def _finish(job: Job, prepared: _Prepared, result: Result, wall: float,
         "preset": job.preset,
         "degradation": task_problem.info,
         "parameters": job.settings.to_dict(),
+        "precision": prepared.precision or result.precision,
         "denoiser": result.denoiser,
         "denoiser_calls": result.denoiser_calls,
         "seed": job.settings.seed,
@@ -464,11 +546,15 @@ def whole_image_bytes(task_problem: TaskProblem) -> int:
     return height * width * (8 * (4 * channels + 1) + 4 * 4 * channels)
 
 
-def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile: int,
-                      factor: int, callback: ProgressCallback | None,
-                      notice: Callable[[str], None] | None) -> tuple[Result, dict[str, Any]]:
-    """Restore ``observed`` in overlapping tiles of ``tile`` input px, blend them; the result
-    (its log: every tile's rows, in order) and the manifest's ``tiling`` record."""
+def _restore_in_tiles(job: Job, prepared: _Prepared, callback: ProgressCallback | None,
+                      notice: Callable[[str], None] | None
+                      ) -> tuple[Result, dict[str, Any], Job]:
+    """Restore the input in overlapping tiles of ``prepared.tile`` input px, blend them; the
+    result (its log: every tile's rows, in order), the manifest's ``tiling`` record and the
+    job as it ran (``precision = "auto"`` resolved on the first tile)."""
+    task_problem, observed, factor = prepared.task_problem, prepared.observed, prepared.factor
+    tile = prepared.tile
+    assert tile is not None
     overlap = default_overlap(tile)
     boxes = plan_tiles(observed.height, observed.width, tile, overlap)
     sigma = task_problem.problem.sigma
@@ -476,9 +562,11 @@ def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile
                          boxes[0].height, boxes[0].width)
     try:
         cost = estimate_cost(problem_to_device(first.problem, job.device), job.settings,
-                             job.device, max_bytes=job.max_memory)
+                             job.device, max_bytes=job.max_memory, probes=prepared.probes)
     except CostError as err:
         raise CostError(f"{job.input}: {job.method} in tiles of {tile} px: {err}") from None
+    if cost is not None and cost.precision is not None:
+        job = _with_precision(job, cost.precision.precision)
     rows_count = len({box.top for box in boxes})
     grid = [rows_count, len(boxes) // rows_count]
     if cost is not None:
@@ -486,7 +574,7 @@ def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile
         if job.max_minutes is not None and total > 60 * job.max_minutes:
             raise CostError(f"{job.input}: {job.method} in {len(boxes)} tiles would take about "
                             f"{format_duration(total)}: more than --max-minutes "
-                            f"{job.max_minutes:g}")
+                            f"{job.max_minutes:g}. {what_fits(job, task_problem, total)}")
         if notice is not None:
             bound = "at most" if job.settings.stop == "auto" else "about"
             notice(f"{job.input}: {job.method} in {grid[0]}×{grid[1]} tiles of {tile} px "
@@ -512,7 +600,7 @@ def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile
                                   event.psnr, time.perf_counter() - tic))
         try:
             result = restore(part.problem, job.settings, device=job.device, callback=forward,
-                             baselines=part.baselines)
+                             baselines=part.baselines, denoiser=part.denoiser_for(job.settings))
         except torch.OutOfMemoryError:
             smaller = max(tile // 2 // 32 * 32, MIN_SIDE)
             raise JobError(f"{job.input}: {job.method} ran out of memory on {job.device} with "
@@ -530,7 +618,9 @@ def _restore_in_tiles(job: Job, task_problem: TaskProblem, observed: Image, tile
                      denoiser=result.denoiser)
     tiling = {"tile": tile, "overlap": overlap, "grid": grid, "tiles": records,
               "row_tiles": row_tiles}
-    return blended, tiling
+    if cost is not None and cost.precision is not None:
+        blended.precision = cost.precision.record()
+    return blended, tiling, job
 
 
 def _write_compare(job: Job, observed: Image, restored: Image, reference: Image | None,

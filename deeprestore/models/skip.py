@@ -17,15 +17,36 @@ from torch import nn
 SIZE_MULTIPLE = 32
 
 
+class ReflectionPad(nn.Module):
+    """Reflection padding of (N, C, H, W) by ``pad`` px on every side, in the input's dtype.
+
+    Under CPU autocast (not CUDA's) torch's ``reflection_pad2d`` is on the float32 list: each bf16
+    activation would be cast up before every 3×3 convolution and back down inside it, and the
+    pad's backward run in float32 (``python bench/profile_step.py``: the bf16 step took 0.88×
+    the time without those casts; docs/performance.md). Padding copies values, so its dtype
+    changes nothing but the memory traffic."""
+
+    def __init__(self, pad: int) -> None:
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.pad,) * 4
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return F.pad(x, pad, mode="reflect")
+        return F.pad(x, pad, mode="reflect")
+
+
 def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, runs: int = 1) -> nn.Sequential:
     """Convolution with reflection padding ("same" size for stride 1, halves it for stride 2):
     (N, runs*c_in, H, W) → (N, runs*c_out, H', W'), ``runs`` independent groups (one per run of
     a :class:`~deeprestore.models.batched.BatchedSkipNet`; 1 for a SkipNet). The Conv2d is at
-    index -1, after the ReflectionPad2d."""
+    index -1, after the :class:`ReflectionPad`."""
     pad = (kernel - 1) // 2
     layers: list[nn.Module] = []
     if pad:
-        layers.append(nn.ReflectionPad2d(pad))
+        layers.append(ReflectionPad(pad))
     layers.append(nn.Conv2d(runs * c_in, runs * c_out, kernel, stride=stride, padding=0,
                             bias=True, groups=runs))
     return nn.Sequential(*layers)

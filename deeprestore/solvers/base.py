@@ -86,6 +86,9 @@ class Result:
     backtracks: list[dict[str, Any]] = field(default_factory=list)
     #: the automatic stop's report (``stop = "auto"``): stopped_at, detected_at, reason
     stop: dict[str, Any] | None = None
+    #: how ``precision = "auto"`` was resolved, when the run resolved it
+    #: (:meth:`deeprestore.solvers.precision.PrecisionChoice.record`)
+    precision: dict[str, Any] | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

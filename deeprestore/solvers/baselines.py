@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from deeprestore.denoisers import get_denoiser
+from deeprestore.denoisers import Denoiser
 from deeprestore.io.images import to_array, to_tensor
 from deeprestore.physics.operators import Blur
 from deeprestore.solvers.base import Algorithm, Problem
@@ -35,9 +35,12 @@ class OneShotAlgorithm(Algorithm):
         return self.result
 
 
-def _denoiser_baseline(name: str, sigma: float | None) -> Callable[[Problem], torch.Tensor]:
+def denoiser_baseline(denoiser: Denoiser, sigma: float | None
+                      ) -> Callable[[Problem], torch.Tensor]:
+    """The one-shot method ``denoiser(y, σ)``: σ is ``sigma`` (0–255) when given, else the
+    problem's."""
     def run(problem: Problem) -> torch.Tensor:
-        return get_denoiser(name)(problem.y, problem.sigma if sigma is None else sigma)
+        return denoiser(problem.y, problem.sigma if sigma is None else sigma)
 
     return run
 

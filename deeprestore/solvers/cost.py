@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -30,21 +30,33 @@ from deeprestore.methods import NETWORK_METHODS
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Algorithm, Problem
 from deeprestore.solvers.factory import make_algorithm
+from deeprestore.solvers.precision import AUTO, PrecisionChoice, candidates, decide
 from deeprestore.solvers.stopping import window_bytes
 
 #: side of the larger probe: images with more pixels than its square are predicted, not probed
 PROBE_SIDE = 128
 _SMALL_PROBE = 64
+#: on the CPU, an image with more pixels than this side's square is timed on its centre crop
+#: of this side and the times scaled by the pixel count; the real step is slower per pixel on
+#: a large image, whose activations outgrow the caches (``python bench/big_photo.py
+#: --linearity``, docs/tasks.md), so the time is then a low bound
+TIME_PROBE_SIDE = 256
 
 
 class CostError(ValueError):
     """A run that would not fit the memory or the time allowed (one-line message);
     ``fits_side``: for memory, the largest square tile side (a multiple of 32 px of the
-    network's image) predicted to fit, None when none of at least 64 px does."""
+    network's image) predicted to fit, None when none of at least 64 px does; ``estimate``:
+    for time, what the run was measured to cost; ``model``: the memory model, when one was
+    made (a tile's estimate reuses its probes)."""
 
-    def __init__(self, message: str, fits_side: int | None = None) -> None:
+    def __init__(self, message: str, fits_side: int | None = None,
+                 estimate: CostEstimate | None = None, model: MemoryModel | None = None
+                 ) -> None:
         super().__init__(message)
         self.fits_side = fits_side
+        self.estimate = estimate
+        self.model = model
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,12 @@ class CostEstimate:
     denoiser_calls: int
     peak_bytes: int
     available_bytes: int | None
+    #: the side of the centre crop the times were measured on and scaled from (None: the
+    #: real size); a large image's step runs slower per pixel than the crop's (the
+    #: activations outgrow the caches: docs/tasks.md), so the time is then a low bound
+    timed_on: int | None = None
+    #: the precision the run will use, when ``auto`` chose it (None: the settings' own)
+    precision: PrecisionChoice | None = None
 
     @property
     def seconds(self) -> float:
@@ -73,9 +91,12 @@ class CostEstimate:
                  if self.denoiser_calls else "")
         free = ("" if self.available_bytes is None
                 else f" of {format_bytes(self.available_bytes)} available")
+        sampled = ("" if self.timed_on is None
+                   else f"; timed on a {self.timed_on}² crop and scaled, slower in fact")
+        arithmetic = "" if self.precision is None else f"; {self.precision.describe()}"
         return (f"{bound} {format_duration(self.seconds)} ({self.seconds_per_iteration:.3g} s/it "
-                f"× {self.iterations} it{calls}), peak memory ≈ {format_bytes(self.peak_bytes)}"
-                f"{free}")
+                f"× {self.iterations} it{calls}{sampled}{arithmetic}), peak memory ≈ "
+                f"{format_bytes(self.peak_bytes)}{free}")
 
 
 def format_bytes(count: float) -> str:
@@ -252,11 +273,14 @@ def _without_denoiser(settings: Settings) -> Settings:
 @dataclass(frozen=True)
 class MemoryModel:
     """Peak bytes of a run as ``fixed + per_pixel × pixels`` of the network's image (from the
-    two probes), and the prediction for the problem at hand."""
+    two probes), and the prediction for the problem at hand; ``probes``: the network's bytes
+    at 64² and 128² (None when the problem was measured directly), which a model of another
+    size of the same run reuses."""
 
     fixed: float
     per_pixel: float
     peak: int
+    probes: tuple[int, int] | None = None
 
     def largest_side(self, limit: int) -> int | None:
         """The largest square side (multiple of 32, ≥ 64) whose prediction stays ≤ ``limit``."""
@@ -267,10 +291,12 @@ class MemoryModel:
 
 
 def memory_model(problem: Problem, settings: Settings, device: torch.device,
-                 execution: Execution = DEFAULT_EXECUTION) -> MemoryModel:
+                 execution: Execution = DEFAULT_EXECUTION,
+                 probes: tuple[int, int] | None = None) -> MemoryModel:
     """Peak bytes of ``settings.method``'s tensors on ``problem`` (network methods): measured
     directly up to :data:`PROBE_SIDE`² pixels, extrapolated linearly in the pixel count from
-    64² and 128² probes above it; ``problem``'s own tensors added."""
+    64² and 128² probes above it (``probes``: their bytes, from an earlier model of the same
+    method, settings, channels and device); ``problem``'s own tensors added."""
     height, width = problem.size
     pixels = height * width
     small, large = _SMALL_PROBE**2, PROBE_SIDE**2
@@ -281,8 +307,10 @@ def memory_model(problem: Problem, settings: Settings, device: torch.device,
     if pixels <= small:
         network = _probe_real(problem, settings, device, execution)
         return MemoryModel(float(network), 0.0, network + own)
-    low = _probe(problem, settings, device, execution, _SMALL_PROBE)
-    high = _probe(problem, settings, device, execution, PROBE_SIDE)
+    if probes is None:
+        probes = (_probe(problem, settings, device, execution, _SMALL_PROBE),
+                  _probe(problem, settings, device, execution, PROBE_SIDE))
+    low, high = probes
     slope = (high - low) / (large - small)
     per_pixel = slope + own / pixels
     fixed = high - slope * large
@@ -290,7 +318,7 @@ def memory_model(problem: Problem, settings: Settings, device: torch.device,
         network = _probe_real(problem, settings, device, execution)
     else:
         network = int(high + slope * (pixels - large))
-    return MemoryModel(fixed, per_pixel, network + own)
+    return MemoryModel(fixed, per_pixel, network + own, probes)
 
 
 def predict_peak_bytes(problem: Problem, settings: Settings, device: torch.device,
@@ -317,25 +345,32 @@ def _timed(call: Callable[[], object], device: torch.device) -> float:
 def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
                   iterations: int | None = None, max_bytes: int | None = None,
                   max_minutes: float | None = None,
-                  execution: Execution = DEFAULT_EXECUTION) -> CostEstimate | None:
+                  execution: Execution = DEFAULT_EXECUTION,
+                  probes: tuple[int, int] | None = None) -> CostEstimate | None:
     """Measure what ``settings.method`` will cost on ``problem`` (tensors on ``device``).
 
     ``iterations``: how many remain (default ``settings.iterations``). Raises
     :class:`CostError` before timing anything when the predicted peak exceeds ``max_bytes`` (if
     given) or the device's available memory; after timing when the run would take longer than
-    ``max_minutes``, or (CUDA) when the measured denoiser call does not fit beside the network;
-    and when the estimate itself runs out of device memory (the message names a tile that the
-    memory model predicts to fit). The backends are set as the run will set them
-    (:func:`~deeprestore.execution.configured_backends`), so the time is the run's. None for
-    methods without a network (one pass or a few, no estimate).
+    ``max_minutes`` (its ``estimate`` says how long), or (CUDA) when the measured denoiser call
+    does not fit beside the network; and when the estimate itself runs out of device memory
+    (the message names a tile that the memory model predicts to fit). The backends are set as
+    the run will set them (:func:`~deeprestore.execution.configured_backends`), so the time is
+    the run's; on the CPU an image above :data:`TIME_PROBE_SIDE`² is timed on its centre crop
+    and scaled. ``probes``: the memory model's probes from an earlier estimate of the same run
+    at another size (:attr:`MemoryModel.probes`), not measured again. None for methods without
+    a network (one pass or a few, no estimate).
     """
     if settings.method not in NETWORK_METHODS:
         return None
     model: MemoryModel | None = None
     available = available_memory(device)
+    # ``auto``: memory as in float32, the larger of the two candidates
+    memory_settings = replace(settings, precision="float32") if settings.precision == AUTO \
+        else settings
     try:
         with configured_backends(device, settings.precision):
-            model = memory_model(problem, settings, device, execution)
+            model = memory_model(problem, memory_settings, device, execution, probes)
             _check_memory(model, model.peak, max_bytes, available, device)
             return _timed_estimate(problem, settings, device, model, iterations, max_bytes,
                                    max_minutes, available, execution)
@@ -343,7 +378,7 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
         pass  # leave the handler first: its traceback holds the estimate's tensors
     release_device_memory(device)
     raise CostError(*_out_of_memory_advice(model, available_memory(device), device,
-                                           max(problem.size)))
+                                           max(problem.size)), model=model)
 
 
 def _out_of_memory_advice(model: MemoryModel | None, available: int | None,
@@ -371,39 +406,126 @@ def _check_memory(model: MemoryModel, peak: int, max_bytes: int | None, availabl
             advice = ("use a smaller image (or crop it)" if side is None
                       else f"tiles of {side} px fit (--tile {side})")
             raise CostError(f"needs about {format_bytes(peak)} of memory, "
-                            f"{what.format(format_bytes(limit))}: {advice}", side)
+                            f"{what.format(format_bytes(limit))}: {advice}", side, model=model)
+
+
+def timing_sample(image: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, float]:
+    """The part of ``image`` (N, C, H, W) a time is measured on, and the factor that scales a
+    time measured on it to the whole: on the CPU the centre crop of at most
+    :data:`TIME_PROBE_SIDE` px a side and the ratio of pixel counts; elsewhere (a GPU's time is
+    not linear at small sizes, and its memory is measured at the real size) the image and 1."""
+    height, width = image.shape[-2:]
+    if device.type == "cuda" or height * width <= TIME_PROBE_SIDE**2:
+        return image, 1.0
+    rows, cols = min(height, TIME_PROBE_SIDE), min(width, TIME_PROBE_SIDE)
+    top, left = (height - rows) // 2, (width - cols) // 2
+    crop = image[..., top:top + rows, left:left + cols].contiguous()
+    return crop, height * width / (rows * cols)
+
+
+def denoiser_seconds(name: str, image: torch.Tensor, sigma: float,
+                     device: torch.device) -> float:
+    """Seconds one call of the denoiser ``name`` takes on ``image`` (N, C, H, W) in [0, 1] at
+    noise std ``sigma`` (0–255), measured on :func:`timing_sample`'s part and scaled."""
+    from deeprestore.denoisers import get_denoiser
+
+    denoiser = get_denoiser(name)
+    sample, scale = timing_sample(image, device)
+    return _timed(lambda: denoiser(sample, sigma), device) * scale
+
+
+def _timing_problem(problem: Problem, device: torch.device) -> tuple[Problem, float]:
+    """The problem a step is timed on (:func:`timing_sample`'s crop as a denoising problem,
+    or ``problem`` itself) and the factor that scales its time to ``problem``'s."""
+    sample, scale = timing_sample(problem.x_init, device)
+    if scale == 1.0:
+        return problem, 1.0
+    return Problem(sample.clone(), Identity(), sample, problem.sigma), scale
+
+
+def step_seconds(problem: Problem, settings: Settings, device: torch.device,
+                 execution: Execution, precisions: tuple[str, ...]
+                 ) -> dict[str, tuple[float, int]]:
+    """Seconds of one network step of ``settings.method`` on ``problem`` in each of
+    ``precisions``, and the bytes of its state: one algorithm per precision, each warmed up
+    by a step (allocations, autotuning); then one timed step each, or with several precisions
+    two, in A B B A order, the faster kept (the machine's speed drifts between them)."""
+    algorithms = {}
+    try:
+        for precision in precisions:
+            algorithm = make_algorithm(problem, replace(settings, precision=precision), device,
+                                       execution=execution)
+            algorithms[precision] = algorithm
+            algorithm.update()
+        order = list(precisions) if len(precisions) == 1 else [*precisions, *precisions[::-1]]
+        seconds: dict[str, float] = {}
+        for precision in order:
+            took = _timed(algorithms[precision].update, device)
+            seconds[precision] = min(took, seconds.get(precision, math.inf))
+        return {p: (seconds[p], _state_bytes(algorithms[p])) for p in precisions}
+    finally:
+        for algorithm in algorithms.values():
+            algorithm.close()
+
+
+def choose_precision(problem: Problem, settings: Settings, device: torch.device,
+                     execution: Execution = DEFAULT_EXECUTION) -> PrecisionChoice:
+    """The precision ``settings`` run in on ``device``: theirs, or for ``auto`` the one
+    :func:`deeprestore.solvers.precision.decide` picks from a step timed in float32 and in bf16
+    (on the CPU's :func:`timing_sample` crop of a large image)."""
+    return _choose_precision(problem, settings, device, execution)[0]
+
+
+def _choose_precision(problem: Problem, settings: Settings, device: torch.device,
+                      execution: Execution) -> tuple[PrecisionChoice, float | None, int]:
+    """:func:`choose_precision`, with the chosen precision's measured seconds per step (scaled
+    to ``problem``; None when nothing was timed) and its state's bytes (0 then)."""
+    options = candidates(settings, device)
+    if isinstance(options, PrecisionChoice):
+        return options, None, 0
+    timed, scale = _timing_problem(problem, device)
+    measured = step_seconds(timed, settings, device, execution, options)
+    choice = decide({p: seconds * scale for p, (seconds, _) in measured.items()},
+                    None if scale == 1.0 else max(timed.size))
+    seconds, state = measured[choice.precision]
+    return choice, seconds * scale, state
 
 
 def _timed_estimate(problem: Problem, settings: Settings, device: torch.device,
                     model: MemoryModel, iterations: int | None, max_bytes: int | None,
                     max_minutes: float | None, available: int | None,
                     execution: Execution) -> CostEstimate:
-    """Time one step (after a warm-up) and one denoiser call at the real size; on CUDA the
-    denoiser call's memory is measured and must fit beside the network's state."""
+    """Time one step (after a warm-up; for ``auto`` in each candidate precision, which it
+    chooses) and one denoiser call at the real size, or on a sample scaled to it
+    (:func:`timing_sample`); on CUDA the denoiser call's memory is measured and must fit
+    beside the network's state."""
     remaining = settings.iterations if iterations is None else iterations
     peak = model.peak
-    algorithm = make_algorithm(problem, settings, device, execution=execution)
-    try:
-        algorithm.update()  # warm-up: allocations, autotuning
-        step = _timed(algorithm.update, device)
-        state = _state_bytes(algorithm)
-    finally:
-        algorithm.close()
-    del algorithm
+    timed, scale = _timing_problem(problem, device)
+    choice: PrecisionChoice | None = None
+    step: float | None = None
+    if settings.precision == AUTO:
+        choice, step, state = _choose_precision(problem, settings, device, execution)
+        settings = replace(settings, precision=choice.precision)
+    if step is None:
+        seconds, state = step_seconds(timed, settings, device, execution,
+                                      (settings.precision,))[settings.precision]
+        step = seconds * scale
     calls, call_seconds = 0, 0.0
     if settings.method == "deepred" and settings.lam > 0:
         from deeprestore.denoisers import get_denoiser
 
         denoiser = get_denoiser(settings.denoiser)
         sigma = problem.sigma if settings.sigma_f is None else settings.sigma_f
-        call_seconds = _timed(lambda: denoiser(problem.x_init, sigma), device)
+        call_seconds = denoiser_seconds(settings.denoiser, problem.x_init, sigma, device)
         calls = math.ceil(remaining / settings.denoise_every)
         if device.type == "cuda":  # the call runs between steps, beside the network's state
             call_bytes = _measured_bytes(device, lambda: denoiser(problem.x_init, sigma))
             peak = max(peak, state + call_bytes)
             _check_memory(model, peak, max_bytes, available, device)
-    estimate = CostEstimate(step, call_seconds, remaining, calls, peak, available)
+    estimate = CostEstimate(step, call_seconds, remaining, calls, peak, available,
+                            None if scale == 1.0 else max(timed.size), choice)
     if max_minutes is not None and estimate.seconds > 60 * max_minutes:
         raise CostError(f"would take {estimate.describe(settings.stop == 'auto')}: more than "
-                        f"--max-minutes {max_minutes:g}")
+                        f"--max-minutes {max_minutes:g}", estimate=estimate, model=model)
     return estimate

@@ -10,9 +10,9 @@ import torch
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser, get_denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution
-from deeprestore.methods import NETWORK_METHODS
+from deeprestore.methods import DENOISER_BASELINES, NETWORK_METHODS
 from deeprestore.solvers.base import Algorithm, Problem
-from deeprestore.solvers.baselines import OneShotAlgorithm, _denoiser_baseline
+from deeprestore.solvers.baselines import OneShotAlgorithm, denoiser_baseline
 from deeprestore.solvers.network import NetworkAlgorithm
 from deeprestore.solvers.red import REDAlgorithm
 
@@ -29,15 +29,19 @@ def make_algorithm(
     executed as ``execution`` says (network methods)."""
     method = settings.method
     if method in NETWORK_METHODS:
+        if settings.precision == "auto":
+            raise ValueError("precision 'auto' is resolved before an algorithm is made "
+                             "(deeprestore.solvers.cost.choose_precision)")
         if method == "deepred" and settings.lam > 0 and denoiser is None:
             denoiser = get_denoiser(settings.denoiser)
         return NetworkAlgorithm(problem, settings, device, denoiser, execution)
     if method == "red":
         return REDAlgorithm(problem, settings, denoiser or get_denoiser(settings.denoiser))
-    if method in ("nlm", "bm3d"):
-        baseline = _denoiser_baseline(method, settings.sigma_f)
-        algorithm = OneShotAlgorithm(problem, baseline, method)
-        algorithm.denoiser_name = method
+    if method in DENOISER_BASELINES:  # ``denoiser``: made for this input (bm3d-jpeg)
+        chosen = denoiser if denoiser is not None else get_denoiser(method)
+        algorithm = OneShotAlgorithm(problem, denoiser_baseline(chosen, settings.sigma_f),
+                                     method)
+        algorithm.denoiser_name = chosen.name
         return algorithm
     if baselines and method in baselines:
         return OneShotAlgorithm(problem, baselines[method], method)

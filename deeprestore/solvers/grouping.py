@@ -83,7 +83,7 @@ class ProblemGroup:
             return
         net, _, _ = prepare_network_step(BatchedSkipNet.from_nets([run.net for run in self.runs]),
                                          self.runs[0].z, members[0].settings.lr, self.device,
-                                         self.execution)
+                                         self.execution, members[0].settings.precision)
         self.net = net
         self.forward: Callable[[torch.Tensor], torch.Tensor] = net
         if members[0].settings.compile:

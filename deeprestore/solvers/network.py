@@ -81,7 +81,7 @@ class _Run:
                 upsample_mode=settings.upsample,
             ).to(device)
         self.net, self.z, self.optimizer = prepare_network_step(
-            self.net, self.z, settings.lr, device, execution)
+            self.net, self.z, settings.lr, device, execution, settings.precision)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
         if settings.compile:
             self.forward = torch.compile(self.net)  # type: ignore[assignment]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -35,9 +36,11 @@ from deeprestore.solvers.control import (
     RunControl,
     SignalFlag,
 )
+from deeprestore.solvers.cost import choose_precision
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.network import NetworkAlgorithm
+from deeprestore.solvers.precision import AUTO
 from deeprestore.solvers.stopping import VarianceStop
 
 
@@ -216,15 +219,32 @@ def restore(
     ``baselines`` maps extra one-shot method names to functions of the problem; ``control``:
     checkpoints, resume and NaN rollback (:class:`~deeprestore.solvers.control.RunControl`);
     ``execution``: how the network steps run (:class:`~deeprestore.execution.Execution`).
+    ``settings.precision = "auto"`` is chosen here by timing a step in each candidate
+    (:func:`~deeprestore.solvers.cost.choose_precision`; the result's ``precision`` says how);
+    callers that estimated the cost first pass the precision it chose instead.
     """
     settings.validate()
     device = torch.device(device)
     with configured_backends(device, settings.precision):
         problem = problem_to_device(problem, device)
+        settings, choice = _resolved_precision(problem, settings, device, execution)
         algorithm = make_algorithm(problem, settings, device, denoiser, baselines, execution)
         stopper = (VarianceStop(settings.stop_window, settings.stop_patience)
                    if settings.stop == "auto" and settings.method in NETWORK_METHODS else None)
-        return Runner(algorithm, problem, settings.log_every, callback, control, stopper).run()
+        result = Runner(algorithm, problem, settings.log_every, callback, control,
+                        stopper).run()
+        result.precision = choice
+        return result
+
+
+def _resolved_precision(problem: Problem, settings: Settings, device: torch.device,
+                        execution: Execution) -> tuple[Settings, dict[str, Any] | None]:
+    """``settings`` with ``precision = "auto"`` resolved, and the record of how (None when it
+    was not ``auto``)."""
+    if settings.precision != AUTO:
+        return settings, None
+    choice = choose_precision(problem, settings, device, execution)
+    return replace(settings, precision=choice.precision), choice.record()
 
 
 def _drive(steps: Generator[int, None, Result]) -> Result:
@@ -245,6 +265,7 @@ def restore_together(
     controls: Sequence[RunControl | None] | None = None,
     execution: Execution = DEFAULT_EXECUTION,
     notice: Callable[[str], None] | None = None,
+    denoisers: Sequence[Denoiser | None] | None = None,
 ) -> list[Result | BaseException]:
     """Run several network problems at once, their Θ-steps grouped into one network
     (:mod:`deeprestore.solvers.grouping`); return each one's :class:`Result`, or the exception that
@@ -256,7 +277,8 @@ def restore_together(
     :func:`~deeprestore.solvers.grouping.group_key` (network shape, size, precision); one that
     finishes first leaves the group. ``problems[i]``'s tensors are moved to ``device``. A
     grouped step that runs out of device memory splits the group in two and goes on
-    (``notice`` is told); a problem that runs out of memory alone fails alone.
+    (``notice`` is told); a problem that runs out of memory alone fails alone. ``denoisers``:
+    each problem's f in place of its ``settings.denoiser`` (None: the registry's).
     """
     count = len(problems)
     if len(settings) != count:
@@ -264,8 +286,12 @@ def restore_together(
     device = torch.device(device)
     precision = settings[0].precision if settings else "float32"
     with configured_backends(device, precision):
+        if precision == AUTO:  # one choice for all: they share the network's shape and size
+            first, _ = _resolved_precision(problem_to_device(problems[0], device), settings[0],
+                                           device, execution)
+            settings = [replace(own, precision=first.precision) for own in settings]
         return _restore_together(problems, settings, device, callbacks, controls, execution,
-                                 notice)
+                                 notice, denoisers)
 
 
 def _restore_together(
@@ -276,18 +302,20 @@ def _restore_together(
     controls: Sequence[RunControl | None] | None,
     execution: Execution,
     notice: Callable[[str], None] | None,
+    denoisers: Sequence[Denoiser | None] | None,
 ) -> list[Result | BaseException]:
     count = len(problems)
     callbacks = list(callbacks) if callbacks is not None else [None] * count
     controls = list(controls) if controls is not None else [None] * count
+    chosen = list(denoisers) if denoisers is not None else [None] * count
     runners: list[Runner] = []
-    for problem, own, callback, control in zip(problems, settings, callbacks, controls,
-                                               strict=True):
+    for problem, own, callback, control, denoiser in zip(problems, settings, callbacks,
+                                                         controls, chosen, strict=True):
         own.validate()
         if own.method not in NETWORK_METHODS:
             raise ValueError(f"restore_together runs network methods, not {own.method!r}")
         moved = problem_to_device(problem, device)
-        algorithm = make_algorithm(moved, own, device, execution=execution)
+        algorithm = make_algorithm(moved, own, device, denoiser, execution=execution)
         stopper = (VarianceStop(own.stop_window, own.stop_patience)
                    if own.stop == "auto" else None)
         runners.append(Runner(algorithm, moved, own.log_every, callback, control, stopper))
