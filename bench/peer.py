@@ -579,6 +579,7 @@ def worker_ours(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str
     info = {"settings": settings.to_dict(), "preset": str(preset.path),
             "overrides": spec["overrides"], "last_log_row": last_row,
             "denoiser_calls": result.denoiser_calls, "rollbacks": result.rollbacks,
+            "precision": result.precision,
             "backtracks": getattr(result, "backtracks", None)}
     return {"curve": curve, "wall_s": wall, "iterations": result.iterations,
             "s_per_it": seconds_per_iteration(times, spec["warmup"], spec["count"]),

@@ -21,8 +21,10 @@ Methods: ``dip``, ``dip-tv``, ``deepred-nlm``, ``deepred-bm3d`` (sync), ``deepre
 by side), ``dip-runs2-lockstep`` (the same, one run after the other), ``dip-runs2-grouped`` (the
 same as one grouped-convolution network, ``Execution(grouped=True)``), ``dip-unfused``
 (Adam one parameter at a time instead of torch's fused kernel), ``dip-channels-last`` and
-``dip-runs2-channels-last`` (the CPU network channels-last, the default of 2026-12-01, measured
-slower at 128 px), ``deepred-nlm-torch`` /
+``dip-runs2-channels-last`` / ``dip-nchw`` (the CPU network channels-last / NCHW whatever the
+precision; by default the layout follows it: channels-last for bf16, NCHW for float32),
+``dip-bf16``, ``dip-bf16-nchw`` and ``deepred-nlm-bf16`` (in bf16 whatever ``--precisions``
+says, to set bf16 against float32 in one interleaved run), ``deepred-nlm-torch`` /
 ``deepred-bm3d-torch`` (the torch denoisers) and ``dip-compile`` (``--compile``; its compilation
 falls in the warm-up).
 """
@@ -66,6 +68,8 @@ EXECUTION = "execution"  # not a setting: changes to the Execution options of th
 LOCK_STEP = {EXECUTION: {"side_by_side": False}}
 UNFUSED = {EXECUTION: {"fused_adam": False}}
 CHANNELS_LAST = {EXECUTION: {"cpu_channels_last": True}}
+NCHW = {EXECUTION: {"cpu_channels_last": False}}
+BF16 = {"precision": "bf16"}  # a row in bf16 whatever --precisions says (one interleaved run)
 GROUPED = {EXECUTION: {"grouped": True}}
 
 METHODS: dict[str, dict[str, Any]] = {
@@ -85,6 +89,10 @@ METHODS: dict[str, dict[str, Any]] = {
     "dip-runs2-grouped": {"method": "dip", "runs": 2, **GROUPED},
     "dip-unfused": {"method": "dip", **UNFUSED},
     "dip-channels-last": {"method": "dip", **CHANNELS_LAST},
+    "dip-nchw": {"method": "dip", **NCHW},
+    "dip-bf16": {"method": "dip", **BF16},
+    "dip-bf16-nchw": {"method": "dip", **BF16, **NCHW},
+    "deepred-nlm-bf16": {"method": "deepred", "denoiser": "nlm", "sigma_f": 3.0, **BF16},
     "dip-runs2-channels-last": {"method": "dip", "runs": 2, **CHANNELS_LAST},
     "dip-compile": {"method": "dip", "compile": True},
 }
@@ -165,8 +173,9 @@ def _split(row: dict[str, Any], base: Execution) -> tuple[dict[str, Any], Execut
 def _settings(overrides: dict[str, Any], iterations: int, log_every: int,
               precision: str) -> Settings:
     """Benchmark settings for one method row (its engine switches split off already)."""
-    return Settings(iterations=iterations, log_every=log_every, precision=precision,
-                    **{"lr": 0.01, "sigma_noise": 0.033, "lam": 0.5, "mu": 0.5, **overrides})
+    return Settings(iterations=iterations, log_every=log_every,
+                    **{"precision": precision, "lr": 0.01, "sigma_noise": 0.033, "lam": 0.5,
+                       "mu": 0.5, **overrides})
 
 
 def build_algorithms(problem: Problem, names: list[str], device: torch.device, iterations: int,
@@ -313,7 +322,8 @@ def main() -> None:
                 # The ratio to dip: the median of each repeat's own ratio (same minute, same load).
                 ratios = [t / d for t, (d, _, _) in zip(each, measured["dip"], strict=True)]
                 rows.append({
-                    "size": size, "method": name, "precision": precision,
+                    "size": size, "method": name,
+                    "precision": METHODS[name].get("precision", precision),
                     "seconds_per_iter": statistics.median(each),
                     "ratio_to_dip": statistics.median(ratios),
                     "seconds_each": each, "ratios_each": ratios,

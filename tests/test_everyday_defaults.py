@@ -14,20 +14,23 @@ from tiny_problems import ON_CPU
 
 import deeprestore.execution as execution
 from deeprestore.config.presets import load_preset
-from deeprestore.config.resolve import SettingsResolver, everyday_defaults
+from deeprestore.config.resolve import BF16_TASKS, SettingsResolver, everyday_defaults
 
 CPU = torch.device("cpu")
 
 
-def test_nothing_chosen_gives_the_stop_and_auto_precision():
-    chosen = everyday_defaults({})
-    assert chosen == {"stop": "auto", "precision": "auto"}
+def test_nothing_chosen_gives_the_stop_and_auto_precision_where_bf16_kept_the_quality():
+    assert everyday_defaults({}, "denoise") == {"stop": "auto", "precision": "auto"}
+    for task in ("deblur", "superres", "inpaint"):
+        expected = "auto" if task in BF16_TASKS else "float32"
+        assert everyday_defaults({}, task)["precision"] == expected
 
 
 def test_the_users_choices_win():
-    assert everyday_defaults({"iterations": 50}) == {"iterations": 50, "precision": "auto"}
-    assert everyday_defaults({"stop": "fixed", "precision": "float32"}) == {
-        "stop": "fixed", "precision": "float32"}
+    assert everyday_defaults({"iterations": 50}, "denoise") == {"iterations": 50,
+                                                                "precision": "auto"}
+    assert everyday_defaults({"stop": "fixed", "precision": "bf16"}, "deblur") == {
+        "stop": "fixed", "precision": "bf16"}
 
 
 def test_only_asked_for_does_the_resolver_change_the_preset():

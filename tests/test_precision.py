@@ -196,3 +196,29 @@ def test_the_api_reports_the_resolved_precision(monkeypatch):
     assert done.settings.precision == expected
     assert done.precision is not None and done.precision["used"] == expected
     assert DEVICE.type in ("cpu", "cuda")
+
+
+def test_a_channels_last_concatenation_hands_dense_gradients_back(monkeypatch):
+    import deeprestore.models.skip as skip
+
+    torch.manual_seed(0)
+    net = skip.SkipNet(8, 3, channels=16, skip_channels=4, scales=3)
+    given, returned = [], []
+    dense = skip.dense_channels_last
+
+    def spy(grad: torch.Tensor) -> torch.Tensor:
+        given.append(grad)
+        returned.append(dense(grad))
+        return returned[-1]
+
+    monkeypatch.setattr(skip, "dense_channels_last", spy)
+    for layout, calls in [(torch.contiguous_format, 0), (torch.channels_last, 2 * 3)]:
+        given.clear()
+        net = net.to(memory_format=layout)
+        z = torch.rand(1, 8, 64, 64).contiguous(memory_format=layout)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = net(z)
+        out.float().square().sum().backward()
+        assert len(given) == calls  # both parts of each scale's concatenation, channels-last
+    assert not any(g.is_contiguous(memory_format=torch.channels_last) for g in given)
+    assert all(g.is_contiguous(memory_format=torch.channels_last) for g in returned)

@@ -347,11 +347,13 @@ def _prepare_image(
 
 
 # ------------------------------------------------------------------------------------- running
-def _overrides(method: str, *, seed: int, runs: int | None, iterations: int | None
-               ) -> dict[str, Any]:
+def _overrides(method: str, *, seed: int, runs: int | None, iterations: int | None,
+               precision: str | None = None) -> dict[str, Any]:
     values: dict[str, Any] = {"seed": seed}
     if runs is not None and method in NETWORK_METHODS:
         values["runs"] = runs
+    if precision is not None and method in NETWORK_METHODS:
+        values["precision"] = precision
     if iterations is not None and method in ITERATIVE_METHODS:
         values["iterations"] = iterations
     return values
@@ -375,6 +377,7 @@ def reproduce_table(
     iterations: int | None = None,
     budget_minutes: float | None = None,
     group: int = 1,
+    precision: str | None = None,
 ) -> Path:
     """Reproduce one table of the paper (or ``"all"``) into ``out``; return its results.md.
 
@@ -392,7 +395,9 @@ def reproduce_table(
     and :class:`BudgetSpent` is raised — the same call later continues where this one stopped;
     ``group``: step up to this many network problems of one size together (different images
     and methods, :func:`~deeprestore.io.jobs.run_jobs_together`), each with its own results as
-    if run alone; 1 runs the pairs one by one.
+    if run alone; 1 runs the pairs one by one; ``precision``: the network methods' arithmetic
+    (None: the presets', float32, the paper's; ``bf16`` or ``auto`` to measure what bf16
+    changes).
     """
     tables = load_benchmarks()
     device = device or torch.device("cpu")
@@ -402,7 +407,7 @@ def reproduce_table(
     kwargs: dict[str, Any] = dict(quick=quick, device=device, runs=runs, seed=seed, force=force,
                                   skip_missing=skip_missing, command=command, progress=progress,
                                   iterations=iterations, deadline=deadline,
-                                  group=max(1, group))
+                                  group=max(1, group), precision=precision)
     if table != ALL:
         if table not in tables:
             raise ReproduceError(f"unknown table {table!r} (known: {', '.join(TABLES)}, all)")
@@ -450,6 +455,7 @@ def _run_table(
     iterations: int | None,
     deadline: float | None,
     group: int = 1,
+    precision: str | None = None,
 ) -> Path:
     """Run one table: degrade, restore, grids, results. Returns OUT/TABLE/results.md.
     With a ``deadline`` (on :data:`_clock`): first the plan, then the pairs until it passes.
@@ -471,7 +477,8 @@ def _run_table(
     jobs_methods = [m for m in methods if m != INPUT_ROW]
     settings = {}
     for method in jobs_methods:  # the preset's denoiser, in torch on CUDA (as the CLI's auto)
-        overrides = _overrides(method, seed=seed, runs=runs, iterations=iterations)
+        overrides = _overrides(method, seed=seed, runs=runs, iterations=iterations,
+                               precision=precision)
         resolver = SettingsResolver(bench.task, method, overrides, "auto", device)
         settings[method] = resolver.settings(preset_name)[1]
     table_dir = out / bench.name

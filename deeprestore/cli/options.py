@@ -90,8 +90,9 @@ PrecisionOpt = Annotated[
                  "step is timed in float32 and bf16 (channels-last) before the run and bf16 kept "
                  "where it is at least 1.25x faster (CPUs with AVX512-BF16 or AMX), else "
                  "float32; the cost line and the manifest say which; float32: the paper's; "
-                 "bf16; tf32 (CUDA). Default: auto (reproduce runs the presets' float32; "
-                 "docs/performance.md).", show_default=False),
+                 "bf16; tf32 (CUDA). Default: auto for denoise, float32 for the other tasks "
+                 "(bf16's effect on their quality is not measured within 0.1 dB yet) and for "
+                 "reproduce (docs/performance.md).", show_default=False),
 ]
 NoCompareOpt = Annotated[
     bool, typer.Option("--no-compare", help="Do not write NAME_METHOD_compare.png.")

@@ -158,6 +158,10 @@ def reproduce(
         "auto: 16 on CUDA, 1 (one by one) on a CPU, where grouping is not faster "
         "(docs/performance.md). A group whose predicted memory exceeds the GPU's is stepped "
         "in smaller groups, and one that runs out of memory halves itself.")] = "auto",
+    precision: Annotated[str | None, typer.Option(
+        "--precision", metavar="float32|bf16|tf32|auto", help="The network methods' arithmetic "
+        "(default: the presets' float32, the paper's; bf16 or auto to measure what bf16 "
+        "changes).", show_default=False)] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Reproduce the DeepRED paper's tables (resumable): results.csv, results.md, grids."""
@@ -206,7 +210,7 @@ def reproduce(
             table, data, output, methods=split(methods), images=split(images), quick=quick,
             device=resolved, runs=runs, seed=seed, force=force, skip_missing=skip_missing,
             command="deeprestore " + shlex.join(COMMAND_LINE), progress=progress, iterations=iters,
-            budget_minutes=budget_minutes, group=problems_per_step,
+            budget_minutes=budget_minutes, group=problems_per_step, precision=precision,
         )
     except ReproduceError as err:
         raise UsageProblem(str(err)) from None

@@ -38,18 +38,24 @@ def check_method(task: str, method: str) -> None:
         raise TaskError(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
 
 
-def everyday_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
+#: tasks whose quick tables moved by at most 0.1 dB on average when their network rows ran in
+#: bf16 instead of float32 (same seeds; docs/performance.md, "bf16 and quality"): ``auto`` may
+#: choose bf16 for them; the others run float32 unless ``--precision`` says otherwise
+BF16_TASKS = frozenset({"denoise"})
+
+
+def everyday_defaults(overrides: dict[str, Any], task: str) -> dict[str, Any]:
     """What a restore (command line or :func:`deeprestore.restore`) uses where the user chose
     nothing, over the preset: ``stop = "auto"`` unless an iteration count or a stop rule was
-    given (the preset's count is then the ceiling); ``precision = "auto"`` (bf16 on a CPU where
-    a step measures at least 1.25× faster in it, else float32:
-    :mod:`deeprestore.solvers.precision`). ``reproduce`` never uses them: the tables run the
-    presets as they are, in float32.
+    given (the preset's count is then the ceiling); ``precision = "auto"`` for the tasks of
+    :data:`BF16_TASKS` (bf16 on a CPU where a step measures at least 1.25× faster in it, else
+    float32: :mod:`deeprestore.solvers.precision`), float32 for the others. ``reproduce`` never
+    uses them: the tables run the presets as they are, in float32.
     """
     chosen = dict(overrides)
     if "iterations" not in chosen and "stop" not in chosen:
         chosen["stop"] = "auto"
-    chosen.setdefault("precision", "auto")
+    chosen.setdefault("precision", "auto" if task in BF16_TASKS else "float32")
     return chosen
 
 
@@ -68,7 +74,7 @@ class SettingsResolver:
                  device: torch.device, *, everyday: bool = False) -> None:
         check_method(task, method)
         if everyday:
-            overrides = everyday_defaults(overrides)
+            overrides = everyday_defaults(overrides, task)
         self.task, self.method, self.overrides = task, method, dict(overrides)
         self.everyday = everyday
         self.denoiser, self.device = denoiser, device

@@ -22,9 +22,10 @@ class ReflectionPad(nn.Module):
 
     Under CPU autocast (not CUDA's) torch's ``reflection_pad2d`` is on the float32 list: each bf16
     activation would be cast up before every 3×3 convolution and back down inside it, and the
-    pad's backward run in float32 (``python bench/profile_step.py``: the bf16 step took 0.88×
-    the time without those casts; docs/performance.md). Padding copies values, so its dtype
-    changes nothing but the memory traffic."""
+    pad's backward run in float32 (``python bench/profile_step.py --ablation``: the bf16 step
+    at 256² takes 0.94× the time without those casts on 2 threads, 0.89× on one;
+    docs/performance.md). Padding copies values, so its dtype changes nothing but the memory
+    traffic."""
 
     def __init__(self, pad: int) -> None:
         super().__init__()
@@ -36,6 +37,23 @@ class ReflectionPad(nn.Module):
             with torch.autocast("cpu", enabled=False):
                 return F.pad(x, pad, mode="reflect")
         return F.pad(x, pad, mode="reflect")
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a channels-last CPU tensor (measured there; CUDA's layout is left as
+    torch makes it)."""
+    return (x.device.type == "cpu" and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
+def dense_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient hook for the two parts of a channels-last concatenation: the gradient each
+    part gets back is a slice of the concatenation's along the channels, strided in neither
+    layout, and torch's bilinear-upsampling backward on such a slice took 43 ms against 6 ms
+    on a dense copy (bf16, 128 channels, 128² → 256², one thread); the copy costs 0.5 ms.
+    The bf16 step at 256²: 0.95× the time on 2 threads, 0.89× on one
+    (``bench/profile_step.py --ablation``; docs/performance.md)."""
+    return grad.contiguous(memory_format=torch.channels_last)
 
 
 def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, runs: int = 1) -> nn.Sequential:
@@ -118,7 +136,11 @@ class Scale(nn.Module):
         """(B, runs*c_in, H, W) → (B, runs*c_up, H, W); H, W even."""
         deeper = upsample2(self.down(x), self.upsample_mode)
         if self.skip is not None:
-            deeper = cat_runs(self.runs, self.skip(x), deeper)
+            skipped = self.skip(x)
+            for part in (skipped, deeper):
+                if part.requires_grad and _channels_last(part):
+                    part.register_hook(dense_channels_last)
+            deeper = cat_runs(self.runs, skipped, deeper)
         return self.up(deeper)
 
 
