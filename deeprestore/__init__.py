@@ -10,13 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Restoration", "__version__", "restore"]
+__all__ = ["LinearOperator", "Restoration", "__version__", "check_adjoint", "restore"]
 
 
 def __getattr__(name: str) -> Any:
-    """``deeprestore.restore`` and ``deeprestore.Restoration``, imported on first use."""
+    """``deeprestore.restore``, ``Restoration``, ``LinearOperator`` and ``check_adjoint``,
+    imported on first use."""
     if name in ("restore", "Restoration"):
         from deeprestore import api
 
         return getattr(api, name)
+    if name == "LinearOperator":
+        from deeprestore.physics.operators import LinearOperator
+
+        return LinearOperator
+    if name == "check_adjoint":
+        from deeprestore.physics.adjoint import check_adjoint
+
+        return check_adjoint
     raise AttributeError(f"module 'deeprestore' has no attribute {name!r}")

@@ -142,8 +142,9 @@ class TaskProblem:
     def denoiser_for(self, settings: Settings) -> Denoiser | None:
         """The denoiser made for this input that ``settings`` would run (as the one-shot
         method, or as f), or None: the registry's."""
-        if settings.method in DENOISER_BASELINES:
-            return self.denoisers.get(settings.method)
+        if settings.method in DENOISER_BASELINES:  # not over an implementation asked for
+            return (self.denoisers.get(settings.method) if settings.denoiser == settings.method
+                    else None)
         return self.denoisers.get(settings.denoiser) if self.made_for_f else None
 
 

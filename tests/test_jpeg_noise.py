@@ -238,7 +238,7 @@ def test_auto_gives_the_jpeg_spectrum_to_the_one_shot_bm3d_only(tmp_path, noise,
     options = TaskOptions(task="denoise", sigma=20.0, noise=noise)
     whole = build_problem(options, image, None)
     tile = tile_problem(options, image, 20.0, 0, 0, 32, 32)
-    bm3d_alone = SimpleNamespace(method="bm3d", denoiser="auto")
+    bm3d_alone = SimpleNamespace(method="bm3d", denoiser="bm3d")  # as the resolver makes it
     deepred_f = SimpleNamespace(method="deepred", denoiser="bm3d")
     for problem in (whole, tile):
         made = problem.denoiser_for(bm3d_alone)

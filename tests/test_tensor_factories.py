@@ -66,6 +66,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("io/", "*"): "image files <-> numpy <-> CPU tensors: host glue by design",
     ("tiles.py", "*"): "blends finished tiles (Result images are CPU tensors) on the host",
     ("physics/degradations.py", "blur_image"): "numpy in, numpy out (makes the papers' inputs)",
+    ("physics/adjoint.py", "check_adjoint"): "draws on a seeded CPU generator (the same draws "
+                                             "on every device), moved to the device at once; "
+                                             "the coefficients a, b are Python floats",
     ("models/skip.py", "make_input"):
         "z is drawn by a CPU generator on purpose (the same z on every device), then .to(device)",
     ("solvers/network.py", "_Run.__init__"):

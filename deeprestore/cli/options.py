@@ -72,7 +72,8 @@ DenoiserOpt = Annotated[
     str,
     typer.Option("--denoiser",
                  help="f(x) for deepred/red: auto, nlm, bm3d, nlm-torch, bm3d-torch "
-                 "(auto: the preset's, in torch on CUDA)."),
+                 "(auto: the preset's, in torch on CUDA). With --method nlm/bm3d: its "
+                 "implementation (auto: the reference package; e.g. bm3d-torch)."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 ThreadsOpt = Annotated[str, typer.Option(

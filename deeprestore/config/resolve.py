@@ -16,7 +16,7 @@ import torch
 
 from deeprestore.config.presets import Preset, PresetError, load_preset
 from deeprestore.config.settings import Settings, SettingsError
-from deeprestore.methods import TASK_METHODS
+from deeprestore.methods import DENOISER_BASELINES, TASK_METHODS
 from deeprestore.tasks import AUTO_SIGMA, TASKS, TaskError, TaskOptions, read_sidecar
 
 
@@ -91,12 +91,34 @@ class SettingsResolver:
             self._presets[preset_name] = preset
         preset = self._presets[preset_name]
         settings = preset.settings_for(self.method, self.overrides, everyday=self.everyday)
-        if self.denoiser != "auto" or "denoiser" not in self.overrides:
+        if self.method in DENOISER_BASELINES:  # the one-shot method is its own denoiser
+            settings.denoiser = self._one_shot_denoiser(settings)
+        elif self.denoiser != "auto" or "denoiser" not in self.overrides:
             try:
                 settings.denoiser = choose_denoiser(self.denoiser, settings.denoiser, self.device)
             except ValueError as err:
                 raise SettingsError(str(err)) from None
         return preset, settings.validate()
+
+    def _one_shot_denoiser(self, settings: Settings) -> str:
+        """The implementation ``--method nlm|bm3d`` runs: with ``auto`` the reference one
+        (the method's own name, the package the paper's baselines used, on every device); a
+        ``--denoiser`` (or ``denoiser`` override) of the same family (``bm3d-torch`` for
+        ``bm3d``) is run as named; one of another family contradicts the method."""
+        from deeprestore.denoisers import choose_denoiser
+
+        requested = self.denoiser
+        if requested == "auto":
+            requested = str(self.overrides.get("denoiser", self.method))
+        try:
+            chosen = choose_denoiser(requested, self.method, self.device)
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
+        if chosen.removesuffix("-torch") != self.method:
+            raise SettingsError(f"--method {self.method} runs {self.method.upper()}: --denoiser "
+                                f"{chosen} is another denoiser (use {self.method} or "
+                                f"{self.method}-torch, or --method deepred with it as f)")
+        return chosen
 
     def resolve(self, options: TaskOptions, preset_name: str | None
                 ) -> tuple[Preset, Settings, TaskOptions]:

@@ -137,9 +137,9 @@ class Settings:
             raise SettingsError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.lr <= 0:
             raise SettingsError(f"lr must be > 0, got {self.lr}")
-        from deeprestore.denoisers import DENOISERS
+        from deeprestore.denoisers import denoiser_names
 
-        _choice("denoiser", self.denoiser, tuple(DENOISERS))
+        _choice("denoiser", self.denoiser, denoiser_names())
         return self
 
     def to_dict(self) -> dict[str, Any]:

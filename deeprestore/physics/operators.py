@@ -13,6 +13,7 @@ This module knows nothing about networks or restoration tasks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ class LinearOperator:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
+
+    @staticmethod
+    def from_functions(forward: Callable[[torch.Tensor], torch.Tensor],
+                       adjoint: Callable[[torch.Tensor], torch.Tensor], *,
+                       output_shape: Callable[[Hw], Hw] | None = None,
+                       name: str = "user_operator") -> LinearOperator:
+        """An operator from two callables on (N, C, H, W) tensors, H x and Hᵀ y
+        (:class:`~deeprestore.physics.adjoint.FunctionOperator`); check it with
+        :func:`~deeprestore.physics.adjoint.check_adjoint`."""
+        from deeprestore.physics.adjoint import FunctionOperator
+
+        return FunctionOperator(forward, adjoint, output_shape=output_shape, name=name)
 
     def __matmul__(self, other: LinearOperator) -> Compose:
         if not isinstance(other, LinearOperator):

@@ -38,7 +38,9 @@ def make_algorithm(
     if method == "red":
         return REDAlgorithm(problem, settings, denoiser or get_denoiser(settings.denoiser))
     if method in DENOISER_BASELINES:  # ``denoiser``: made for this input (bm3d-jpeg)
-        chosen = denoiser if denoiser is not None else get_denoiser(method)
+        # the settings' denoiser when it is of the method's family (``bm3d-torch`` for bm3d)
+        named = settings.denoiser if settings.denoiser.removesuffix("-torch") == method else method
+        chosen = denoiser if denoiser is not None else get_denoiser(named)
         algorithm = OneShotAlgorithm(problem, denoiser_baseline(chosen, settings.sigma_f),
                                      method)
         algorithm.denoiser_name = chosen.name

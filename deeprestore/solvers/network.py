@@ -163,9 +163,12 @@ class _Run:
 
     def grow(self, data_psnr: float, settings: Settings) -> None:
         """The growth rule of the authors' denoising code: past the threshold, λ and µ grow by
-        ``grow_step`` and the threshold by ``grow_threshold_step`` (dB)."""
+        ``grow_step`` and the threshold by ``grow_threshold_step`` (dB). A run that starts at
+        λ = 0 has no denoiser and keeps λ = 0 (else λ would grow while f(x) stays its
+        initial value, the input, and pull x back toward it)."""
         if data_psnr > self.threshold:
-            self.lam += settings.grow_step
+            if settings.lam > 0:
+                self.lam += settings.grow_step
             self.mu += settings.grow_step
             self.threshold += settings.grow_threshold_step
 
