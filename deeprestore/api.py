@@ -71,13 +71,17 @@ def restore(
     mask: str | np.ndarray | None = None,
     reference: np.ndarray | None = None,
     preset: str | None = None,
-    denoiser: str = "auto",
+    denoiser: Any = "auto",
     device: str = "cpu",
     callback: Any = None,
     execution: Any = None,
+    operator: Any = None,
+    shape: Any = None,
+    x0: Any = None,
     **settings: Any,
 ) -> Restoration:
-    """Restore one image given as a numpy array.
+    """Restore one image given as a numpy array, or from measurements through an operator of
+    one's own (``operator=``).
 
     Parameters
     ----------
@@ -103,14 +107,31 @@ def restore(
         The clean image (the high-resolution one for superres), to log PSNR.
     preset : str, optional
         A preset name or TOML path (default: the task's Table 1 row).
-    denoiser : str
-        f(x) for deepred/red: ``auto`` (the preset's; its torch version on CUDA) or a name.
+    denoiser : str, Denoiser, torch.nn.Module or callable
+        f(x) for deepred/red: ``auto`` (the preset's; its torch version on CUDA), a registered
+        name, or one's own: a :class:`~deeprestore.denoisers.Denoiser`, a module or a function
+        ``f(x, sigma)`` (x (N, C, H, W) in [0, 1], sigma on the 0–255 scale), always called
+        under ``torch.no_grad()`` (its parameters are not trained).
     device : str
         ``cpu``, ``cuda`` or ``cuda:N``.
     callback : callable, optional
         Called with a :class:`~deeprestore.solvers.base.Progress` every ``log_every`` iterations.
     execution : Execution, optional
         How the network steps run (:class:`~deeprestore.execution.Execution`).
+    operator : LinearOperator or object with ``A``/``A_adjoint``, optional
+        H of one's own (:func:`deeprestore.physics.adjoint.as_operator`;
+        ``deeprestore.LinearOperator.from_functions(forward, adjoint)``). ``image`` is then the
+        measurements y (a tensor (N, C, H', W') or (C, H', W'), or an (H', W'[, C]) array),
+        ``task`` only picks the preset (unless ``preset`` is given) and its task options
+        (``kernel``, ``factor``, ``mask``) are not used. H is checked first
+        (:func:`~deeprestore.physics.adjoint.check_adjoint`): a wrong adjoint or a non-linear H
+        raises :class:`~deeprestore.user_problem.OperatorError` (one line). ``sigma``: y's noise
+        std on the 0–255 scale (default 0; not ``"auto"``). The image comes back as a float
+        array (H, W, C), or (H, W) for one channel.
+    shape : sequence of int, optional
+        With ``operator``: the image's shape (N, C, H, W) when H changes it (default: y's).
+    x0 : array or tensor, optional
+        With ``operator``: where x starts (default: Hᵀy, scaled to best match y, clipped).
     **settings
         Any :class:`~deeprestore.config.settings.Settings` field (``iterations=300``, ``seed=1``,
         ``lam=0.3``, ...), over the preset's values. As on the command line, without
@@ -135,6 +156,16 @@ def restore(
     from deeprestore.solvers.runner import restore as run_solver
     from deeprestore.tasks import TaskOptions, build_problem, check_task_options
 
+    own_denoiser = None
+    if not isinstance(denoiser, str):
+        from deeprestore.user_problem import as_denoiser
+
+        own_denoiser, denoiser = as_denoiser(denoiser), "auto"
+    if operator is not None:
+        return _restore_through(image, operator, task=task, method=method, sigma=sigma,
+                                reference=reference, preset=preset, denoiser=denoiser,
+                                own_denoiser=own_denoiser, device=device, callback=callback,
+                                execution=execution, shape=shape, x0=x0, settings=settings)
     observed = from_array(image, "image")
     if min(observed.height, observed.width) < MIN_SIDE:
         raise ImageError(f"image: {observed.width}×{observed.height} is too small (each side "
@@ -149,7 +180,7 @@ def restore(
     task_problem = build_problem(options, observed, clean)
     result = run_solver(task_problem.problem, chosen, device=device, callback=callback,
                         baselines=task_problem.baselines,
-                        denoiser=task_problem.denoiser_for(chosen),
+                        denoiser=own_denoiser or task_problem.denoiser_for(chosen),
                         execution=execution or DEFAULT_EXECUTION)
     problem = task_problem.problem
     psnr = None
@@ -162,6 +193,46 @@ def restore(
         log=result.log, settings=chosen, preset=found.name, psnr=psnr,
         iterations=result.iterations, denoiser_calls=result.denoiser_calls,
         sigma=problem.sigma, stop=result.stop, precision=result.precision)
+
+
+def _restore_through(y: Any, operator: Any, *, task: str, method: str, sigma: Any,
+                     reference: Any, preset: str | None, denoiser: str, own_denoiser: Any,
+                     device: str, callback: Any, execution: Any, shape: Any, x0: Any,
+                     settings: dict[str, Any]) -> Restoration:
+    """:func:`restore` with ``operator=``: the user's H, y and (optionally) f."""
+    import torch
+
+    from deeprestore.config.resolve import SettingsResolver, default_preset
+    from deeprestore.execution import DEFAULT_EXECUTION
+    from deeprestore.methods import NETWORK_METHODS
+    from deeprestore.solvers.runner import restore as run_solver
+    from deeprestore.tasks import TaskError, TaskOptions
+    from deeprestore.user_problem import user_problem
+
+    if method not in (*NETWORK_METHODS, "red"):
+        raise TaskError(f"method {method!r} needs a task's own operator; with operator= use "
+                        "deepred, dip, dip-tv or red")
+    if isinstance(sigma, str):
+        raise TaskError("sigma='auto' estimates noise in an image, not in measurements through "
+                        "an operator: give sigma (0–255 scale)")
+    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device),
+                                everyday=True)
+    found, chosen = resolver.settings(preset or default_preset(TaskOptions(task)))
+    problem = user_problem(y, operator, shape=shape, x0=x0, sigma=float(sigma or 0.0),
+                           reference=reference, device=device)
+    result = run_solver(problem, chosen, device=device, callback=callback,
+                        denoiser=own_denoiser, execution=execution or DEFAULT_EXECUTION)
+    psnr = None
+    if problem.reference is not None and problem.psnr is not None:
+        psnr = float(problem.psnr(result.image, problem.reference.cpu()))
+    if result.precision is not None:
+        chosen = replace(chosen, precision=result.precision["used"])
+    pixels = result.image[0].permute(1, 2, 0).double().numpy()
+    return Restoration(
+        image=pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, log=result.log,
+        settings=chosen, preset=found.name, psnr=psnr, iterations=result.iterations,
+        denoiser_calls=result.denoiser_calls, sigma=problem.sigma, stop=result.stop,
+        precision=result.precision)
 
 
 def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None

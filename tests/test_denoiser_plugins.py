@@ -55,6 +55,9 @@ def test_a_plugin_denoiser_is_listed_and_runs_from_the_command_line(plugin, run_
     manifest = json.loads((tmp_path / "out" / "noisy_deepred.json").read_text())
     assert manifest["denoiser"] == "box" and manifest["denoiser_calls"] > 0
     assert plugin.weight.grad is None
+    listed = run_cli("presets")
+    assert listed.code == 0 and any(line.split()[:1] == ["box"]
+                                    for line in listed.out.splitlines())
 
 
 # DeepRED's network starts from random weights: at 50 iterations its output is still the grey

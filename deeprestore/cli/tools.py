@@ -285,18 +285,27 @@ def summary(
 def presets_command(
     name: Annotated[str | None, typer.Argument(help="Preset to print (omit to list all).")] = None,
 ) -> None:
-    """List the presets, or print one (copy it, edit it, pass it with --preset)."""
+    """List the presets and the denoisers (--denoiser, plugins included), or print one preset
+    (copy it, edit it, pass it with --preset)."""
     if name is not None:
         preset = load_preset(name)
         sys.stdout.write(preset.text)
         return
     from rich.table import Table
 
+    from deeprestore.denoisers import denoiser_names, get_denoiser
+
     table = Table("name", "task", "description", box=None, pad_edge=False)
     for preset_name, path in available_presets().items():
         preset = load_preset(path)
         table.add_row(preset_name, preset.task, preset.description)
     Console().print(table)
+    denoisers = Table("denoiser (--denoiser)", "runs on", "description", box=None,
+                      pad_edge=False)
+    for denoiser_name in denoiser_names():
+        found = get_denoiser(denoiser_name)
+        denoisers.add_row(denoiser_name, found.device_kind, found.description)
+    Console().print(denoisers)
 
 
 @app.command()
