@@ -4,7 +4,8 @@ Every task (denoise, deblur, superres, inpaint) × every method the CLI offers f
 (``deepred``, ``dip``, ``dip-tv``, ``red`` and the task's baselines) on a small crop of an image
 of ``--data`` (shared/data), degraded by ``deeprestore degrade`` with seed 0, restored by the
 CLI with its presets, ``--iters`` iterations (baselines: one), ``--seed 0``, ``--device cpu``,
-one torch thread (``OMP_NUM_THREADS=1``), the default synchronous execution. Each run is one
+``--precision float32`` (the default before ``auto``, which times the machine), one torch
+thread (``OMP_NUM_THREADS=1``), the default synchronous execution. Each run is one
 ``python -m deeprestore`` process, so nothing carries over between runs.
 
 The CSV hash leaves out the ``seconds`` column: wall time differs from run to run; everything
@@ -105,8 +106,9 @@ def record(data: Path, iterations: int, work: Path, only: list[str] | None = Non
             out = work / f"{task}_{method}"
             args = [task, str(observed), "-o", str(out), "-m", method, "--reference",
                     str(clean), "--device", "cpu", "--seed", "0", "--quiet", "--no-compare"]
-            if method in ITERATIVE:
-                args += ["--iters", str(iterations), "--set", "log_every=2"]
+            if method in ITERATIVE:  # float32: ``auto`` would time the machine (issue 34)
+                args += ["--iters", str(iterations), "--set", "log_every=2",
+                         "--precision", "float32"]
             cli(*args)
             stem = f"{observed.stem}_{method}"
             table[f"{task}/{method}"] = {"png": file_hash(out / f"{stem}.png"),
