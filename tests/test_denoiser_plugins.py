@@ -88,3 +88,26 @@ def test_a_registered_name_cannot_be_taken_twice(monkeypatch):
     assert get_denoiser("mine") is mine
     with pytest.raises(ValueError, match="registered already"):
         denoisers.register_denoiser(Denoiser("nlm", lambda x, sigma: x, "any", "x"))
+
+
+@pytest.mark.parametrize("method, mode", [("deepred", "sync"), ("deepred", "async"),
+                                          ("red", "sync")])
+def test_every_method_calls_f_through_the_one_schedule(plugin, monkeypatch, method, mode):
+    from tiny_problems import restore, tiny_denoising_problem
+
+    from deeprestore.config.settings import Settings
+    from deeprestore.solvers import schedule
+
+    seen: list[str] = []
+    real_call, real_background = (schedule.DenoiserSchedule.call,
+                                  schedule.DenoiserSchedule._background_call)
+    monkeypatch.setattr(schedule.DenoiserSchedule, "call", lambda self, x, threads=None: (
+        seen.append(self.denoiser.name), real_call(self, x, threads))[1])
+    monkeypatch.setattr(schedule.DenoiserSchedule, "_background_call",
+                        lambda self, x, threads: (seen.append(self.denoiser.name),
+                                                  real_background(self, x, threads))[1])
+    result = restore(tiny_denoising_problem(16),
+                     Settings(method=method, iterations=4, denoiser="box", net_channels=8,
+                              denoiser_mode=mode, sigma_f=5.0), denoiser=get_denoiser("box"))
+    assert seen and set(seen) == {"box"}
+    assert 0 < result.denoiser_calls <= len(seen)  # async: the last call may be in flight

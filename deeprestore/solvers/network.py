@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from deeprestore.models.skip import SkipNet, make_input
 from deeprestore.solvers.base import Algorithm, Problem
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.perturbation import PerturbationStream
+from deeprestore.solvers.schedule import DenoiserSchedule
 from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
@@ -228,21 +229,20 @@ class NetworkAlgorithm(Algorithm):
         self.denoiser = denoiser if self.use_denoiser else None
         self.denoiser_name = denoiser.name if self.denoiser is not None else None
         self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
+        self._threads = torch.get_num_threads()
+        #: the calls of f (:mod:`deeprestore.solvers.schedule`); None without a denoiser
+        self.schedule = None if self.denoiser is None else DenoiserSchedule(
+            self.denoiser, self.sigma_f, every=settings.denoise_every,
+            mode=settings.denoiser_mode, lagged=settings.denoiser_lag, threads=self._threads,
+            device=device, execution=execution)
         self.pixels = float(problem.x_init.numel())
         self.runs = [
             _Run(problem, settings, settings.seed * 1000 + r, device, execution)
             for r in range(settings.runs)
         ]
         self._autocast = torch.bfloat16 if settings.precision == "bf16" else None
-        self._snapshot_at: int | None = None  # iteration whose x the f(x) in use was made from
-        self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future[torch.Tensor] | None = None
-        self._threads = torch.get_num_threads()
-        if self.use_denoiser and settings.denoiser_mode == "async":
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="denoiser")
         self._run_workers: list[ThreadPoolExecutor] = []
         self._run_groups: list[list[_Run]] = []
-        self._pending_at = 1  # the lagged schedule's snapshot: x₀, "taken" at round 1
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
         self._group: ProblemGroup | None = None
@@ -265,7 +265,8 @@ class NetworkAlgorithm(Algorithm):
     def _side_by_side(self) -> bool:
         s = self.settings
         return (self.execution.side_by_side and self.device.type == "cpu" and len(self.runs) > 1
-                and self._threads > 1 and not s.compile and self._worker is None
+                and self._threads > 1 and not s.compile
+                and not (self.use_denoiser and s.denoiser_mode == "async")
                 and self._group is None)
 
     def _start_run_workers(self) -> None:
@@ -386,69 +387,14 @@ class NetworkAlgorithm(Algorithm):
                     step.kept = run.backtrack(step.data_psnr, drop, iteration, run_params)
         return steps
 
-    def _sharing(self) -> bool:
-        return self.execution.share_cores and self.device.type == "cpu" and self._threads > 1
-
-    def _denoise(self, x: torch.Tensor, threads: int | None) -> torch.Tensor:
-        assert self.denoiser is not None
-        self.denoiser_calls += 1
-        return self.denoiser(x, self.sigma_f, threads=threads)
-
-    def _denoise_runs(self) -> None:
-        """Sync mode: f of every run's current x, in one batched call on all of torch's threads."""
-        denoised = self._denoise(torch.cat([run.x for run in self.runs]), self._threads)
-        for run, image in zip(self.runs, denoised.split(1), strict=True):
-            run.denoised = image
-        self._snapshot_at = self.iteration
-
-    def _denoise_lagged(self) -> None:
-        """Sync mode with ``denoiser_lag`` (the authors' thread, made deterministic): f of the x
-        snapshot taken one denoiser period ago becomes f(x); the current x is the next snapshot."""
-        snapshots = []
-        for run in self.runs:
-            assert run.pending is not None
-            snapshots.append(run.pending)
-        denoised = self._denoise(torch.cat(snapshots), self._threads)
-        for run, image in zip(self.runs, denoised.split(1), strict=True):
-            run.denoised = image
-            run.pending = run.x.clone()
-        self._snapshot_at, self._pending_at = self._pending_at, self.iteration
-
-    def _poll_background(self, refresh: bool) -> None:
-        """Async mode: apply a finished background result; start a new call on refresh rounds."""
-        if self._pending is not None and self._pending.done():
-            denoised = self._pending.result()
-            for run, image in zip(self.runs, denoised.split(1), strict=True):
-                run.denoised = image.to(run.x.device)
-            self._snapshot_at = self._pending_at
-            self._pending = None
-            self._share_cores(False)
-        if refresh and self._pending is None:
-            assert self._worker is not None
-            snapshot = torch.cat([run.x for run in self.runs]).clone()
-            self._share_cores(True)
-            threads = (self._threads - torch.get_num_threads()) if self._sharing() else None
-            self._pending = self._worker.submit(self._denoise, snapshot, threads)
-            self._pending_at = self.iteration
-
-    def _share_cores(self, in_flight: bool) -> None:
-        """On the CPU, give one of torch's threads to a CPU denoiser while its call is in flight.
-
-        Both compete for the same cores; oversubscribed cores stall badly (see
-        docs/performance.md), so the network runs on one thread fewer until the call returns and
-        a ``threaded`` denoiser (bm3d) runs on the thread it was given.
-        """
-        if not self._sharing() or self.denoiser is None:
-            return
-        torch.set_num_threads(self._threads - 1 if in_flight else self._threads)
-
     def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
         lam, mu = run.lam, run.mu
         for step in range(s.inner_steps):
             if (step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync"
                     and not s.denoiser_lag):
-                run.denoised = self._denoise(run.x, self._threads)  # J > 1: f of the newest x
+                assert self.schedule is not None
+                run.denoised = self.schedule.call(run.x)  # J > 1: f of the newest x
             if s.x_update == "fixed-point":
                 run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
             else:
@@ -461,14 +407,8 @@ class NetworkAlgorithm(Algorithm):
         s = self.settings
         self.iteration += 1
         refresh = (self.iteration - 1) % s.denoise_every == 0
-        if self.use_denoiser:
-            if self._worker is not None:
-                self._poll_background(refresh)
-            elif s.denoiser_lag:
-                if self.iteration % s.denoise_every == 0:
-                    self._denoise_lagged()
-            elif refresh:
-                self._denoise_runs()
+        if self.schedule is not None:
+            self.schedule.advance(self.iteration, refresh, self.runs)
         losses = []
         gaps = []
         for run, step in zip(self.runs, self._theta_steps(), strict=True):
@@ -523,11 +463,8 @@ class NetworkAlgorithm(Algorithm):
             self._group.leave(self)
         for run in self.runs:
             run.perturbation.close()
-        if self._worker is not None:
-            self._worker.shutdown(wait=True, cancel_futures=True)
-            self._worker = None
-            self._pending = None
-            self._share_cores(False)
+        if self.schedule is not None:
+            self.schedule.close()
 
     stateful = True
 
@@ -536,22 +473,18 @@ class NetworkAlgorithm(Algorithm):
         call in flight is not part of it (a resumed run starts a fresh one)."""
         if self._group is not None:
             self._group.write_back(self)
-        return {"iteration": self.iteration, "denoiser_calls": self.denoiser_calls,
-                "snapshot_at": self._snapshot_at, "pending_at": self._pending_at,
+        bookkeeping = ({"denoiser_calls": 0, "snapshot_at": None, "pending_at": 1}
+                       if self.schedule is None else self.schedule.state_dict())
+        return {"iteration": self.iteration, **bookkeeping,
                 "runs": [run.state_dict() for run in self.runs]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["runs"]) != len(self.runs):
             raise ValueError(f"the saved state has {len(state['runs'])} runs, not "
                              f"{len(self.runs)}")
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
-            self._share_cores(False)
         self.iteration = int(state["iteration"])
-        self.denoiser_calls = int(state["denoiser_calls"])
-        self._snapshot_at = state["snapshot_at"]
-        self._pending_at = int(state.get("pending_at", 1))
+        if self.schedule is not None:
+            self.schedule.load_state_dict(state)
         for run, saved in zip(self.runs, state["runs"], strict=True):
             run.load_state_dict(saved)
         if self._group is not None:
@@ -585,7 +518,10 @@ class NetworkAlgorithm(Algorithm):
         estimates = [self._run_estimate(run) for run in self.runs]
         return estimates[0] if len(estimates) == 1 else torch.stack(estimates).mean(dim=0)
 
+    @property
+    def denoiser_calls(self) -> int:  # type: ignore[override]
+        """How often f ran (:class:`~deeprestore.solvers.schedule.DenoiserSchedule`)."""
+        return 0 if self.schedule is None else self.schedule.calls
+
     def denoiser_age(self) -> int | None:
-        if not self.use_denoiser or self._snapshot_at is None:
-            return None
-        return self.iteration - self._snapshot_at
+        return None if self.schedule is None else self.schedule.age(self.iteration)

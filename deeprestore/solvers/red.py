@@ -8,6 +8,7 @@ from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Algorithm, Problem
+from deeprestore.solvers.schedule import DenoiserSchedule
 
 
 class REDAlgorithm(Algorithm):
@@ -26,6 +27,8 @@ class REDAlgorithm(Algorithm):
         self.denoiser = denoiser
         self.denoiser_name = denoiser.name
         self.sigma_f = settings.sigma_f if settings.sigma_f is not None else problem.sigma
+        #: f's calls, as the network methods make them (one sync call per iteration here)
+        self.schedule = DenoiserSchedule(denoiser, self.sigma_f)
         self.x = problem.x_init.clone()
         self.identity = isinstance(problem.operator, Identity)  # closed form, no CG
         self.hty = problem.operator.adjoint(problem.y)
@@ -52,8 +55,8 @@ class REDAlgorithm(Algorithm):
     def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.iteration += 1
         lam = self.settings.lam
-        denoised = self.denoiser(self.x, self.sigma_f)
-        self.denoiser_calls += 1
+        denoised = self.schedule.call(self.x)
+        self.denoiser_calls = self.schedule.calls
         rhs = self.hty + lam * denoised
         self.x = rhs / (1.0 + lam) if self.identity else self._solve(rhs)
         if self.settings.clip_x:
