@@ -41,11 +41,12 @@ def as_denoiser(denoiser: Any) -> Denoiser:
                     f"f(x, sigma); got {type(denoiser).__name__}")
 
 
-def measurements(values: Any) -> torch.Tensor:
-    """``values`` as float32 (N, C, H, W): a tensor of 4 dimensions as it is, (C, H, W) or a
-    numpy (H, W) / (H, W, C) array (an image's layout) with the batch (and channel) added."""
+def measurements(values: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``values`` as float32 (N, C, H, W) on ``device``: a tensor of 4 dimensions as it is,
+    (C, H, W) or a numpy (H, W) / (H, W, C) array (an image's layout) with the batch (and
+    channel) added."""
     if isinstance(values, torch.Tensor):
-        tensor = values.detach().float()
+        tensor = values.detach().float().to(device)
         if tensor.ndim == 3:
             tensor = tensor[None]
     else:
@@ -55,7 +56,7 @@ def measurements(values: Any) -> torch.Tensor:
         if array.ndim != 3:
             raise OperatorError(f"measurements: expected (H, W) or (H, W, C), got shape "
                                 f"{array.shape}")
-        tensor = torch.from_numpy(array.transpose(2, 0, 1).copy()).float()[None]
+        tensor = torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32)).to(device)[None]
     if tensor.ndim != 4:
         raise OperatorError(f"measurements: expected (N, C, H, W), got shape "
                             f"{tuple(tensor.shape)}")
@@ -75,7 +76,7 @@ def user_problem(y: Any, operator: Any, *, shape: Sequence[int] | None = None,
     ``reference``: the clean image, for PSNR in the log. Raises :class:`OperatorError` when the
     adjoint check fails (the message names the error) or the shapes disagree."""
     op = as_operator(operator)
-    y_tensor = measurements(y).to(device)
+    y_tensor = measurements(y, device)
     image_shape = tuple(int(v) for v in (shape if shape is not None else y_tensor.shape))
     if len(image_shape) == 3:
         image_shape = (1, *image_shape)
@@ -99,8 +100,8 @@ def user_problem(y: Any, operator: Any, *, shape: Sequence[int] | None = None,
             scale = float((forward * y_tensor).sum()) / max(float(forward.pow(2).sum()), 1e-12)
             start = (scale * back).clamp(0.0, 1.0)
     else:
-        start = measurements(x0).to(device)
+        start = measurements(x0, device)
         if tuple(start.shape) != image_shape:
             raise OperatorError(f"x0 has shape {tuple(start.shape)}, the image {image_shape}")
-    clean = None if reference is None else measurements(reference).to(device)
+    clean = None if reference is None else measurements(reference, device)
     return Problem(y_tensor, op, start, float(sigma), clean, psnr_rgb)

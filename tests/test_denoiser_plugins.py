@@ -111,3 +111,15 @@ def test_every_method_calls_f_through_the_one_schedule(plugin, monkeypatch, meth
                               denoiser_mode=mode, sigma_f=5.0), denoiser=get_denoiser("box"))
     assert seen and set(seen) == {"box"}
     assert 0 < result.denoiser_calls <= len(seen)  # async: the last call may be in flight
+
+
+def test_auto_on_cuda_keeps_a_denoiser_without_a_torch_twin_and_says_so_once(plugin):
+    from deeprestore.config.resolve import SettingsResolver
+
+    del denoisers.DENOISERS["nlm-torch"]  # the preset's NLM without its torch twin
+    resolver = SettingsResolver("denoise", "deepred", {}, "auto", torch.device("cuda"))
+    for _ in range(2):
+        assert resolver.settings("denoise")[1].denoiser == "nlm"
+    assert len(resolver.notes) == 1 and "nlm has no torch version" in resolver.notes[0]
+    on_cpu = SettingsResolver("denoise", "deepred", {}, "auto", torch.device("cpu"))
+    assert on_cpu.settings("denoise")[1].denoiser == "nlm" and not on_cpu.notes

@@ -162,6 +162,8 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     warning = bf16_warning(first, device)
     if warning is not None and not quiet:
         err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
+    for note in resolver.notes if not quiet else []:
+        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
     reference = request.reference
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")

@@ -78,6 +78,8 @@ class SettingsResolver:
         self.task, self.method, self.overrides = task, method, dict(overrides)
         self.everyday = everyday
         self.denoiser, self.device = denoiser, device
+        #: one-line notes for the user about choices made here (each said once)
+        self.notes: list[str] = []
         self._presets: dict[str, Preset] = {}
 
     def settings(self, preset_name: str) -> tuple[Preset, Settings]:
@@ -98,7 +100,16 @@ class SettingsResolver:
                 settings.denoiser = choose_denoiser(self.denoiser, settings.denoiser, self.device)
             except ValueError as err:
                 raise SettingsError(str(err)) from None
+            if (self.denoiser == "auto" and self.device.type == "cuda"
+                    and not settings.denoiser.endswith("-torch")):
+                self._note(f"--denoiser auto: {settings.denoiser} has no torch version; it runs "
+                           f"on the CPU, its input copied from {self.device} and back")
         return preset, settings.validate()
+
+    def _note(self, text: str) -> None:
+        """Keep ``text`` for :attr:`notes`, once."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def _one_shot_denoiser(self, settings: Settings) -> str:
         """The implementation ``--method nlm|bm3d`` runs: with ``auto`` the reference one

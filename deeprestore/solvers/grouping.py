@@ -1,7 +1,8 @@
 """Many problems per step: the Θ-steps of several network runs as one grouped network.
 
 A :class:`ProblemGroup` holds the networks of every run of its *members* — network algorithms
-(:class:`~deeprestore.solvers.network.NetworkAlgorithm`), each with its own problem, settings, runs,
+(:class:`GroupMember`: what :class:`~deeprestore.solvers.network.NetworkAlgorithm` exposes to a
+group; this module does not import it), each with its own problem, settings, runs,
 z, seeds, x, u and denoiser schedule — as one :class:`~deeprestore.models.batched.BatchedSkipNet`
 (grouped convolutions, runs stacked on the channel axis, run-major) and steps them with one
 Adam over all of its parameters. The members' networks must have one shape (z's channels and
@@ -28,20 +29,54 @@ A member that finishes :meth:`leave` s; the group is rebuilt from the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
+from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution, prepare_network_step
 from deeprestore.models.batched import BatchedSkipNet
-
-if TYPE_CHECKING:  # solvers.network imports this module
-    from deeprestore.solvers.network import NetworkAlgorithm, _Run
+from deeprestore.solvers.base import Problem
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which every run uses
 
 
-def group_key(algorithm: NetworkAlgorithm) -> tuple[Any, ...]:
+class GroupedRun(Protocol):
+    """One run of a member, as a group uses it: its own network, input z, Adam and the
+    stream of z's perturbations."""
+
+    net: torch.nn.Module
+    z: torch.Tensor
+    optimizer: torch.optim.Optimizer
+    perturbation: Any
+
+
+class GroupMember(Protocol):
+    """What a network algorithm exposes to a :class:`ProblemGroup`: its problem, settings,
+    device, iteration and runs; joining and leaving a group; and the three pieces of a Θ-step a
+    group computes for it — the perturbed input of a run, the runs' losses of a slice of the
+    group's output, and the steps (with the member's own rules) from those losses."""
+
+    problem: Problem
+    settings: Settings
+    device: torch.device
+    iteration: int
+    runs: Sequence[Any]  # GroupedRun
+
+    @property
+    def group(self) -> ProblemGroup | None: ...
+
+    def join(self, group: ProblemGroup | None) -> None: ...
+
+    def perturbed_input(self, run: Any) -> torch.Tensor: ...
+
+    def piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
+                    iteration: int, params: list[list[torch.Tensor]]) -> list[Any]: ...
+
+
+def group_key(algorithm: GroupMember) -> tuple[Any, ...]:
     """What problems must share to be stepped together: network shape, size, precision, device."""
     s, problem = algorithm.settings, algorithm.problem
     return (s.input_channels, problem.channels, s.net_channels, s.skip_channels, s.upsample,
@@ -51,7 +86,7 @@ def group_key(algorithm: NetworkAlgorithm) -> tuple[Any, ...]:
 class ProblemGroup:
     """The runs of ``members`` (network algorithms of one :func:`group_key`) as one network."""
 
-    def __init__(self, members: Sequence[NetworkAlgorithm], execution: Execution,
+    def __init__(self, members: Sequence[GroupMember], execution: Execution,
                  notice: Callable[[str], None] | None = None) -> None:
         if not members:
             raise ValueError("a ProblemGroup needs at least one member")
@@ -62,7 +97,7 @@ class ProblemGroup:
         self.execution = execution
         self.notice = notice  # told when the group is split after running out of memory
         self.device = members[0].device
-        self.members: list[NetworkAlgorithm] = []
+        self.members: list[GroupMember] = []
         self._waiting: dict[int, list[Any]] = {}
         self._build(list(members))
         for member in members:
@@ -70,10 +105,10 @@ class ProblemGroup:
 
     # -- layout ---------------------------------------------------------------------------------
 
-    def _build(self, members: list[NetworkAlgorithm]) -> None:
+    def _build(self, members: list[GroupMember]) -> None:
         """A fresh grouped network over ``members``' runs, from their own nets and optimisers."""
         self.members = members
-        self.runs: list[_Run] = [run for member in members for run in member.runs]
+        self.runs: list[Any] = [run for member in members for run in member.runs]
         self._offsets: dict[int, int] = {}
         offset = 0
         for member in members:
@@ -100,7 +135,7 @@ class ProblemGroup:
         for member in members:
             self.read_back(member)
 
-    def _indices(self, member: NetworkAlgorithm) -> range:
+    def _indices(self, member: GroupMember) -> range:
         start = self._offsets[id(member)]
         return range(start, start + len(member.runs))
 
@@ -114,7 +149,7 @@ class ProblemGroup:
     # -- state ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def write_back(self, member: NetworkAlgorithm) -> None:
+    def write_back(self, member: GroupMember) -> None:
         """Give ``member``'s runs' nets and optimisers the group's state for them."""
         for index, run in zip(self._indices(member), member.runs, strict=True):
             own = dict(run.net.named_parameters())
@@ -140,7 +175,7 @@ class ProblemGroup:
                 }
 
     @torch.no_grad()
-    def read_back(self, member: NetworkAlgorithm) -> None:
+    def read_back(self, member: GroupMember) -> None:
         """Take ``member``'s runs' nets and optimisers (fresh or just loaded) as the group's
         state for them."""
         for index, run in zip(self._indices(member), member.runs, strict=True):
@@ -165,7 +200,7 @@ class ProblemGroup:
                     self._chunk(self.exp_avg[k], index).zero_()
                     self._chunk(self.exp_avg_sq[k], index).zero_()
 
-    def scale_learning_rate(self, member: NetworkAlgorithm, factor: float) -> float:
+    def scale_learning_rate(self, member: GroupMember, factor: float) -> float:
         """Multiply ``member``'s runs' learning rates by ``factor``; return the new one."""
         indices = self._indices(member)
         self.lr[indices.start:indices.stop] *= factor
@@ -174,7 +209,7 @@ class ProblemGroup:
                 param_group["lr"] *= factor
         return float(self.lr[indices.start])
 
-    def leave(self, member: NetworkAlgorithm) -> None:
+    def leave(self, member: GroupMember) -> None:
         """``member`` is done: its state goes back to its runs, the others regroup."""
         if member not in self.members:
             return
@@ -187,7 +222,7 @@ class ProblemGroup:
 
     # -- the step -------------------------------------------------------------------------------
 
-    def steps_for(self, member: NetworkAlgorithm) -> list[Any]:
+    def steps_for(self, member: GroupMember) -> list[Any]:
         """``member``'s Θ-steps of this iteration (:class:`~deeprestore.solvers.network._Step` per
         run), computing every member's when ``member``'s is not waiting yet.
 
@@ -235,7 +270,7 @@ class ProblemGroup:
         self.forward = None  # type: ignore[assignment]
         self.params, self.buffers, self.exp_avg, self.exp_avg_sq = [], {}, [], []
 
-    def _step_all(self, caller: NetworkAlgorithm) -> None:
+    def _step_all(self, caller: GroupMember) -> None:
         if self._waiting:
             raise RuntimeError("the members of a ProblemGroup must step in turn: one has not "
                                "taken its last step yet")
@@ -253,21 +288,21 @@ class ProblemGroup:
                 buffer.copy_(statistics[name])
             raise
 
-    def _step_all_once(self, caller: NetworkAlgorithm) -> None:
+    def _step_all_once(self, caller: GroupMember) -> None:
         for param in self.params:
             param.grad = None
         first = self.members[0]
-        inputs = torch.cat([member._perturbed_input(run)
+        inputs = torch.cat([member.perturbed_input(run)
                             for member in self.members for run in member.runs])
         out = first._network_output(self.forward, inputs)
         pieces = out.split([len(member.runs) for member in self.members])
-        results = [member._piece_losses(piece) for member, piece in zip(self.members, pieces,
+        results = [member.piece_losses(piece) for member, piece in zip(self.members, pieces,
                                                                          strict=True)]
         first._backward(torch.stack([losses.sum() for losses, _ in results]).sum())
         kept: list[bool] = []
         for member, piece, (losses, data_mse) in zip(self.members, pieces, results, strict=True):
             iteration = member.iteration + (0 if member is caller else 1)
-            steps = member._piece_steps(piece, losses, data_mse, iteration,
+            steps = member.piece_steps(piece, losses, data_mse, iteration,
                                         [self.run_parameters(i) for i in self._indices(member)])
             kept.extend(step.kept for step in steps)
             self._waiting[id(member)] = steps

@@ -300,7 +300,7 @@ class NetworkAlgorithm(Algorithm):
                 steps[id(run)] = step
         return [steps[id(run)] for run in self.runs]
 
-    def _perturbed_input(self, run: _Run) -> torch.Tensor:
+    def perturbed_input(self, run: _Run) -> torch.Tensor:
         """z, plus fresh N(0, sigma_noise²) from the run's own generator when asked for."""
         z = run.z
         if self.settings.sigma_noise > 0:
@@ -351,7 +351,7 @@ class NetworkAlgorithm(Algorithm):
 
     def _theta_step(self, run: _Run) -> _Step:
         run.optimizer.zero_grad(set_to_none=True)
-        out = self._network_output(run.forward, self._perturbed_input(run))
+        out = self._network_output(run.forward, self.perturbed_input(run))
         losses, data_mse = self._losses(out, run.x, run.u, run.mu)
         self._backward(losses[0])
         step = _Step(out.detach(), losses[0].detach(), data_mse[0])
@@ -364,7 +364,7 @@ class NetworkAlgorithm(Algorithm):
             run.optimizer.step()
         return step
 
-    def _piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The runs' losses and MSEs (both (runs,)) for their outputs ``out`` (runs, C, H, W)
         computed elsewhere (a :class:`~deeprestore.solvers.grouping.ProblemGroup`)."""
         mus = [run.mu for run in self.runs]
@@ -373,7 +373,7 @@ class NetworkAlgorithm(Algorithm):
         return self._losses(out, torch.cat([run.x for run in self.runs]),
                             torch.cat([run.u for run in self.runs]), mu)
 
-    def _piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
+    def piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
                      iteration: int, params: list[list[torch.Tensor]]) -> list[_Step]:
         """The runs' :class:`_Step` s from a group's forward and backward pass, the reference
         rules applied (``params``: each run's Θ in the group, which a backtrack restores)."""
