@@ -23,6 +23,7 @@ from deeprestore.solvers import cost, grouping
 from deeprestore.solvers.cost import CostError, available_memory, estimate_cost
 from deeprestore.solvers.network import NetworkAlgorithm
 from deeprestore.solvers.runner import restore_together
+from deeprestore.solvers.schedule import DenoiserSchedule
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,7 +82,7 @@ def test_out_of_memory_during_the_estimate_is_one_line_and_the_batch_goes_on(
 def test_out_of_memory_in_a_denoiser_call_is_one_line_naming_a_tile(
         run_cli, tmp_path, monkeypatch):
     first, _ = _two_inputs(tmp_path)
-    monkeypatch.setattr(NetworkAlgorithm, "_denoise", _out_of_memory)
+    monkeypatch.setattr(DenoiserSchedule, "call", _out_of_memory)
     monkeypatch.setattr(cost, "_timed_estimate", lambda *a, **k: None)  # reach the run
     out = tmp_path / "out"
     result = run_cli("denoise", first, "-m", "deepred", "-o", out, *FAST,
