@@ -182,17 +182,22 @@ def restore(
                         baselines=task_problem.baselines,
                         denoiser=own_denoiser or task_problem.denoiser_for(chosen),
                         execution=execution or DEFAULT_EXECUTION)
-    problem = task_problem.problem
+    return _restoration(_like_input(to_array(result.image), np.asarray(image), observed.alpha),
+                        result, task_problem.problem, chosen, found.name)
+
+
+def _restoration(image: np.ndarray, result: Any, problem: Any, chosen: Any,
+                 preset: str) -> Restoration:
+    """The :class:`Restoration` of a run: ``image`` already in the caller's layout, the PSNR
+    against the problem's reference (if any), the settings with the precision used."""
     psnr = None
     if problem.reference is not None and problem.psnr is not None:
-        psnr = float(problem.psnr(result.image, problem.reference))
+        psnr = float(problem.psnr(result.image, problem.reference.cpu()))
     if result.precision is not None:
         chosen = replace(chosen, precision=result.precision["used"])
-    return Restoration(
-        image=_like_input(to_array(result.image), np.asarray(image), observed.alpha),
-        log=result.log, settings=chosen, preset=found.name, psnr=psnr,
-        iterations=result.iterations, denoiser_calls=result.denoiser_calls,
-        sigma=problem.sigma, stop=result.stop, precision=result.precision)
+    return Restoration(image=image, log=result.log, settings=chosen, preset=preset, psnr=psnr,
+                       iterations=result.iterations, denoiser_calls=result.denoiser_calls,
+                       sigma=problem.sigma, stop=result.stop, precision=result.precision)
 
 
 def _restore_through(y: Any, operator: Any, *, task: str, method: str, sigma: Any,
@@ -222,17 +227,9 @@ def _restore_through(y: Any, operator: Any, *, task: str, method: str, sigma: An
                            reference=reference, device=device)
     result = run_solver(problem, chosen, device=device, callback=callback,
                         denoiser=own_denoiser, execution=execution or DEFAULT_EXECUTION)
-    psnr = None
-    if problem.reference is not None and problem.psnr is not None:
-        psnr = float(problem.psnr(result.image, problem.reference.cpu()))
-    if result.precision is not None:
-        chosen = replace(chosen, precision=result.precision["used"])
     pixels = result.image[0].permute(1, 2, 0).double().numpy()
-    return Restoration(
-        image=pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, log=result.log,
-        settings=chosen, preset=found.name, psnr=psnr, iterations=result.iterations,
-        denoiser_calls=result.denoiser_calls, sigma=problem.sigma, stop=result.stop,
-        precision=result.precision)
+    return _restoration(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, result, problem,
+                        chosen, found.name)
 
 
 def _like_input(pixels: np.ndarray, original: np.ndarray, alpha: np.ndarray | None

@@ -473,17 +473,18 @@ def choose_precision(problem: Problem, settings: Settings, device: torch.device,
     """The precision ``settings`` run in on ``device``: theirs, or for ``auto`` the one
     :func:`deeprestore.solvers.precision.decide` picks from a step timed in float32 and in bf16
     (on the CPU's :func:`timing_sample` crop of a large image)."""
-    return _choose_precision(problem, settings, device, execution)[0]
+    return _choose_precision(*_timing_problem(problem, device), settings, device,
+                             execution)[0]
 
 
-def _choose_precision(problem: Problem, settings: Settings, device: torch.device,
+def _choose_precision(timed: Problem, scale: float, settings: Settings, device: torch.device,
                       execution: Execution) -> tuple[PrecisionChoice, float | None, int]:
-    """:func:`choose_precision`, with the chosen precision's measured seconds per step (scaled
-    to ``problem``; None when nothing was timed) and its state's bytes (0 then)."""
+    """:func:`choose_precision` on the timing problem ``timed`` (:func:`_timing_problem`,
+    whose times ``scale`` scales to the run's), with the chosen precision's measured seconds
+    per step (scaled; None when nothing was timed) and its state's bytes (0 then)."""
     options = candidates(settings, device)
     if isinstance(options, PrecisionChoice):
         return options, None, 0
-    timed, scale = _timing_problem(problem, device)
     measured = step_seconds(timed, settings, device, execution, options)
     choice = decide({p: seconds * scale for p, (seconds, _) in measured.items()},
                     None if scale == 1.0 else max(timed.size))
@@ -505,7 +506,7 @@ def _timed_estimate(problem: Problem, settings: Settings, device: torch.device,
     choice: PrecisionChoice | None = None
     step: float | None = None
     if settings.precision == AUTO:
-        choice, step, state = _choose_precision(problem, settings, device, execution)
+        choice, step, state = _choose_precision(timed, scale, settings, device, execution)
         settings = replace(settings, precision=choice.precision)
     if step is None:
         seconds, state = step_seconds(timed, settings, device, execution,
