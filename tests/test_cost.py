@@ -190,7 +190,7 @@ def test_a_run_over_max_minutes_names_what_fits(run_cli, tmp_path, monkeypatch):
     assert "Instead: --method nlm (one pass, about 30 s, fits)" in line
     assert "--method bm3d (one pass" in line and "a GPU (--device cuda)" in line
     # 400 steps of 30 s + calls: about 100 of them fit in an hour
-    fitting = int(line.split("--iterations ")[1].split(" ")[0])
+    fitting = int(line.split("--iters ")[1].split(" ")[0])
     assert 50 < fitting < 120
     assert "Traceback" not in result.err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

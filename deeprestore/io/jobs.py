@@ -295,7 +295,7 @@ def what_fits(job: Job, task_problem: TaskProblem, seconds: float) -> str:
     share = limit / seconds if seconds > 0 else 1.0
     iterations = int(job.settings.iterations * share)
     if share < 1 and iterations >= min(100, job.settings.iterations):
-        add(f"--iterations {iterations}", limit)
+        add(f"--iters {iterations}", limit)
     height, width = problem.size
     crop_h, crop_w = int(height * math.sqrt(share)), int(width * math.sqrt(share))
     if share < 1 and min(crop_h, crop_w) >= SMALLEST_CROP:
