@@ -222,3 +222,36 @@ def test_a_channels_last_concatenation_hands_dense_gradients_back(monkeypatch):
         assert len(given) == calls  # both parts of each scale's concatenation, channels-last
     assert not any(g.is_contiguous(memory_format=torch.channels_last) for g in given)
     assert all(g.is_contiguous(memory_format=torch.channels_last) for g in returned)
+
+
+@pytest.mark.cpu_only(reason="auto times the CPU's arithmetic; on CUDA it is float32")
+def test_problems_stepped_together_run_in_the_first_ones_precision(tmp_path, monkeypatch):
+    import numpy as np
+
+    from deeprestore.io.images import Image
+    from deeprestore.io.jobs import Job, run_jobs_together
+    from deeprestore.io.writers import write_image
+    from deeprestore.tasks import TaskOptions
+
+    speeds = iter([3.0, 1.0])  # the first image measures bf16 3× faster, the second not
+
+    def fake(problem, settings, device, ex, precisions):
+        speed = next(speeds) if len(precisions) > 1 else 1.0
+        return {p: ((0.3 / speed if p == "bf16" else 0.3), 0) for p in precisions}
+
+    monkeypatch.setattr(cost, "step_seconds", fake)
+    monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"in{k}.png")
+        write_image(paths[-1], Image(np.random.default_rng(k).random((16, 16, 3))))
+    settings = Settings(method="dip", iterations=2, precision="auto", net_channels=8,
+                        skip_channels=2).validate()
+    jobs = [Job(input=path, output_dir=tmp_path / "out", method="dip", settings=settings,
+                task=TaskOptions("denoise", sigma=25.0), preset="denoise", compare=False)
+            for path in paths]
+    outcomes = run_jobs_together(jobs)
+    assert all(isinstance(outcome, dict) for outcome in outcomes), outcomes
+    assert [o["parameters"]["precision"] for o in outcomes] == ["bf16", "bf16"]
+    assert outcomes[1]["precision"] == outcomes[0]["precision"]
+    assert outcomes[0]["grouped_with"] == 2

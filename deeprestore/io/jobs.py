@@ -394,10 +394,11 @@ def run_jobs_together(jobs: list[Job], callbacks: list[ProgressCallback | None] 
         assert prepared.job is not None
         jobs[index] = prepared.job
         ready.append((index, prepared))
-    if ready and auto:  # one network shape, one arithmetic: the first's
-        first = jobs[ready[0][0]].settings.precision
-        for index, _ in ready:
+    if ready and auto:  # one network shape, one arithmetic: the first's, and its record
+        first, record = jobs[ready[0][0]].settings.precision, ready[0][1].precision
+        for index, prepared in ready:
             jobs[index] = _with_precision(jobs[index], first)
+            prepared.precision = record
     for chunk in _fitting_chunks(ready, jobs[0].device if jobs else torch.device("cpu"),
                                  notice):
         _run_chunk(jobs, chunk, callbacks, outcomes, notice)

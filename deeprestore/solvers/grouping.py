@@ -53,9 +53,10 @@ class GroupedRun(Protocol):
 
 class GroupMember(Protocol):
     """What a network algorithm exposes to a :class:`ProblemGroup`: its problem, settings,
-    device, iteration and runs; joining and leaving a group; and the three pieces of a Θ-step a
-    group computes for it — the perturbed input of a run, the runs' losses of a slice of the
-    group's output, and the steps (with the member's own rules) from those losses."""
+    device, iteration and runs; joining and leaving a group; the pieces of a Θ-step a group computes
+    for it — the perturbed input of a run, the forward and backward passes in the member's
+    precision, the runs' losses of a slice of the group's output, and the steps (with the
+    member's own rules) from those losses."""
 
     problem: Problem
     settings: Settings
@@ -69,6 +70,11 @@ class GroupMember(Protocol):
     def join(self, group: ProblemGroup | None) -> None: ...
 
     def perturbed_input(self, run: Any) -> torch.Tensor: ...
+
+    def forward_in_precision(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                             z: torch.Tensor) -> torch.Tensor: ...
+
+    def backward_in_precision(self, loss: torch.Tensor) -> None: ...
 
     def piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -294,11 +300,11 @@ class ProblemGroup:
         first = self.members[0]
         inputs = torch.cat([member.perturbed_input(run)
                             for member in self.members for run in member.runs])
-        out = first._network_output(self.forward, inputs)
+        out = first.forward_in_precision(self.forward, inputs)
         pieces = out.split([len(member.runs) for member in self.members])
         results = [member.piece_losses(piece) for member, piece in zip(self.members, pieces,
                                                                          strict=True)]
-        first._backward(torch.stack([losses.sum() for losses, _ in results]).sum())
+        first.backward_in_precision(torch.stack([losses.sum() for losses, _ in results]).sum())
         kept: list[bool] = []
         for member, piece, (losses, data_mse) in zip(self.members, pieces, results, strict=True):
             iteration = member.iteration + (0 if member is caller else 1)

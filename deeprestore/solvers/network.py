@@ -307,7 +307,7 @@ class NetworkAlgorithm(Algorithm):
             z = z + self.settings.sigma_noise * run.perturbation.next()
         return z
 
-    def _network_output(self, forward: Callable[[torch.Tensor], torch.Tensor],
+    def forward_in_precision(self, forward: Callable[[torch.Tensor], torch.Tensor],
                         z: torch.Tensor) -> torch.Tensor:
         """T_Θ(z) in the run's precision (bf16 autocast, TF32 convolutions or float32),
         returned as float32."""
@@ -317,7 +317,7 @@ class NetworkAlgorithm(Algorithm):
                     return forward(z).float()
             return forward(z)
 
-    def _backward(self, loss: torch.Tensor) -> None:
+    def backward_in_precision(self, loss: torch.Tensor) -> None:
         """Differentiate ``loss`` (a scalar) with respect to Θ, the network's convolutions in
         the run's precision (:func:`~deeprestore.execution.network_arithmetic`)."""
         with network_arithmetic(self.device, self.settings.precision):
@@ -351,9 +351,9 @@ class NetworkAlgorithm(Algorithm):
 
     def _theta_step(self, run: _Run) -> _Step:
         run.optimizer.zero_grad(set_to_none=True)
-        out = self._network_output(run.forward, self.perturbed_input(run))
+        out = self.forward_in_precision(run.forward, self.perturbed_input(run))
         losses, data_mse = self._losses(out, run.x, run.u, run.mu)
-        self._backward(losses[0])
+        self.backward_in_precision(losses[0])
         step = _Step(out.detach(), losses[0].detach(), data_mse[0])
         if self._rules_need_psnr:
             step.data_psnr = psnr_of_mse(float(data_mse[0]))
