@@ -280,3 +280,22 @@ def test_nan_is_not_a_valid_pixel(run_cli, tmp_path):
     iio.imwrite(bad, np.full((16, 16), math.nan, dtype=np.float32))
     out = tmp_path / "out"
     _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "nan", out)
+
+
+@pytest.mark.parametrize("command", [
+    ("denoise", "{noisy}", "-m", "nlm"),
+    ("degrade", "{noisy}", "--task", "denoise"),
+    ("demo",),
+    ("reproduce", "denoise", "--data", "{data}"),
+])
+def test_an_output_that_is_a_file_is_one_line_before_any_work(run_cli, tiny_images, tmp_path,
+                                                              command):
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"not a folder")
+    args = [a.format(noisy=tiny_images["noisy"], data=tmp_path) for a in command]
+    result = run_cli(*args, "-o", taken)
+    assert result.code == 2, result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert lines == [f"deeprestore: error: -o {taken}: is a file, not a folder (-o names the "
+                     "folder the outputs go in)"]
+    assert taken.read_bytes() == b"not a folder"

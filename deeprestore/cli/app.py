@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -42,6 +43,14 @@ CLICK_ERRORS = _click_errors("ClickException")
 
 class UsageProblem(Exception):
     """A usage error found after parsing: exit code 2, one line."""
+
+
+def check_output_folder(path: Path) -> None:
+    """:class:`UsageProblem` when ``-o PATH`` names something that exists and is not a folder
+    (the outputs go in a folder; found before any work, not as ``[Errno 17] File exists``)."""
+    if path.exists() and not path.is_dir():
+        raise UsageProblem(f"-o {path}: is a file, not a folder (-o names the folder the "
+                           "outputs go in)")
 
 
 def raise_terminated(signum: int, frame: Any) -> None:

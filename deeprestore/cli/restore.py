@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app
+from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app, check_output_folder
 from deeprestore.cli.options import (
     CheckpointEveryOpt,
     CompileOpt,
@@ -154,6 +154,7 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     """
     task, method, quiet = flags.task, request.method, request.quiet
     check_flags(flags)
+    check_output_folder(request.output)
     device = resolve_device(request.device)
     resolver = SettingsResolver(task, method, request.overrides(), request.denoiser, device,
                                 everyday=True)

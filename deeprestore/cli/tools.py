@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from deeprestore import __version__
-from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app
+from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app, check_output_folder
 from deeprestore.cli.options import (
     DeviceOpt,
     ItersOpt,
@@ -84,6 +84,7 @@ def degrade(
     if mask is not None and ":" not in mask and mask != "text" and not Path(mask).exists():
         raise UsageProblem(f"--mask: file not found: {mask}")
     failures = usage_failures = 0
+    check_output_folder(output)
     for entry in expand_inputs(inputs, recursive, shard):
         path, out_dir = entry.path, output / entry.subdir
         try:
@@ -175,6 +176,7 @@ def reproduce(
     def split(text: str | None) -> list[str] | None:
         return [item.strip() for item in text.split(",") if item.strip()] if text else None
 
+    check_output_folder(output)
     resolved = resolve_device(device)
     problems_per_step = group_size(group, resolved)
     apply_threads(threads, quiet)
@@ -319,6 +321,7 @@ def demo(
     """Denoise a bundled image (scikit-image's astronaut, 64×64 crop, σ = 25) with DeepRED."""
     from deeprestore.apps.demo import run_demo
 
+    check_output_folder(output)
     apply_threads(threads, quiet)
     run_demo(output, iterations=iters, device=resolve_device(device), quiet=quiet)
 
