@@ -56,7 +56,6 @@ class REDAlgorithm(Algorithm):
         self.iteration += 1
         lam = self.settings.lam
         denoised = self.schedule.call(self.x)
-        self.denoiser_calls = self.schedule.calls
         rhs = self.hty + lam * denoised
         self.x = rhs / (1.0 + lam) if self.identity else self._solve(rhs)
         if self.settings.clip_x:
@@ -65,6 +64,11 @@ class REDAlgorithm(Algorithm):
         prior = torch.sum(self.x * (self.x - denoised))
         loss = (0.5 * residual.pow(2).sum() + 0.5 * lam * prior) / float(self.x.numel())
         return loss, None
+
+    @property
+    def denoiser_calls(self) -> int:  # type: ignore[override]
+        """How often f ran (the schedule counts)."""
+        return self.schedule.calls
 
     def estimate(self) -> torch.Tensor:
         return self.x
