@@ -34,14 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from deeprestore.arrays import Image
 from deeprestore.config.presets import load_preset, parse_override
-from deeprestore.io.images import Image, read_image
+from deeprestore.io.images import read_image
 from deeprestore.solvers.base import problem_to_device
 from deeprestore.solvers.control import RunControl
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.runner import Runner
 from deeprestore.solvers.stopping import VarianceStop
-from deeprestore.tasks import TaskOptions, build_problem
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.problem import build_problem
 
 WINDOWS = (25, 50, 100, 200)
 

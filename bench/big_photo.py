@@ -12,7 +12,7 @@ estimate, or the refusal naming what fits) appears.
 
 ``--linearity``: the step time the estimate reports for the photo defaults (``deepred``, the
 ``[everyday]`` network, NLM) on square crops of each side, measured two ways in one process:
-on the :data:`~deeprestore.solvers.cost.TIME_PROBE_SIDE`² centre crop scaled by the pixel
+on the :data:`~deeprestore.solvers.timing.TIME_PROBE_SIDE`² centre crop scaled by the pixel
 count (what the estimate does), and at the real size; their ratio per side.
 """
 
@@ -30,12 +30,13 @@ import torch
 from skimage.transform import resize
 
 from bench.photo import photo_parser
+from deeprestore.arrays import to_tensor
 from deeprestore.config.resolve import SettingsResolver
-from deeprestore.io.images import read_image, to_tensor
+from deeprestore.io.images import read_image
 from deeprestore.physics.operators import Identity
-from deeprestore.solvers import cost
+from deeprestore.solvers import cost, memory, timing
 from deeprestore.solvers.base import Problem
-from deeprestore.tasks import TaskOptions
+from deeprestore.tasks.options import TaskOptions
 
 
 def make_photo(data: Path, image: str, width: int, height: int, sigma: float, quality: int,
@@ -70,7 +71,7 @@ def linearity(data: Path, image: str, sides: list[int]) -> list[dict[str, float]
     _, settings, _ = resolver.resolve(TaskOptions(task="denoise", sigma=25.0), None)
     clean = read_image(data / "cbm3d9" / f"{image}.png").pixels
     rows = []
-    probe_side = cost.TIME_PROBE_SIDE
+    probe_side = timing.TIME_PROBE_SIDE
     for side in sides:
         big = resize(clean, (side, side), order=3, anti_aliasing=False)
         noisy = np.clip(big + np.random.default_rng(0).normal(0, 25 / 255, big.shape), 0, 1)
@@ -78,15 +79,15 @@ def linearity(data: Path, image: str, sides: list[int]) -> list[dict[str, float]
         problem = Problem(y, Identity(), y.clone(), 25.0)
         row: dict[str, float] = {"side": side}
         for name, probe in (("sampled", probe_side), ("real", 10**6)):
-            cost.TIME_PROBE_SIDE = probe
-            model = cost.MemoryModel(0.0, 0.0, 0)
+            timing.TIME_PROBE_SIDE = probe
+            model = memory.MemoryModel(0.0, 0.0, 0)
             tic = time.perf_counter()
-            estimate = cost._timed_estimate(problem, settings, device, model, None, None, None,
-                                            None, cost.DEFAULT_EXECUTION)
+            estimate = cost._timed_estimate(cost.CostRequest(problem, settings, device), model,
+                                            None)
             row[f"{name}_s_per_it"] = estimate.seconds_per_iteration
             row[f"{name}_denoiser_s"] = estimate.denoiser_seconds
             row[f"{name}_estimate_s"] = time.perf_counter() - tic
-        cost.TIME_PROBE_SIDE = probe_side
+        timing.TIME_PROBE_SIDE = probe_side
         row["step_ratio"] = row["sampled_s_per_it"] / row["real_s_per_it"]
         row["denoiser_ratio"] = row["sampled_denoiser_s"] / row["real_denoiser_s"]
         print(json.dumps(row), flush=True)
@@ -108,7 +109,7 @@ def main() -> None:
     if args.linearity:
         rows = linearity(args.data, args.image, [int(s) for s in args.sides.split(",")])
         if args.json is not None:
-            args.json.write_text(json.dumps({"probe_side": cost.TIME_PROBE_SIDE,
+            args.json.write_text(json.dumps({"probe_side": timing.TIME_PROBE_SIDE,
                                              "threads": torch.get_num_threads(),
                                              "torch": torch.__version__, "rows": rows},
                                             indent=1) + "\n")

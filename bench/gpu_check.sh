@@ -95,7 +95,7 @@ else
     OUT=${OUT:-bench/results/gpu-check}
     TOTAL_S=${TOTAL_S:-450}
     ENV_S=${ENV_S:-25}
-    # tuned on the first run (2026-12-04, H200, docs/performance.md): the suite took 165 s;
+    # tuned on the first run (H200; docs/notes/first-gpu-session.md): the suite took 165 s;
     # each new (method, precision) at 512² spent ~20 s in its warm-up (cuDNN autotuning), so
     # 55 s held two rows and 65 s two grouped rows: fewer rows, more time, float32 grouped
     SUITE_S=${SUITE_S:-185}

@@ -37,16 +37,17 @@ import numpy as np
 import torch
 
 from bench.sigma import centre_crop
+from deeprestore.arrays import to_tensor
 from deeprestore.config.resolve import SettingsResolver
 from deeprestore.denoisers import get_denoiser
 from deeprestore.denoisers.correlated import jpeg_bm3d
 from deeprestore.denoisers.reference import bm3d_package
-from deeprestore.io.images import read_image, read_jpeg_tables, to_tensor
+from deeprestore.io.images import read_image, read_jpeg_tables
 from deeprestore.physics.noise import estimate_noise_sigma
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.runner import restore
-from deeprestore.tasks import TaskOptions
+from deeprestore.tasks.options import TaskOptions
 
 METHODS = ("input", "white@est", "white@oracle", "psd")
 DEEPRED_METHODS = ("input", "deepred-white", "deepred-psd")

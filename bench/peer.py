@@ -550,11 +550,12 @@ def worker_deepred_superres(spec: dict[str, Any],
 
 def worker_ours(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """deeprestore's engine on the same inputs (preset ← the run's overrides ← --ours-set)."""
+    from deeprestore.arrays import Image
     from deeprestore.config.presets import load_preset
-    from deeprestore.io.images import Image
     from deeprestore.solvers.base import Progress
     from deeprestore.solvers.runner import restore
-    from deeprestore.tasks import TaskOptions, build_problem
+    from deeprestore.tasks.options import TaskOptions
+    from deeprestore.tasks.problem import build_problem
 
     preset = load_preset(spec["preset"])
     settings = preset.settings_for(spec["method"], spec["overrides"])

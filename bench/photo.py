@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeprestore.io.images import Image, read_image
+from deeprestore.arrays import Image
+from deeprestore.io.images import read_image
 from deeprestore.io.writers import write_image
 from deeprestore.metrics import psnr_rgb
 

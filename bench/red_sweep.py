@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from skimage.restoration import estimate_sigma
 
+from deeprestore.arrays import to_tensor
 from deeprestore.denoisers import get_denoiser
-from deeprestore.io.images import read_image, to_tensor
+from deeprestore.io.images import read_image
 from deeprestore.metrics import psnr_rgb
 
 ROOT = Path(__file__).resolve().parent.parent

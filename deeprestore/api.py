@@ -2,14 +2,12 @@
 
 It takes the same road as the command line below the parsing: the task's preset (Table 1's row
 unless ``preset`` names another), the user's settings on top (:mod:`deeprestore.config.resolve`),
-the
-task's :class:`~deeprestore.solvers.base.Problem` (:mod:`deeprestore.tasks`) and the engine. It
-writes
-no file. Errors are the command line's: :class:`~deeprestore.io.images.ImageError` (the array),
-:class:`~deeprestore.tasks.TaskError` (task options, unknown task or method),
+the task's :class:`~deeprestore.solvers.base.Problem` (:mod:`deeprestore.tasks`) and the engine.
+It writes no file. Errors are the command line's: :class:`~deeprestore.io.images.ImageError`
+(the array), :class:`~deeprestore.tasks.TaskError` (task options, unknown task or method),
 :class:`~deeprestore.config.presets.PresetError` and
-:class:`~deeprestore.config.settings.SettingsError`
-(a bad preset or setting), each with a one-line message.
+:class:`~deeprestore.config.settings.SettingsError` (a bad preset or setting), each with a
+one-line message.
 
 Example::
 
@@ -22,12 +20,21 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from deeprestore.huge_pages import request_huge_pages
+from deeprestore.tasks.registry import DENOISE
+
+if TYPE_CHECKING:
+    from deeprestore.config.resolve import SettingsResolver
+    from deeprestore.config.settings import Settings
+    from deeprestore.denoisers import Denoiser
+    from deeprestore.execution import Execution
+    from deeprestore.solvers.base import Problem, ProgressCallback, Result
 
 
 @dataclass
@@ -61,7 +68,7 @@ class Restoration:
 
 def restore(
     image: np.ndarray,
-    task: str = "denoise",
+    task: str = DENOISE.name,
     method: str = "deepred",
     *,
     sigma: float | str | None = None,
@@ -148,40 +155,32 @@ def restore(
         The restored image (the input's layout and dtype) and the log.
     """
     request_huge_pages()  # before torch's first CPU allocation (deeprestore.huge_pages)
-    import torch
-
-    from deeprestore.config.resolve import SettingsResolver
-    from deeprestore.execution import DEFAULT_EXECUTION
-    from deeprestore.io.images import MIN_SIDE, ImageError, from_array, to_array
-    from deeprestore.solvers.runner import restore as run_solver
-    from deeprestore.tasks import TaskOptions, build_problem, check_task_options
+    from deeprestore.arrays import from_array, to_array
+    from deeprestore.io.images import check_min_side
+    from deeprestore.tasks.options import TaskOptions, check_task_options
+    from deeprestore.tasks.problem import build_problem
 
     own_denoiser = None
     if not isinstance(denoiser, str):
         from deeprestore.user_problem import as_denoiser
 
         own_denoiser, denoiser = as_denoiser(denoiser), "auto"
+    run = _Run(task=task, method=method, preset=preset, settings=settings, denoiser=denoiser,
+               own_denoiser=own_denoiser, device=device, callback=callback, execution=execution)
     if operator is not None:
-        return _restore_through(image, operator, task=task, method=method, sigma=sigma,
-                                reference=reference, preset=preset, denoiser=denoiser,
-                                own_denoiser=own_denoiser, device=device, callback=callback,
-                                execution=execution, shape=shape, x0=x0, settings=settings)
+        return _restore_through(image, operator, run, sigma=sigma, reference=reference,
+                                shape=shape, x0=x0)
     observed = from_array(image, "image")
-    if min(observed.height, observed.width) < MIN_SIDE:
-        raise ImageError(f"image: {observed.width}×{observed.height} is too small (each side "
-                         f"needs at least {MIN_SIDE} pixels)")
+    check_min_side(observed, "image")
     clean = None if reference is None else from_array(reference, "reference")
     flags = TaskOptions(task, sigma=sigma, kernel=kernel, factor=factor,
                         downsampler=downsampler, mask=mask)  # type: ignore[arg-type]
-    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device),
-                                everyday=True)
+    resolver = run.resolver()
     check_task_options(flags)
     found, chosen, options = resolver.resolve(flags, preset)
     task_problem = build_problem(options, observed, clean)
-    result = run_solver(task_problem.problem, chosen, device=device, callback=callback,
-                        baselines=task_problem.baselines,
-                        denoiser=own_denoiser or task_problem.denoiser_for(chosen),
-                        execution=execution or DEFAULT_EXECUTION)
+    result = run.solve(task_problem.problem, chosen, baselines=task_problem.baselines,
+                       denoiser=own_denoiser or task_problem.denoiser_for(chosen))
     return _restoration(_like_input(to_array(result.image), np.asarray(image), observed.alpha),
                         result, task_problem.problem, chosen, found.name)
 
@@ -200,33 +199,63 @@ def _restoration(image: np.ndarray, result: Any, problem: Any, chosen: Any,
                        sigma=problem.sigma, stop=result.stop, precision=result.precision)
 
 
-def _restore_through(y: Any, operator: Any, *, task: str, method: str, sigma: Any,
-                     reference: Any, preset: str | None, denoiser: str, own_denoiser: Any,
-                     device: str, callback: Any, execution: Any, shape: Any, x0: Any,
-                     settings: dict[str, Any]) -> Restoration:
-    """:func:`restore` with ``operator=``: the user's H, y and (optionally) f."""
-    import torch
+@dataclass(frozen=True)
+class _Run:
+    """What :func:`restore` runs with, on either road (the task's problem or the caller's
+    operator): the task and method, where the settings come from (``preset``, the caller's
+    ``settings`` over it), f (a registered name or ``auto``, or the caller's own), the device
+    and the engine's hooks."""
 
-    from deeprestore.config.resolve import SettingsResolver, default_preset
-    from deeprestore.execution import DEFAULT_EXECUTION
+    task: str
+    method: str
+    preset: str | None
+    settings: dict[str, Any]
+    denoiser: str
+    own_denoiser: Denoiser | None
+    device: str
+    callback: ProgressCallback | None
+    execution: Execution | None
+
+    def resolver(self) -> SettingsResolver:
+        """The settings of :attr:`method` for :attr:`task`, as a restore command resolves them
+        (``everyday`` defaults included)."""
+        import torch
+
+        from deeprestore.config.resolve import SettingsResolver
+
+        return SettingsResolver(self.task, self.method, self.settings, self.denoiser,
+                                torch.device(self.device), everyday=True)
+
+    def solve(self, problem: Problem, chosen: Settings, *, denoiser: Denoiser | None,
+              baselines: dict[str, Callable[[Problem], Any]] | None = None) -> Result:
+        """Run the engine on ``problem`` with the ``chosen`` settings and f ``denoiser``."""
+        from deeprestore.execution import DEFAULT_EXECUTION
+        from deeprestore.solvers.runner import restore as run_solver
+
+        return run_solver(problem, chosen, device=self.device, callback=self.callback,
+                          baselines=baselines, denoiser=denoiser,
+                          execution=self.execution or DEFAULT_EXECUTION)
+
+
+def _restore_through(y: Any, operator: Any, run: _Run, *, sigma: Any, reference: Any,
+                     shape: Any, x0: Any) -> Restoration:
+    """:func:`restore` with ``operator=``: the user's H, y and (optionally) f."""
+    from deeprestore.config.resolve import default_preset
     from deeprestore.methods import NETWORK_METHODS
-    from deeprestore.solvers.runner import restore as run_solver
-    from deeprestore.tasks import TaskError, TaskOptions
+    from deeprestore.tasks.options import TaskOptions
+    from deeprestore.tasks.registry import TaskError
     from deeprestore.user_problem import user_problem
 
-    if method not in (*NETWORK_METHODS, "red"):
-        raise TaskError(f"method {method!r} needs a task's own operator; with operator= use "
-                        "deepred, dip, dip-tv or red")
+    if run.method not in (*NETWORK_METHODS, "red"):
+        raise TaskError(f"method {run.method!r} needs a task's own operator; with operator= "
+                        "use deepred, dip, dip-tv or red")
     if isinstance(sigma, str):
         raise TaskError("sigma='auto' estimates noise in an image, not in measurements through "
                         "an operator: give sigma (0–255 scale)")
-    resolver = SettingsResolver(task, method, settings, denoiser, torch.device(device),
-                                everyday=True)
-    found, chosen = resolver.settings(preset or default_preset(TaskOptions(task)))
+    found, chosen = run.resolver().settings(run.preset or default_preset(TaskOptions(run.task)))
     problem = user_problem(y, operator, shape=shape, x0=x0, sigma=float(sigma or 0.0),
-                           reference=reference, device=device)
-    result = run_solver(problem, chosen, device=device, callback=callback,
-                        denoiser=own_denoiser, execution=execution or DEFAULT_EXECUTION)
+                           reference=reference, device=run.device)
+    result = run.solve(problem, chosen, denoiser=run.own_denoiser)
     pixels = result.image[0].permute(1, 2, 0).double().numpy()
     return _restoration(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels, result, problem,
                         chosen, found.name)

@@ -21,8 +21,6 @@ from typing import TypeVar
 
 import torch
 
-from deeprestore.config.settings import Settings
-
 
 @dataclass(frozen=True)
 class Execution:
@@ -183,10 +181,3 @@ def cpu_has_native_bf16() -> bool:
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
-
-def bf16_warning(settings: Settings, device: torch.device) -> str | None:
-    """A one-line warning when ``settings`` ask for bf16 on a CPU without bf16 arithmetic."""
-    if settings.precision != "bf16" or device.type != "cpu" or cpu_has_native_bf16():
-        return None
-    return ("--precision bf16 on this CPU is likely very slow: it has no bf16 arithmetic "
-            "(AVX512-BF16 or AMX; see docs/performance.md); float32 is the default")

@@ -1,7 +1,8 @@
-"""The one registry of methods: which exist, which need a network, which tasks each serves.
+"""The one registry of methods: which exist, which need a network, which iterate.
 
-How each is built is :func:`deeprestore.solvers.factory.make_algorithm`; this module holds only
-names, so that settings, presets, tasks, the CLI and ``reproduce`` read the same facts without
+How each is built is :func:`deeprestore.solvers.factory.make_algorithm`; which tasks offer which
+baselines is :mod:`deeprestore.tasks.registry` (``Task.methods``). This module holds only names,
+so that settings, presets, tasks, the CLI and ``reproduce`` read the same facts without
 importing any solver.
 """
 
@@ -13,12 +14,5 @@ NETWORK_METHODS = ("deepred", "dip", "dip-tv")
 ITERATIVE_METHODS = (*NETWORK_METHODS, "red")
 #: one-shot denoisers at the input's σ, the denoising baselines
 DENOISER_BASELINES = ("nlm", "bm3d")
-#: task → the methods it offers: the iterative ones and the task's classical baselines
-TASK_METHODS: dict[str, tuple[str, ...]] = {
-    "denoise": (*ITERATIVE_METHODS, *DENOISER_BASELINES),
-    "deblur": (*ITERATIVE_METHODS, "wiener"),
-    "superres": (*ITERATIVE_METHODS, "bicubic"),
-    "inpaint": (*ITERATIVE_METHODS, "biharmonic"),
-}
 #: every method, in the order help texts list them
 METHODS = (*ITERATIVE_METHODS, *DENOISER_BASELINES, "bicubic", "biharmonic", "wiener")

@@ -29,8 +29,8 @@ import torch
 from tiny_problems import DEVICE, DEVICE_VARIABLE, parse_test_device, torch_threads
 
 from deeprestore.apps.demo import demo_images
+from deeprestore.arrays import Image
 from deeprestore.cli.main import main
-from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 
 
@@ -118,16 +118,16 @@ def auto_precision_keeps_float32(monkeypatch: pytest.MonkeyPatch,
     tests/test_precision.py with its own timings, see the real choice."""
     if request.node.get_closest_marker("real_precision_timing") is not None:
         return
-    import deeprestore.solvers.cost as cost
+    import deeprestore.solvers.timing as timing
 
-    real = cost.step_seconds
+    real = timing.step_seconds
 
     def float32_faster(problem, settings, device, execution, precisions):
         measured = real(problem, settings, device, execution, precisions[:1])
         seconds, state = measured[precisions[0]]
         return {**measured, **{p: (2 * seconds, state) for p in precisions[1:]}}
 
-    monkeypatch.setattr(cost, "step_seconds", float32_faster)
+    monkeypatch.setattr(timing, "step_seconds", float32_faster)
 
 
 @dataclass

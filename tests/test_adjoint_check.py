@@ -8,7 +8,8 @@ import torch
 
 import deeprestore
 from deeprestore.physics.adjoint import check_adjoint
-from deeprestore.physics.operators import Blur, Downsample, Identity, Mask, named_kernel
+from deeprestore.physics.kernels import named_kernel
+from deeprestore.physics.operators import Blur, Downsample, Identity, Mask
 
 BUILT_IN = [
     ("identity", Identity(), (1, 3, 32, 32)),

@@ -8,10 +8,10 @@ import pytest
 from tiny_problems import DEVICE_NAME
 
 import deeprestore
+from deeprestore.arrays import ImageError
 from deeprestore.config.presets import PresetError
 from deeprestore.config.settings import SettingsError
-from deeprestore.io.images import ImageError
-from deeprestore.tasks import TaskError
+from deeprestore.tasks.registry import TaskError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,8 +1,9 @@
 """Every kind of bad input ends in one stderr line naming the problem, the right exit code
 (2: usage, 1: a failed image), no traceback, and no restored output on disk.
 
-An image that fails leaves only its ``NAME_METHOD.failed.json`` record (for ``summary``);
-usage errors are found before any work and leave nothing at all.
+An image that fails, or whose task does not fit it (no mask, a mask or a kernel of another
+size: exit 2), leaves only its ``NAME_METHOD.failed.json`` record (for ``summary``); usage errors
+are found before any work and leave nothing at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from deeprestore.io.images import Image
+from deeprestore.arrays import Image
 from deeprestore.io.writers import write_image
 
 FAST = ("-m", "nlm", "--no-compare", "-q")
@@ -56,7 +57,8 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 # ------------------------------------------------------------------ failed images: exit 1
 def test_missing_file(run_cli, tmp_path):
     out = tmp_path / "out"
-    _check(run_cli("denoise", tmp_path / "nope.png", "-o", out, *FAST), 1, "no such file", out)
+    _check(run_cli("denoise", tmp_path / "nope.png", "-o", out, *FAST), 1,
+           "nope.png: no such file", out)
 
 
 def test_empty_file(run_cli, tmp_path):
@@ -148,7 +150,49 @@ def test_unwritable_output_directory(run_cli, tmp_path, good):
     assert blocker.read_text().startswith("a file")
 
 
+def test_nan_is_not_a_valid_pixel(run_cli, tmp_path):
+    bad = tmp_path / "nan.tif"
+    import imageio.v3 as iio
+
+    iio.imwrite(bad, np.full((16, 16), math.nan, dtype=np.float32))
+    out = tmp_path / "out"
+    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "nan", out)
+
+
 # ------------------------------------------------------------------ usage errors: exit 2
+#: (command and options, what its one line must say): found before any work, nothing written,
+#: not even the output folder
+BAD_OPTIONS = [
+    (("denoise", "--method", "magic"), "unknown method 'magic'"),
+    (("denoise", "--denoiser", "wavelet"), "unknown denoiser 'wavelet'"),
+    (("denoise", "--device", "tpu"), "unknown device 'tpu'"),
+    (("denoise", "--preset", "nosuch"), "unknown preset 'nosuch'"),
+    (("denoise", "--set", "lamda=1"), "unknown setting 'lamda'"),
+    (("denoise", "--set", "iterations=x"), "setting 'iterations' in --set must be int"),
+    (("denoise", "--set", "iterations=1.5"), "setting 'iterations' in --set must be int"),
+    (("denoise", "--set", "novalue"), "--set expects KEY=VALUE"),
+    *[(("denoise", "--sigma", sigma), "--sigma") for sigma in ("-3", "nan", "inf")],
+    (("denoise", "--iters", "0"), "--iters"),
+    (("denoise", "--max-pixels", "lots"), "--max-pixels"),
+    *[(("denoise", "--shard", shard), "--shard") for shard in ("2/2", "1", "a/b", "-1/3")],
+    (("denoise", "--bogus"), "No such option: --bogus"),
+    (("deblur", "--kernel", "blurry"), "unknown kernel 'blurry'"),
+    (("superres", "--factor", "3"), "factor must be 2, 4 or 8"),
+    (("degrade", "--task", "superres", "--factor", "5"), "factor must be 2, 4 or 8"),
+    (("degrade", "--task", "deblur", "--kernel", "nope"), "unknown kernel 'nope'"),
+    (("degrade", "--task", "colourise"), "unknown task 'colourise'"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_OPTIONS,
+                         ids=[" ".join(args) for args, _ in BAD_OPTIONS])
+def test_a_bad_option_is_one_line_before_any_work(run_cli, tmp_path, good, args, needle):
+    command, *options = args
+    out = tmp_path / "out"
+    _check(run_cli(command, good, "-o", out, *options), 2, needle, out)
+    assert not out.exists()
+
+
 def test_directory_with_no_images(run_cli, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -161,22 +205,6 @@ def test_glob_that_matches_nothing(run_cli, tmp_path):
     out = tmp_path / "out"
     _check(run_cli("denoise", str(tmp_path / "*.png"), "-o", out, *FAST), 2,
            "matches no images", out)
-
-
-def test_mask_of_the_wrong_size(run_cli, tmp_path, good):
-    mask = tmp_path / "mask.png"
-    write_image(mask, Image(np.ones((10, 10, 1))))
-    out = tmp_path / "out"
-    _check(run_cli("inpaint", good, "--mask", mask, "-o", out, *FAST[:1], "dip", "--iters",
-                   "1", "-q", "--no-compare"), 2, "mask", out)
-
-
-def test_kernel_larger_than_the_image(run_cli, tmp_path, good):
-    kernel = tmp_path / "big.npy"
-    np.save(kernel, np.ones((40, 40)))
-    out = tmp_path / "out"
-    _check(run_cli("deblur", good, "--kernel", kernel, "-o", out, "-m", "wiener", "-q",
-                   "--no-compare"), 2, "kernel", out)
 
 
 def test_preset_that_does_not_parse(run_cli, tmp_path, good):
@@ -208,35 +236,6 @@ def test_ill_typed_preset_key(run_cli, tmp_path, good):
     _check(run_cli("denoise", good, "--preset", preset, "-o", out, "-q"), 2, "iterations", out)
 
 
-@pytest.mark.parametrize("args", [("--set", "lamda=1"), ("--set", "iterations=1.5"),
-                                  ("--set", "novalue")])
-def test_bad_set_override(run_cli, tmp_path, good, args):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "-o", out, *args, "-q"), 2, args[1].split("=")[0], out)
-
-
-@pytest.mark.parametrize("sigma", ["-5", "nan", "inf"])
-def test_negative_or_nan_sigma(run_cli, tmp_path, good, sigma):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--sigma", sigma, "-o", out, *FAST), 2, "--sigma", out)
-
-
-def test_unknown_method(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "-m", "magic", "-o", out, "-q"), 2, "magic", out)
-
-
-def test_unknown_denoiser(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--denoiser", "wavelets", "-o", out, "-q"), 2, "wavelets",
-           out)
-
-
-def test_unknown_device(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--device", "tpu", "-o", out, *FAST), 2, "tpu", out)
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu(run_cli, tmp_path, good):
     out = tmp_path / "out"
@@ -249,37 +248,10 @@ def test_missing_reference(run_cli, tmp_path, good):
            "ref.png", out)
 
 
-@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "-1/3"])
-def test_bad_shard(run_cli, tmp_path, good, shard):
+def test_degrade_with_a_missing_mask_file(run_cli, tmp_path, good):
     out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--shard", shard, "-o", out, *FAST), 2, "--shard", out)
-
-
-def test_bad_max_pixels(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--max-pixels", "lots", "-o", out, *FAST), 2,
-           "--max-pixels", out)
-
-
-def test_zero_iterations(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("denoise", good, "--iters", "0", "-o", out, "-q"), 2, "--iters", out)
-
-
-def test_degrade_bad_task_and_missing_mask(run_cli, tmp_path, good):
-    out = tmp_path / "out"
-    _check(run_cli("degrade", good, "--task", "colourise", "-o", out), 2, "colourise", out)
     _check(run_cli("degrade", good, "--task", "inpaint", "--mask", tmp_path / "m.png", "-o",
                    out), 2, "m.png", out)
-
-
-def test_nan_is_not_a_valid_pixel(run_cli, tmp_path):
-    bad = tmp_path / "nan.tif"
-    import imageio.v3 as iio
-
-    iio.imwrite(bad, np.full((16, 16), math.nan, dtype=np.float32))
-    out = tmp_path / "out"
-    _check(run_cli("denoise", bad, "-o", out, *FAST), 1, "nan", out)
 
 
 @pytest.mark.parametrize("command", [
@@ -299,3 +271,25 @@ def test_an_output_that_is_a_file_is_one_line_before_any_work(run_cli, tiny_imag
     assert lines == [f"deeprestore: error: -o {taken}: is a file, not a folder (-o names the "
                      "folder the outputs go in)"]
     assert taken.read_bytes() == b"not a folder"
+
+
+# ------------------------------------------ a task that does not fit the image: exit 2
+@pytest.mark.parametrize(("command", "method", "options", "needle"), [
+    ("inpaint", "biharmonic", (), "inpainting needs a mask"),
+    ("inpaint", "biharmonic", ("--mask", "{mask}"), "mask is 10x10 but the image is 24x24"),
+    ("deblur", "wiener", ("--kernel", "{kernel}"),
+     "the blur kernel is 40x40 but the image is only 24x24"),
+    ("deblur", "wiener", ("--kernel", "gauss25"),
+     "the blur kernel is 25x25 but the image is only 24x24"),
+])
+def test_a_task_that_does_not_fit_the_image_fails_it_in_one_line(run_cli, tmp_path, good,
+                                                                 command, method, options,
+                                                                 needle):
+    mask, kernel = tmp_path / "mask.png", tmp_path / "big.npy"
+    write_image(mask, Image(np.ones((10, 10, 1))))
+    np.save(kernel, np.ones((40, 40)))
+    out = tmp_path / "out"
+    result = run_cli(command, good, "-m", method, "-o", out, "-q", "--no-compare",
+                     *(option.format(mask=mask, kernel=kernel) for option in options))
+    _check(result, 2, needle, out)
+    assert [p.name for p in out.iterdir()] == [f"good_{method}.failed.json"]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tiny_problems import DEVICE_NAME
 
-from deeprestore.io.images import Image
+from deeprestore.arrays import Image
 from deeprestore.io.inputs import InputFile, collect_inputs, parse_max_pixels, select_shard
 from deeprestore.io.writers import write_image
 

@@ -65,7 +65,8 @@ def test_one_adam_step_equals_separate_adam_steps(runs):
     _per_run_losses(batched(z), target).sum().backward()
     grads = {name: p.grad.clone() for name, p in batched.named_parameters()}
     optimizer.step()
-    stepped = batched.unbatch()
+    stepped = _nets(runs)
+    batched.copy_into(stepped)
 
     for r, net in enumerate(nets):
         # (1) end to end: each net's own loss, backward and Adam step. Some true gradients are 0
@@ -96,15 +97,28 @@ def test_one_adam_step_equals_separate_adam_steps(runs):
             torch.testing.assert_close(q, p, atol=1e-7, rtol=0, msg=f"run {r} {name}")
 
 
-def test_unbatch_round_trips_parameters_and_buffers():
+def _equal_states(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_copies_into_and_from_nets_round_trip_parameters_and_buffers():
     nets = _nets(3)
     with torch.no_grad():
         for net in nets:  # give the BatchNorm running stats distinct values
             net(torch.rand(1, 4, 16, 16))
-    back = BatchedSkipNet.from_nets(nets).unbatch()
+    batched = BatchedSkipNet.from_nets(nets)
+    back = [SkipNet(4, 3, channels=8, skip_channels=2) for _ in nets]
+    batched.copy_into(back)
     for net, copy in zip(nets, back, strict=True):
-        for (name, a), b in zip(net.state_dict().items(), copy.state_dict().values(), strict=True):
-            assert torch.equal(a, b), name
+        _equal_states(net, copy)
+    # a share of the runs, from run 1 on: runs 1 and 2 become nets 0 and 1, run 0 stays
+    batched.copy_from(nets[:2], first=1)
+    share = [SkipNet(4, 3, channels=8, skip_channels=2) for _ in range(3)]
+    batched.copy_into(share)
+    _equal_states(nets[0], share[0])
+    _equal_states(nets[0], share[1])
+    _equal_states(nets[1], share[2])
 
 
 def test_parameter_count_is_runs_times_a_skipnet():

@@ -8,13 +8,13 @@ import pytest
 import torch
 from tiny_problems import DEVICE, on_device, restore, tiny_denoising_problem
 
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
-from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 from deeprestore.physics.operators import Identity
-from deeprestore.solvers import cost
+from deeprestore.solvers import memory, timing
 from deeprestore.solvers.base import Problem
-from deeprestore.solvers.cost import CostError, estimate_cost, parse_bytes, predict_peak_bytes
+from deeprestore.solvers.cost import CostError, estimate_cost, parse_bytes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -48,13 +48,13 @@ def test_bad_sizes_are_refused(text):
                     "(cuDNN's workspaces and the allocator's rounding are not linear in pixels)")
 def test_the_memory_of_a_large_image_is_extrapolated_within_two_percent():
     side = 192  # above the probe: predicted from the 64² and 128² probes
-    assert side > cost.PROBE_SIDE
+    assert side > memory.PROBE_SIDE
     y = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     problem = Problem(y, Identity(), y.clone(), 25.0)
     settings = _settings()
     problem = on_device(problem)
-    predicted = predict_peak_bytes(problem, settings, DEVICE)
-    measured = cost._probe_real(problem, settings, DEVICE, cost.DEFAULT_EXECUTION)
+    predicted = memory.memory_model(problem, settings, DEVICE).peak
+    measured = memory._network_bytes(problem, settings, DEVICE, memory.DEFAULT_EXECUTION)
     measured += 2 * y.numel() * y.element_size()  # y and x_init, as the prediction counts them
     assert predicted == pytest.approx(measured, rel=0.02)
 
@@ -63,13 +63,13 @@ def test_a_run_over_the_memory_budget_is_refused_before_any_step_is_timed(monkey
     def no_timing(*_args, **_kwargs):
         raise AssertionError("timed a step of a run that cannot fit")
 
-    monkeypatch.setattr(cost, "_timed", no_timing)
+    monkeypatch.setattr(timing, "_timed", no_timing)
     with pytest.raises(CostError, match="--max-memory budget is 1.0 KB"):
         estimate_cost(_tiny(), _settings(), DEVICE, max_bytes=1024)
 
 
 def test_a_run_over_the_time_limit_is_refused(monkeypatch):
-    monkeypatch.setattr(cost, "_timed", lambda call, device: 3.0)  # 3 s per step, 20 steps
+    monkeypatch.setattr(timing, "_timed", lambda call, device: 3.0)  # 3 s per step, 20 steps
     with pytest.raises(CostError, match="more than --max-minutes 0.5"):
         estimate_cost(_tiny(), _settings(), DEVICE, max_minutes=0.5)
     fine = estimate_cost(_tiny(), _settings(), DEVICE, max_minutes=2)
@@ -125,16 +125,16 @@ def test_cli_refuses_an_image_over_a_tiny_memory_budget_in_one_line(run_cli, tmp
 # ------------------------------------------------------------ a large image, timed on a sample
 @pytest.mark.cpu_only(reason="on CUDA a step is timed at the real size")
 def test_a_large_image_is_timed_on_its_centre_crop_and_scaled(monkeypatch):
-    monkeypatch.setattr(cost, "TIME_PROBE_SIDE", 32)
+    monkeypatch.setattr(timing, "TIME_PROBE_SIDE", 32)
     sizes: list[tuple[int, int]] = []
-    made = cost.make_algorithm
+    made = timing.make_algorithm
 
     def spy(problem, *args, **kwargs):
         sizes.append(problem.size)
         return made(problem, *args, **kwargs)
 
-    monkeypatch.setattr(cost, "make_algorithm", spy)
-    monkeypatch.setattr(cost, "_timed", lambda call, device: 0.5)
+    monkeypatch.setattr(timing, "make_algorithm", spy)
+    monkeypatch.setattr(timing, "_timed", lambda call, device: 0.5)
     y = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1))
     estimate = estimate_cost(Problem(y, Identity(), y.clone(), 25.0), _settings(), DEVICE)
     assert estimate is not None
@@ -145,14 +145,14 @@ def test_a_large_image_is_timed_on_its_centre_crop_and_scaled(monkeypatch):
 
 def test_the_timing_sample_is_the_centre_crop_with_its_pixel_ratio():
     image = torch.arange(600 * 300, dtype=torch.float32).reshape(1, 1, 600, 300)
-    side = cost.TIME_PROBE_SIDE
-    crop, scale = cost.timing_sample(image, torch.device("cpu"))
+    side = timing.TIME_PROBE_SIDE
+    crop, scale = timing.timing_sample(image, torch.device("cpu"))
     assert tuple(crop.shape) == (1, 1, side, side)
     assert crop[0, 0, 0, 0] == image[0, 0, (600 - side) // 2, (300 - side) // 2]
     assert scale == pytest.approx(600 * 300 / side**2)
     small = image[..., :side, :side]
-    assert cost.timing_sample(small, torch.device("cpu"))[1] == 1.0
-    whole, one = cost.timing_sample(image.to("meta"), torch.device("cuda"))
+    assert timing.timing_sample(small, torch.device("cpu"))[1] == 1.0
+    whole, one = timing.timing_sample(image.to("meta"), torch.device("cuda"))
     assert one == 1.0 and whole.shape == image.shape  # a GPU times the real size
 
 
@@ -167,9 +167,9 @@ def test_a_tile_estimate_reuses_the_whole_images_memory_probes(monkeypatch):
     def no_probe(*_args, **_kwargs):
         raise AssertionError("probed again")
 
-    monkeypatch.setattr(cost, "_probe", no_probe)
+    monkeypatch.setattr(memory, "_probe", no_probe)
     tile = on_device(Problem(y[..., :144, :144], Identity(), y[..., :144, :144].clone(), 25.0))
-    again = cost.memory_model(tile, _settings(), DEVICE, probes=model.probes)
+    again = memory.memory_model(tile, _settings(), DEVICE, probes=model.probes)
     assert again.probes == model.probes and again.peak < model.peak
 
 
@@ -180,7 +180,7 @@ def _photo(tmp_path, side: int = 32):
 
 
 def test_a_run_over_max_minutes_names_what_fits(run_cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(cost, "_timed", lambda call, device: 30.0)  # 30 s a step or call
+    monkeypatch.setattr(timing, "_timed", lambda call, device: 30.0)  # 30 s a step or call
     result = run_cli("denoise", _photo(tmp_path), "--method", "deepred", "--sigma", "25",
                      "--iters", "400", "--max-minutes", "60", "-o", tmp_path / "out")
     assert result.code == 1, result.err
@@ -197,7 +197,7 @@ def test_a_run_over_max_minutes_names_what_fits(run_cli, tmp_path, monkeypatch):
 
 
 def test_without_max_minutes_a_run_over_a_day_is_refused(run_cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(cost, "_timed", lambda call, device: 1000.0)
+    monkeypatch.setattr(timing, "_timed", lambda call, device: 1000.0)
     result = run_cli("denoise", _photo(tmp_path), "--method", "dip", "--sigma", "25",
                      "--iters", "200", "-o", tmp_path / "out")
     assert result.code == 1
@@ -206,7 +206,7 @@ def test_without_max_minutes_a_run_over_a_day_is_refused(run_cli, tmp_path, monk
 
 
 def test_a_tiled_run_over_max_minutes_names_what_fits(run_cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(cost, "_timed", lambda call, device: 30.0)
+    monkeypatch.setattr(timing, "_timed", lambda call, device: 30.0)
     result = run_cli("deblur", _photo(tmp_path, 64), "--method", "dip", "--kernel", "uniform9",
                      "--sigma", "1", "--iters", "100", "--tile", "32", "--max-minutes", "1",
                      "-o", tmp_path / "out")

@@ -21,7 +21,8 @@ from deeprestore.physics.degradations import (
     random_mask,
     text_mask,
 )
-from deeprestore.physics.operators import Blur, named_kernel
+from deeprestore.physics.kernels import named_kernel
+from deeprestore.physics.operators import Blur
 
 SETTINGS = settings(max_examples=25, deadline=None)
 

@@ -80,12 +80,13 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import get_denoiser
 from deeprestore.denoisers.bm3d_torch import bm3d_torch
 from deeprestore.denoisers.nlm_torch import nlm_torch
 from deeprestore.execution import Execution
-from deeprestore.io.images import Image
+from deeprestore.physics.kernels import named_kernel
 from deeprestore.physics.operators import (
     Blur,
     Compose,
@@ -93,7 +94,6 @@ from deeprestore.physics.operators import (
     Identity,
     LinearOperator,
     Mask,
-    named_kernel,
 )
 from deeprestore.solvers.base import Algorithm, Problem, problem_to_device
 from deeprestore.solvers.baselines import biharmonic_inpaint, wiener_deconvolution
@@ -106,7 +106,8 @@ from deeprestore.solvers.updates import (
     steepest_descent_update,
     total_variation,
 )
-from deeprestore.tasks import TaskOptions, TaskProblem, build_problem
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.problem import TaskProblem, build_problem
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),

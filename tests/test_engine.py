@@ -2,12 +2,14 @@ import copy
 
 import pytest
 import torch
-from tiny_problems import restore, torch_threads
+from tiny_problems import astronaut_crop, restore, torch_threads
 
+from deeprestore.apps.degrade import degrade_pixels
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution
-from deeprestore.metrics import psnr_rgb
+from deeprestore.metrics import psnr_rgb, psnr_y
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.network import NetworkAlgorithm
@@ -17,6 +19,8 @@ from deeprestore.solvers.updates import (
     steepest_descent_update,
     total_variation,
 )
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.problem import build_problem
 
 
 def test_fixed_point_update_against_hand_computed_values():
@@ -215,6 +219,17 @@ def test_red_identity_fixed_point_closed_form():
     )
     expected = (problem.y + 3.0 * 0.5) / 4.0
     assert torch.allclose(result.image, expected.clamp(0, 1), atol=1e-6)
+
+
+def test_red_with_a_blur_solves_the_normal_equations_and_helps():
+    clean = astronaut_crop(32)
+    degraded = degrade_pixels(clean, "deblur", kernel="uniform9", seed=1)
+    tp = build_problem(TaskOptions("deblur", kernel="uniform9"), Image(degraded.image),
+                       Image(clean))
+    p = tp.problem
+    settings = Settings(method="red", iterations=15, lam=0.04, sigma_f=3.25, log_every=5)
+    result = restore(p, settings)
+    assert psnr_y(result.image, p.reference) > psnr_y(p.y, p.reference) + 1.0
 
 
 def test_log_rows_every_log_every_and_at_the_end():

@@ -57,11 +57,11 @@ def test_a_photo_gets_the_everyday_network_and_the_tables_the_papers():
 @pytest.mark.parametrize("native", [True, False])
 def test_the_command_line_records_the_defaults_it_used(run_cli, tiny_images, tmp_path: Path,
                                                        monkeypatch, native):
-    import deeprestore.solvers.cost as cost
+    import deeprestore.solvers.timing as timing
 
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: native)
-    real = cost.step_seconds
-    monkeypatch.setattr(cost, "step_seconds", lambda problem, settings, device, ex, precisions: (
+    real = timing.step_seconds
+    monkeypatch.setattr(timing, "step_seconds", lambda problem, settings, device, ex, precisions: (
         {"float32": (0.3, 0), "bf16": (0.1, 0)} if len(precisions) > 1
         else real(problem, settings, device, ex, precisions)))  # bf16 measured 3× faster
     preset = tmp_path / "short.toml"

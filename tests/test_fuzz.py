@@ -11,9 +11,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deeprestore.arrays import Image, ImageError, from_array
 from deeprestore.config.presets import PresetError, load_preset
 from deeprestore.config.settings import SettingsError
-from deeprestore.io.images import Image, ImageError, from_array, read_image
+from deeprestore.io.images import read_image
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,16 +18,16 @@ import pytest
 import torch
 from tiny_problems import DEVICE, on_device, tiny_denoising_problem
 
+from deeprestore.apps.jobs import Job, save_checkpoint
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
 from deeprestore.execution import configured_backends, network_arithmetic
-from deeprestore.io.images import Image
-from deeprestore.io.jobs import Job, save_checkpoint
 from deeprestore.io.writers import write_image
-from deeprestore.solvers import cost
+from deeprestore.solvers import cost, timing
 from deeprestore.solvers.control import RunControl
 from deeprestore.solvers.perturbation import PerturbationStream
 from deeprestore.solvers.runner import restore
-from deeprestore.tasks import TaskOptions
+from deeprestore.tasks.options import TaskOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -95,7 +95,7 @@ def test_the_estimate_is_timed_with_the_runs_switches(monkeypatch):
         return 0.01
 
     monkeypatch.setattr(cost, "configured_backends", recording)
-    monkeypatch.setattr(cost, "_timed", timed)
+    monkeypatch.setattr(timing, "_timed", timed)
     settings = Settings(method="dip", iterations=3, net_channels=8, skip_channels=2,
                         precision="tf32").validate()
     cost.estimate_cost(on_device(tiny_denoising_problem()), settings, DEVICE)
@@ -176,25 +176,25 @@ def test_the_budget_plan_stops_measuring_at_half_the_budget(tmp_path, demo_pair,
     """On a GPU each estimate costs seconds (cuDNN autotunes every new shape): on the H200 the
     plan of the full denoise table took the whole 51 s budget. It now measures until half the
     budget is gone and lists the rest as not estimated."""
-    import deeprestore.apps.reproduce as reproduce
-    from deeprestore.apps.reproduce import reproduce_table
+    import deeprestore.apps.reproduce.plan as plan_module
+    from deeprestore.apps.reproduce import ReproduceOptions, reproduce_table
     from deeprestore.solvers.cost import CostEstimate
 
     clean, _ = demo_pair
     data = tmp_path / "data"
     write_image(data / "cbm3d9" / "house.png", Image(clean[:32, :32]))
     clock = {"now": 0.0}
-    monkeypatch.setattr(reproduce, "_clock", lambda: clock["now"])
 
     def slow_estimate(problem, settings, device, **kwargs):
         clock["now"] += 40.0  # one estimate: 40 of the budget's 60 s
         return CostEstimate(0.01, 0.0, settings.iterations, 0, 1, None)
 
-    monkeypatch.setattr(reproduce, "estimate_cost", slow_estimate)
+    monkeypatch.setattr(plan_module, "estimate_cost", slow_estimate)
     events: list = []
-    reproduce_table("denoise", data, tmp_path / "out", methods=["dip", "dip-tv", "deepred"],
-                    images=["house"], quick=True, iterations=2, device=DEVICE, seed=0,
-                    command="test", progress=events.append, budget_minutes=1)
+    options = ReproduceOptions(methods=["dip", "dip-tv", "deepred"], images=["house"],
+                               quick=True, iterations=2, device=DEVICE, seed=0, command="test",
+                               budget_minutes=1, clock=lambda: clock["now"])
+    reproduce_table("denoise", data, tmp_path / "out", options, progress=events.append)
     plan = {e.method: e.message for e in events if e.kind == "plan"}
     assert "so far of" in plan["dip"]  # measured: the budget was untouched
     for method in ("dip-tv", "deepred"):

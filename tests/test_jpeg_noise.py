@@ -175,8 +175,9 @@ def test_the_jpeg_spectrum_is_made_once_and_scaled_to_each_calls_sigma(tmp_path,
     pytest.importorskip("bm3d")
     import torch
 
+    from deeprestore.arrays import to_tensor
     from deeprestore.denoisers import correlated
-    from deeprestore.io.images import read_jpeg_tables, to_tensor
+    from deeprestore.io.images import read_jpeg_tables
 
     _noisy_jpeg(tmp_path, side=48)
     image = read_image(tmp_path / "noisy.jpg")
@@ -231,7 +232,8 @@ def test_auto_gives_the_jpeg_spectrum_to_the_one_shot_bm3d_only(tmp_path, noise,
                                                                  as_f):
     from types import SimpleNamespace
 
-    from deeprestore.tasks import TaskOptions, build_problem, tile_problem
+    from deeprestore.tasks.options import TaskOptions
+    from deeprestore.tasks.problem import build_problem, tile_problem
 
     _noisy_jpeg(tmp_path, side=48)
     image = read_image(tmp_path / "noisy.jpg")

@@ -8,7 +8,8 @@ import pytest
 from skimage import data
 from tiny_problems import DEVICE_NAME
 
-from deeprestore.io.images import Image, read_image
+from deeprestore.arrays import Image
+from deeprestore.io.images import read_image
 from deeprestore.io.writers import write_image
 from deeprestore.physics.noise import clipped_variance, estimate_noise_sigma, patch_noise_std
 

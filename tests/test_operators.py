@@ -13,6 +13,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deeprestore.physics.kernels import (
+    FACTORS,
+    bicubic_kernel,
+    check_sr_factor,
+    lanczos2_kernel,
+    load_kernel,
+    named_kernel,
+)
 from deeprestore.physics.operators import (
     Blur,
     Compose,
@@ -20,10 +28,6 @@ from deeprestore.physics.operators import (
     Identity,
     LinearOperator,
     Mask,
-    bicubic_kernel,
-    lanczos2_kernel,
-    load_kernel,
-    named_kernel,
 )
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -449,6 +453,18 @@ def test_downsample_constant_image(
 def test_downsample_wrong_factor(factor: object) -> None:
     with pytest.raises(ValueError, match="factor must be 2, 4 or 8"):
         Downsample(factor)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("factor", [0, 3, 2.0, None, True])
+def test_check_sr_factor_rejects(factor: object) -> None:
+    with pytest.raises(ValueError, match=r"^factor must be 2, 4 or 8 \(got "):
+        check_sr_factor(factor)
+
+
+def test_check_sr_factor_accepts_every_factor() -> None:
+    assert FACTORS == (2, 4, 8)
+    for f in FACTORS:
+        assert check_sr_factor(np.int64(f)) == f and type(check_sr_factor(np.int64(f))) is int
 
 
 def test_downsample_wrong_kind_and_size() -> None:

@@ -16,11 +16,12 @@ import pytest
 import torch
 from tiny_problems import DEVICE, on_device, tiny_denoising_problem
 
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
-from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
-from deeprestore.solvers import cost, grouping
-from deeprestore.solvers.cost import CostError, available_memory, estimate_cost
+from deeprestore.solvers import cost, grouping, memory, timing
+from deeprestore.solvers.cost import CostError, estimate_cost
+from deeprestore.solvers.memory import available_memory
 from deeprestore.solvers.network import NetworkAlgorithm
 from deeprestore.solvers.runner import restore_together
 from deeprestore.solvers.schedule import DenoiserSchedule
@@ -107,7 +108,7 @@ def test_out_of_memory_in_a_network_step_is_one_line(run_cli, tmp_path, monkeypa
 
 
 def test_the_estimates_advice_is_a_tile_smaller_than_the_image():
-    model = cost.MemoryModel(fixed=0.0, per_pixel=1.0, peak=10**9)
+    model = memory.MemoryModel(fixed=0.0, per_pixel=1.0, peak=10**9)
     message, side = cost._out_of_memory_advice(model, 10**9, torch.device("cuda"), 1024)
     assert side == 512 and "--tile 512" in message  # the model alone would say ~31000 px
     message, side = cost._out_of_memory_advice(None, 10**9, torch.device("cuda"), 1024)
@@ -117,7 +118,7 @@ def test_the_estimates_advice_is_a_tile_smaller_than_the_image():
 
 
 def test_an_estimate_that_runs_out_of_memory_raises_cost_error(monkeypatch):
-    monkeypatch.setattr(cost, "_timed", _out_of_memory)
+    monkeypatch.setattr(timing, "_timed", _out_of_memory)
     settings = Settings(method="dip", iterations=5, net_channels=8, skip_channels=2).validate()
     with pytest.raises(CostError, match="ran out of memory"):
         estimate_cost(on_device(tiny_denoising_problem()), settings, DEVICE)
@@ -148,8 +149,8 @@ def test_the_cuda_memory_measure_leaves_out_the_warm_up(monkeypatch):
                         lambda device=None: state.update(peak=state["allocated"]))
     # the warm-up keeps 50 MiB (the state) and autotunes with 4 GiB of workspace; the step
     # needs 300 MiB of activations and workspace on top of the state
-    measured = cost._measured_bytes(torch.device("cuda"), lambda: allocate(300 * mib, 0),
-                                    warm_up=lambda: allocate(4096 * mib, 50 * mib))
+    measured = memory.measured_bytes(torch.device("cuda"), lambda: allocate(300 * mib, 0),
+                                     warm_up=lambda: allocate(4096 * mib, 50 * mib))
     assert measured == 350 * mib
 
 
@@ -207,8 +208,9 @@ def test_a_problem_out_of_memory_alone_fails_alone(monkeypatch):
 
 
 def test_a_group_over_the_memory_is_stepped_in_smaller_groups(tmp_path, monkeypatch):
-    from deeprestore.io import jobs
-    from deeprestore.tasks import TaskOptions
+    from deeprestore.apps import jobs
+    from deeprestore.apps.jobs import prepare, run
+    from deeprestore.tasks.options import TaskOptions
 
     paths = _two_inputs(tmp_path) + [tmp_path / "c.png"]
     write_image(paths[2], Image(np.full((32, 32, 3), 0.5)))
@@ -217,26 +219,26 @@ def test_a_group_over_the_memory_is_stepped_in_smaller_groups(tmp_path, monkeypa
                      preset="denoise", device=DEVICE, compare=False)
             for k, path in enumerate(paths)]
     peaks: list[int] = []
-    real = jobs.estimate_cost
+    real = prepare.estimate_cost
 
     def recorded(*args, **kwargs):
         estimate = real(*args, **kwargs)
         peaks.append(estimate.peak_bytes)
         return estimate
 
-    monkeypatch.setattr(jobs, "estimate_cost", recorded)
+    monkeypatch.setattr(prepare, "estimate_cost", recorded)
     # room for two of the three problems at a time
-    monkeypatch.setattr(jobs, "available_memory", lambda device: int(2.5 * max(peaks)))
+    monkeypatch.setattr(run, "available_memory", lambda device: int(2.5 * max(peaks)))
     groups: list[int] = []
-    real_together = jobs.restore_together
+    real_together = run.restore_together
 
     def counted(problems, *args, **kwargs):
         groups.append(len(problems))
         return real_together(problems, *args, **kwargs)
 
-    monkeypatch.setattr(jobs, "restore_together", counted)
+    monkeypatch.setattr(run, "restore_together", counted)
     notices: list[str] = []
     outcomes = jobs.run_jobs_together(made, notice=notices.append)
     assert groups == [2, 1]
-    assert [o["grouped_with"] for o in outcomes] == [2, 2, 1]  # type: ignore[index]
+    assert [o.grouped_with for o in outcomes] == [2, 2, 1]  # type: ignore[union-attr]
     assert any("stepping them in 2 groups of at most 2" in text for text in notices)

@@ -1,7 +1,7 @@
 """``precision = "auto"`` (issue 34): bf16 where a step measures ≥ 1.25× faster, else float32;
 the layout follows the precision; the choice is printed and recorded.
 
-The timings are replaced (``cost.step_seconds``) so that both branches run on any CPU; the
+The timings are replaced (``timing.step_seconds``) so that both branches run on any CPU; the
 real timing is exercised by the CLI runs that do not replace it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from tiny_problems import DEVICE, DEVICE_NAME, ON_CPU, tiny_denoising_problem
 
 import deeprestore.execution as execution
-import deeprestore.solvers.cost as cost
+import deeprestore.solvers.timing as timing
 from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution, channels_last
 from deeprestore.models.skip import ReflectionPad
@@ -38,7 +38,7 @@ def _fake_timings(monkeypatch, bf16_speedup: float, calls: list | None = None) -
             calls.append(tuple(precisions))
         return {p: ((0.3 / bf16_speedup if p == "bf16" else 0.3), 0) for p in precisions}
 
-    monkeypatch.setattr(cost, "step_seconds", fake)
+    monkeypatch.setattr(timing, "step_seconds", fake)
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
 
 
@@ -137,8 +137,8 @@ def test_a_cpu_without_bf16_keeps_float32_quietly(run_cli, tiny_images, tmp_path
         raise AssertionError("nothing should be timed for auto here")
 
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: False)
-    real = cost.step_seconds
-    monkeypatch.setattr(cost, "step_seconds", lambda problem, settings, device, ex, precisions: (
+    real = timing.step_seconds
+    monkeypatch.setattr(timing, "step_seconds", lambda problem, settings, device, ex, precisions: (
         no_timing() if len(precisions) > 1 else real(problem, settings, device, ex, precisions)))
     done = run_cli("denoise", tiny_images["noisy"], "-m", "dip", "--iters", "2", "--sigma", "25",
                    "--no-compare", "--device", DEVICE_NAME, "-o", tmp_path / "out")
@@ -154,11 +154,11 @@ def test_a_resumed_auto_run_continues_in_the_precision_it_started_in(run_cli, tm
                                                                      monkeypatch):
     import numpy as np
 
-    from deeprestore.io.images import Image
-    from deeprestore.io.jobs import Job, save_checkpoint
+    from deeprestore.apps.jobs import Job, save_checkpoint
+    from deeprestore.arrays import Image
     from deeprestore.io.writers import write_image
     from deeprestore.solvers.control import RunControl
-    from deeprestore.tasks import TaskOptions
+    from deeprestore.tasks.options import TaskOptions
 
     image, out = tmp_path / "in.png", tmp_path / "out"
     write_image(image, Image(np.random.default_rng(0).random((16, 16, 3))))
@@ -228,10 +228,11 @@ def test_a_channels_last_concatenation_hands_dense_gradients_back(monkeypatch):
 def test_problems_stepped_together_run_in_the_first_ones_precision(tmp_path, monkeypatch):
     import numpy as np
 
-    from deeprestore.io.images import Image
-    from deeprestore.io.jobs import Job, run_jobs_together
+    from deeprestore.apps.jobs import Job, run_jobs_together
+    from deeprestore.arrays import Image
+    from deeprestore.io.manifest import Manifest
     from deeprestore.io.writers import write_image
-    from deeprestore.tasks import TaskOptions
+    from deeprestore.tasks.options import TaskOptions
 
     speeds = iter([3.0, 1.0])  # the first image measures bf16 3× faster, the second not
 
@@ -239,7 +240,7 @@ def test_problems_stepped_together_run_in_the_first_ones_precision(tmp_path, mon
         speed = next(speeds) if len(precisions) > 1 else 1.0
         return {p: ((0.3 / speed if p == "bf16" else 0.3), 0) for p in precisions}
 
-    monkeypatch.setattr(cost, "step_seconds", fake)
+    monkeypatch.setattr(timing, "step_seconds", fake)
     monkeypatch.setattr(execution, "cpu_has_native_bf16", lambda: True)
     paths = []
     for k in range(2):
@@ -251,7 +252,8 @@ def test_problems_stepped_together_run_in_the_first_ones_precision(tmp_path, mon
                 task=TaskOptions("denoise", sigma=25.0), preset="denoise", compare=False)
             for path in paths]
     outcomes = run_jobs_together(jobs)
-    assert all(isinstance(outcome, dict) for outcome in outcomes), outcomes
-    assert [o["parameters"]["precision"] for o in outcomes] == ["bf16", "bf16"]
-    assert outcomes[1]["precision"] == outcomes[0]["precision"]
-    assert outcomes[0]["grouped_with"] == 2
+    manifests = [o for o in outcomes if isinstance(o, Manifest)]
+    assert len(manifests) == 2, outcomes
+    assert [m.parameters["precision"] for m in manifests] == ["bf16", "bf16"]
+    assert manifests[1].precision == manifests[0].precision
+    assert manifests[0].grouped_with == 2

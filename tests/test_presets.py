@@ -1,3 +1,6 @@
+"""Presets: Table 1's numbers and degradations, the shipped files, overrides and their types,
+bad presets, the ``[everyday]`` table, the ``presets`` command and the wheel."""
+
 import subprocess
 import sys
 import zipfile
@@ -11,23 +14,35 @@ from deeprestore.config.settings import SettingsError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_denoise_preset_holds_table_1_denoising_row():
-    preset = load_preset("denoise")
-    deepred = preset.settings_for("deepred")
-    assert preset.task == "denoise"
-    assert preset.degradation["sigma"] == 25.0
-    assert deepred.sigma_noise == 0.033
-    assert deepred.lr == 0.01
-    assert deepred.denoiser == "nlm"
-    assert deepred.sigma_f == 3.0
-    assert deepred.lam == 0.5
-    assert deepred.mu == 0.5
-    assert deepred.iterations == 5000
-    assert deepred.denoise_every == 10
-    assert deepred.inner_steps == 1
-    assert deepred.x_update == "fixed-point"
-    assert deepred.input_channels == 32 and deepred.input_scale == 0.1
-    assert deepred.ema == 0.99
+#: Table 1 of the paper, DeepRED's column per preset
+TABLE_1 = {
+    # preset: (σ_noise, LR, denoiser, σ_f, λ, µ, iterations)
+    "denoise": (0.033, 0.01, "nlm", 3, 0.5, 0.5, 5000),
+    "superres-x4": (0.02, 0.001, "bm3d", 5, 0.05, 0.06, 2000),
+    "superres-x8": (0.02, 0.001, "bm3d", 5, 0.05, 0.06, 4000),
+    "deblur-uniform": (0.005, 0.003, "nlm", 3, 0.01, 0.02, 15000),
+    "deblur-gauss": (0.005, 0.002, "nlm", 2, 0.015, 0.02, 20000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_1))
+def test_presets_reproduce_table_1(name):
+    s = load_preset(name).settings_for("deepred")
+    got = (s.sigma_noise, s.lr, s.denoiser, s.sigma_f, s.lam, s.mu, s.iterations)
+    assert got == TABLE_1[name]
+    assert (s.denoise_every, s.inner_steps, s.x_update) == (10, 1, "fixed-point")
+    assert (s.input_channels, s.input_scale, s.ema) == (32, 0.1, 0.99)
+
+
+def test_preset_degradations():
+    assert load_preset("denoise").degradation["sigma"] == 25.0
+    assert load_preset("deblur-uniform").degradation["kernel"] == "uniform9"
+    assert load_preset("deblur-gauss").degradation["kernel"] == "gauss25"
+    assert load_preset("deblur-gauss").degradation["sigma"] == pytest.approx(2**0.5)
+    assert load_preset("superres-x4").degradation["factor"] == 4
+    assert load_preset("superres-x8").degradation["factor"] == 8
+    inpaint = load_preset("inpaint").settings_for("dip")
+    assert (inpaint.lr, inpaint.sigma_noise, inpaint.skip_channels) == (0.01, 0.03, 128)
 
 
 def test_methods_override_defaults():
@@ -128,6 +143,17 @@ def test_unknown_preset_names_the_known_ones():
         load_preset("nosuch")
     with pytest.raises(PresetError, match="not found"):
         load_preset("missing/file.toml")
+
+
+def test_the_presets_command_lists_and_prints_each_preset(run_cli):
+    listing = run_cli("presets")
+    assert listing.code == 0 and "denoise" in listing.out and "denoise-quick" in listing.out
+    for name in available_presets():
+        printed = run_cli("presets", name)
+        assert printed.code == 0 and f'name = "{name}"' in printed.out
+    denoise = run_cli("presets", "denoise").out
+    assert "sigma_f = 3.0" in denoise and "[methods.deepred]" in denoise
+    assert run_cli("presets", "nosuch").code == 2
 
 
 def test_the_wheel_carries_every_preset(tmp_path: Path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deeprestore.io.images import Image
+from deeprestore.arrays import Image
 from deeprestore.io.writers import write_image
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from tiny_problems import DEVICE, on_device, tiny_denoising_problem
 
 from deeprestore.config.settings import Settings, SettingsError
 from deeprestore.denoisers import Denoiser
-from deeprestore.metrics import psnr_of_mse, psnr_y
+from deeprestore.metrics import psnr_y
 from deeprestore.physics.operators import Downsample
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.network import NetworkAlgorithm
@@ -217,11 +217,6 @@ def test_backtrack_state_survives_a_checkpoint() -> None:
     other.update()
     assert all(torch.equal(a, b) for a, b in zip(algorithm.runs[0].net.parameters(),
                                                  other.runs[0].net.parameters(), strict=True))
-
-
-def test_psnr_of_mse() -> None:
-    assert psnr_of_mse(0.01) == pytest.approx(20.0)
-    assert psnr_of_mse(0.0) == math.inf
 
 
 # --- the denoiser's one-period lag, x from zeros, LR decay ----------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from deeprestore.apps.reproduce import (
     MissingImageError,
     ReproduceError,
     ReproduceEvent,
+    ReproduceOptions,
     load_benchmarks,
     reproduce_table,
 )
-from deeprestore.io.images import Image, read_image
+from deeprestore.arrays import Image
+from deeprestore.io.images import read_image
 from deeprestore.io.writers import write_image
 
 
@@ -38,7 +41,8 @@ def run(data: Path, out: Path, events: list[ReproduceEvent], **kwargs):
                    iterations=2, device=DEVICE, seed=0,
                    command="deeprestore reproduce denoise --quick", progress=events.append)
     options.update(kwargs)
-    return reproduce_table("denoise", data, out, **options)
+    progress = options.pop("progress")
+    return reproduce_table("denoise", data, out, ReproduceOptions(**options), progress)
 
 
 def kinds(events: list[ReproduceEvent], kind: str) -> list[tuple[str | None, str | None]]:
@@ -222,11 +226,11 @@ def test_bad_requests_are_one_line_errors(tmp_path: Path, data_dir: Path):
     with pytest.raises(ReproduceError, match="unknown table 'denoising'"):
         reproduce_table("denoising", data_dir, tmp_path)
     with pytest.raises(ReproduceError, match="method 'bicubic' is not in table denoise"):
-        reproduce_table("denoise", data_dir, tmp_path, methods=["bicubic"])
+        reproduce_table("denoise", data_dir, tmp_path, ReproduceOptions(methods=["bicubic"]))
     with pytest.raises(ReproduceError, match="image 'zebra' is not in table denoise"):
-        reproduce_table("denoise", data_dir, tmp_path, images=["zebra"])
+        reproduce_table("denoise", data_dir, tmp_path, ReproduceOptions(images=["zebra"]))
     with pytest.raises(ReproduceError, match="image 'nothing' is in no table"):
-        reproduce_table("all", data_dir, tmp_path, images=["nothing"])
+        reproduce_table("all", data_dir, tmp_path, ReproduceOptions(images=["nothing"]))
     with pytest.raises(ReproduceError, match="data directory"):
         reproduce_table("denoise", tmp_path / "absent", tmp_path)
 
@@ -239,16 +243,16 @@ def test_labels_name_the_denoiser_that_ran(tmp_path: Path, demo_pair):
     assert x4.label("dip", "nlm") == "DIP"
     # the paper's x4 row uses BM3D; the quick preset runs NLM, and the table must say so
     write_image(tmp_path / "data" / "set5" / "baby.png", Image(demo_pair[0][:32, :32]))
-    md = reproduce_table("superres-x4", tmp_path / "data", tmp_path / "out", methods=["red"],
-                         images=["baby"], quick=True, iterations=2, device=DEVICE, seed=0,
-                         command="test")
+    md = reproduce_table("superres-x4", tmp_path / "data", tmp_path / "out", ReproduceOptions(
+        methods=["red"], images=["baby"], quick=True, iterations=2, device=DEVICE, seed=0,
+        command="test"))
     text = md.read_text()
     ran = "RED (NLM)" if ON_CPU else "RED (NLM, torch)"  # --denoiser auto: torch's on CUDA
     assert f"| {ran} |" in text and "RED (BM3D" not in text
 
 
 def test_a_diverging_job_fails_alone_and_the_table_goes_on(data_dir, tmp_path, monkeypatch):
-    import deeprestore.apps.reproduce as reproduce_module
+    import deeprestore.apps.reproduce.table as reproduce_module
 
     real_run_job = reproduce_module.run_job
 
@@ -284,26 +288,23 @@ class _Ticks:
 @pytest.mark.cpu_only(reason="bit-identical resume")
 def test_a_budget_prints_the_plan_stops_inside_it_and_the_rerun_ends_as_one_whole_run(
         tmp_path: Path, data_dir: Path, monkeypatch):
-    import deeprestore.apps.reproduce as reproduce
     from deeprestore.apps.reproduce import BudgetSpent
 
     settings = dict(methods=["nlm", "dip"], images=["house", "peppers"], iterations=12)
-    monkeypatch.setattr(reproduce, "_clock", _Ticks())
     events: list[ReproduceEvent] = []
     out = tmp_path / "out"
     # 20 readings: the plan and house's two pairs (12 iterations, one reading each) fit,
     # peppers' dip runs out part-way and keeps its state
     with pytest.raises(BudgetSpent, match="rerun the same command") as info:
-        run(data_dir, out, events, budget_minutes=20 / 60, **settings)
+        run(data_dir, out, events, budget_minutes=20 / 60, clock=_Ticks(), **settings)
     plan = [(e.image, e.method) for e in events if e.kind == "plan"]
     assert plan == [("house", "nlm"), ("house", "dip"), ("peppers", "nlm"), ("peppers", "dip")]
     assert all("so far of" in e.message for e in events if e.kind == "plan")
     assert kinds(events, "done") == [("house", "nlm"), ("house", "dip"), ("peppers", "nlm")]
     assert "during denoise/peppers dip" in str(info.value)
     assert (out / "denoise" / "peppers" / "input_dip.ckpt").exists()
-    monkeypatch.setattr(reproduce, "_clock", _Ticks())
     events.clear()
-    run(data_dir, out, events, budget_minutes=60, **settings)
+    run(data_dir, out, events, budget_minutes=60, clock=_Ticks(), **settings)
     assert kinds(events, "done") == [("peppers", "dip")]
     assert [(e.image, e.method) for e in events if e.kind == "plan"] == [("peppers", "dip")]
     whole = tmp_path / "whole"
@@ -319,7 +320,9 @@ def test_cli_budget_minutes_exits_3_with_one_line(run_cli, tmp_path: Path, data_
                                                   monkeypatch):
     import deeprestore.apps.reproduce as reproduce
 
-    monkeypatch.setattr(reproduce, "_clock", _Ticks())
+    # the command's options, on a clock that advances one second per reading
+    monkeypatch.setattr(reproduce, "ReproduceOptions",
+                        functools.partial(ReproduceOptions, clock=_Ticks()))
     result = run_cli("reproduce", "denoise", "--data", data_dir, "--quick", "--images",
                      "house", "--methods", "dip", "--iters", "50", "--budget-minutes", "0.1",
                      "-o", tmp_path / "out")
@@ -358,22 +361,19 @@ def test_grouped_pairs_give_the_one_by_one_results(tmp_path: Path, data_dir: Pat
 
 def test_a_budget_stops_a_group_and_the_rerun_finishes_it(tmp_path: Path, data_dir: Path,
                                                           monkeypatch):
-    import deeprestore.apps.reproduce as reproduce
     from deeprestore.apps.reproduce import BudgetSpent
 
     settings = dict(methods=["dip", "deepred"], images=["house", "peppers"], iterations=12,
                     group=4)
-    monkeypatch.setattr(reproduce, "_clock", _Ticks())
     events: list[ReproduceEvent] = []
     out = tmp_path / "out"
     with pytest.raises(BudgetSpent, match="rerun the same command"):
-        run(data_dir, out, events, budget_minutes=20 / 60, **settings)
+        run(data_dir, out, events, budget_minutes=20 / 60, clock=_Ticks(), **settings)
     assert not kinds(events, "done")
     checkpoints = sorted(p.name for p in out.glob("denoise/*/input_*.ckpt"))
     assert checkpoints == sorted(["input_deepred.ckpt", "input_dip.ckpt"] * 2)  # all saved
-    monkeypatch.setattr(reproduce, "_clock", _Ticks())
     events.clear()
-    run(data_dir, out, events, budget_minutes=60, **settings)
+    run(data_dir, out, events, budget_minutes=60, clock=_Ticks(), **settings)
     assert len(kinds(events, "done")) == 4
     assert not list(out.glob("denoise/*/input_*.ckpt"))
     whole = tmp_path / "whole"

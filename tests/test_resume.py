@@ -16,8 +16,8 @@ import pytest
 import torch
 from tiny_problems import restore
 
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings
-from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 from deeprestore.physics.operators import Identity
 from deeprestore.solvers.base import Problem

@@ -88,7 +88,7 @@ def test_no_workers_for_one_run_or_beside_an_async_denoiser(changes):
     settings = _settings(**changes)
     algorithm = NetworkAlgorithm(tiny_denoising_problem(), settings, torch.device("cpu"), None)
     try:
-        assert algorithm._run_workers == []
+        assert algorithm._workers is None
     finally:
         algorithm.close()
 
@@ -97,7 +97,7 @@ def test_no_workers_on_one_thread():
     with torch_threads(1):
         algorithm = NetworkAlgorithm(tiny_denoising_problem(), _settings(), torch.device("cpu"),
                                      None)
-    assert algorithm._run_workers == []
+    assert algorithm._workers is None
 
 
 def test_a_failing_run_raises_only_once_every_worker_is_idle(monkeypatch):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_problems import restore, tiny_denoising_problem
 
+from deeprestore.arrays import Image
 from deeprestore.config.settings import Settings, SettingsError
-from deeprestore.io.images import Image
 from deeprestore.io.writers import write_image
 from deeprestore.solvers.control import RunControl
 from deeprestore.solvers.stopping import STORAGE, VarianceStop

@@ -63,7 +63,7 @@ _HOST_CONSTANTS = ("a small constant built in float64 on the host and moved once
 #: Host-side tensors made on purpose: (path under deeprestore/, qualified function name) -> why.
 #: The name "*" allows a whole module, or a package when the path ends in "/".
 ALLOWED: dict[tuple[str, str], str] = {
-    ("io/", "*"): "image files <-> numpy <-> CPU tensors: host glue by design",
+    ("arrays.py", "to_tensor"): "numpy <-> CPU tensors: host glue by design (callers move it)",
     ("tiles.py", "*"): "blends finished tiles (Result images are CPU tensors) on the host",
     ("physics/degradations.py", "blur_image"): "numpy in, numpy out (makes the papers' inputs)",
     ("physics/adjoint.py", "check_adjoint"): "draws on a seeded CPU generator (the same draws "
@@ -71,7 +71,7 @@ ALLOWED: dict[tuple[str, str], str] = {
                                              "the coefficients a, b are Python floats",
     ("models/skip.py", "make_input"):
         "z is drawn by a CPU generator on purpose (the same z on every device), then .to(device)",
-    ("solvers/network.py", "_Run.__init__"):
+    ("solvers/network_run.py", "NetworkRun.__init__"):
         "the run's CPU generator: z and its perturbations are the same numbers on every device",
     ("solvers/perturbation.py", "PerturbationStream._draw"):
         "draws from the run's CPU generator; next() moves the draw",
@@ -82,7 +82,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("denoisers/bm3d_torch.py", "_dct_matrix"): _HOST_CONSTANTS,
     ("denoisers/bm3d_torch.py", "_bior15_matrix"): _HOST_CONSTANTS,
     ("denoisers/bm3d_torch.py", "_haar_scale"): _HOST_CONSTANTS,
-    ("denoisers/bm3d_torch.py", "_stage"): _HOST_CONSTANTS + " (the Kaiser window)",
+    ("denoisers/bm3d_torch.py", "_kaiser_2d"): _HOST_CONSTANTS + " (the Kaiser window)",
     ("denoisers/bm3d_torch.py", "bm3d_torch"): _HOST_CONSTANTS + " (the colour matrix)",
     ("denoisers/correlated.py", "jpeg_bm3d.psd"):
         "the clean proxy: the input's pixels through the `bm3d` package (numpy on the host)",

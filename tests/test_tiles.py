@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_problems import ON_CPU
 
-from deeprestore.io import jobs
-from deeprestore.io.images import Image, read_image
+from deeprestore.apps.jobs import run
+from deeprestore.arrays import Image
+from deeprestore.io.images import read_image
 from deeprestore.io.writers import write_image
 from deeprestore.metrics import psnr_rgb
 from deeprestore.tiles import Blender, plan_tiles, split
@@ -153,7 +154,7 @@ def test_out_of_memory_mid_run_is_one_line_naming_a_tile_that_fits(run_cli, tmp_
     def exhausted(*_args, **_kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(jobs, "restore", exhausted)
+    monkeypatch.setattr(run, "restore", exhausted)
     result = run_cli("denoise", noisy, "--method", "dip", "--sigma", "25", "--iters", "3",
                      "-o", tmp_path / "out")
     assert result.code == 1

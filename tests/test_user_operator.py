@@ -12,7 +12,7 @@ import torch
 from tiny_problems import DEVICE_NAME
 
 import deeprestore
-from deeprestore.tasks import TaskError
+from deeprestore.tasks.registry import TaskError
 from deeprestore.user_problem import OperatorError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

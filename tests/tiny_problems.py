@@ -1,5 +1,5 @@
-"""Helpers shared by engine tests: the test device, a tiny denoising problem and a scoped torch
-thread count.
+"""Helpers shared by engine tests: the test device, a tiny denoising problem, a small photo crop
+and a scoped torch thread count.
 
 The test device comes from ``DEEPRESTORE_TEST_DEVICE`` (``cpu`` when unset or empty, ``cuda``
 or ``cuda:N``): tests run their engines, the API, the CLI and ``reproduce`` there
@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from deeprestore.config.settings import Settings
@@ -75,6 +76,14 @@ def tiny_denoising_problem(size: int = 16) -> Problem:
     clean = torch.rand(1, 3, size, size, generator=gen) * 0.5 + 0.25
     noisy = (clean + 0.1 * torch.randn(clean.shape, generator=gen)).clamp(0, 1)
     return Problem(noisy, Identity(), noisy.clone(), 25.0, clean, psnr_rgb)
+
+
+def astronaut_crop(size: int = 32) -> np.ndarray:
+    """The ``size``×``size`` crop at row 40, column 200 of scikit-image's astronaut (face and
+    helmet edge): float64 (H, W, 3) in [0, 1]."""
+    from skimage import data
+
+    return (data.astronaut()[40 : 40 + size, 200 : 200 + size] / 255.0).astype(np.float64)
 
 
 @contextlib.contextmanager

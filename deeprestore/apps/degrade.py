@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from deeprestore import __version__
-from deeprestore.io.images import Image, read_image
+from deeprestore.arrays import Image
+from deeprestore.io.images import read_image
 from deeprestore.io.writers import write_image, write_json
 from deeprestore.physics.degradations import (
     add_gaussian_noise,
@@ -30,9 +31,13 @@ from deeprestore.physics.degradations import (
     lanczos_downscale,
     parse_mask_spec,
 )
-from deeprestore.tasks import (
-    DEFAULT_SIGMA,
-    SIDECAR_SUFFIX,
+from deeprestore.tasks.options import SIDECAR_SUFFIX
+from deeprestore.tasks.registry import (
+    DEBLUR,
+    DENOISE,
+    INPAINT,
+    SUPERRES,
+    TASKS,
     TaskError,
     check_factor,
     check_kernel_fits,
@@ -61,17 +66,17 @@ def degrade_pixels(
 ) -> Degraded:
     """Degrade ``clean`` (H, W, C) float in [0, 1] for ``task``; σ on the 0–255 scale."""
     rng = np.random.default_rng(seed)
-    sigma = DEFAULT_SIGMA[task] if sigma is None else float(sigma)
+    sigma = TASKS[task].default_sigma if sigma is None else float(sigma)
     params: dict[str, Any] = {"task": task, "sigma": sigma, "seed": seed}
     mask_array = None
     image = clean
-    if task == "deblur":
+    if task == DEBLUR.name:
         kernel = kernel or "uniform9"
         k = load_blur_kernel(kernel)
         check_kernel_fits(k, clean.shape[:2])
         image = np.clip(blur_image(clean, k), 0.0, 1.0)
         params["kernel"] = kernel
-    elif task == "superres":
+    elif task == SUPERRES.name:
         factor = check_factor(factor if factor is not None else 4)
         if clean.shape[0] < factor or clean.shape[1] < factor:
             raise TaskError(f"the image is smaller than the factor {factor}")
@@ -79,14 +84,14 @@ def degrade_pixels(
         image = lanczos_downscale(cropped, factor)
         params.update(factor=factor, crop=list(crop), downsampler="lanczos2",
                       hr_size=[int(cropped.shape[0]), int(cropped.shape[1])])
-    elif task == "inpaint":
+    elif task == INPAINT.name:
         spec = mask or "random:0.5"
         try:
             mask_array = parse_mask_spec(spec, clean.shape[0], clean.shape[1], rng)
         except ValueError as err:
             raise TaskError(str(err)) from None
         params["mask_spec"] = spec
-    elif task != "denoise":
+    elif task != DENOISE.name:
         raise TaskError(f"unknown task {task!r}")
     if sigma > 0:
         image = add_gaussian_noise(image, sigma, rng)

@@ -9,22 +9,32 @@ adds Gaussian noise of σ = 25 (0–255 scale, fixed seed), restores it with Dee
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
-from deeprestore.cli.progress import add_run, progress_bar
+from deeprestore.apps.jobs import Job, run_job
+from deeprestore.arrays import Image
 from deeprestore.config.presets import load_preset
-from deeprestore.io.images import Image, read_image
-from deeprestore.io.jobs import Job, run_job
+from deeprestore.io.images import read_image
+from deeprestore.io.manifest import Manifest
 from deeprestore.io.writers import write_image
-from deeprestore.tasks import TaskOptions
+from deeprestore.solvers.base import ProgressCallback
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.registry import DENOISE
 
 DEMO_PRESET = "denoise-quick"
 DEMO_SIGMA = 25.0
 DEMO_CROP = (slice(40, 104), slice(200, 264))  # the astronaut's face and helmet edge
+
+#: Shows one run's progress: called with a description and the run's iterations, it opens a
+#: display for the duration of a ``with`` block and yields the engine's callback that moves it
+#: (the command line passes its progress bar, :func:`deeprestore.cli.progress.run_progress`).
+ProgressDisplay = Callable[[str, int], AbstractContextManager[ProgressCallback]]
 
 
 def demo_images(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,8 +53,13 @@ def run_demo(
     iterations: int | None = None,
     device: torch.device | None = None,
     quiet: bool = False,
-) -> dict:
-    """Run the demo into ``output``; return the manifest of the restoration."""
+    progress: ProgressDisplay | None = None,
+) -> Manifest:
+    """Run the demo into ``output``; return the manifest of the restoration.
+
+    ``quiet``: no opening line on stderr; ``progress``: how to show the run's progress (None:
+    not at all).
+    """
     console = Console(stderr=True, quiet=quiet)
     clean, noisy = demo_images()
     output.mkdir(parents=True, exist_ok=True)
@@ -58,7 +73,7 @@ def run_demo(
         output_dir=output,
         method="deepred",
         settings=settings,
-        task=TaskOptions("denoise", DEMO_SIGMA),
+        task=TaskOptions(DENOISE.name, DEMO_SIGMA),
         preset=preset.name,
         reference=output / "clean.png",
         device=device or torch.device("cpu"),
@@ -69,14 +84,16 @@ def run_demo(
         f"Denoising a 64×64 crop (σ = {DEMO_SIGMA:g}) with DeepRED, "
         f"{settings.iterations} iterations on {job.device} …"
     )
-    with progress_bar() as bar:
-        update = add_run(bar, "demo deepred", settings.iterations)
-        manifest = run_job(job, callback=None if quiet else update)
-    restored = read_image(manifest["output"]).pixels
+    if progress is None:
+        manifest = run_job(job)
+    else:
+        with progress("demo deepred", settings.iterations) as update:
+            manifest = run_job(job, callback=update)
+    restored = read_image(manifest.output).pixels
     gap = np.ones((clean.shape[0], 4, 3))
     side_by_side = np.concatenate([noisy, gap, restored, gap, clean], axis=1)
     write_image(output / "compare.png", Image(side_by_side))
-    print(f"noisy    PSNR {manifest['psnr_input']:.2f} dB  -> {output / 'noisy.png'}")
-    print(f"restored PSNR {manifest['psnr']:.2f} dB  -> {manifest['output']}")
+    print(f"noisy    PSNR {manifest.psnr_input:.2f} dB  -> {output / 'noisy.png'}")
+    print(f"restored PSNR {manifest.psnr:.2f} dB  -> {manifest.output}")
     print(f"side by side (noisy | restored | clean) -> {output / 'compare.png'}")
     return manifest

@@ -13,21 +13,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deeprestore.io.manifest import Manifest
 from deeprestore.io.writers import atomic_write_bytes
 
 SUMMARY_COLUMNS = ("input", "method", "status", "psnr", "seconds", "output", "error")
 
 
 def _row(data: dict[str, Any]) -> dict[str, Any] | None:
-    if not isinstance(data, dict) or "input" not in data or "method" not in data:
-        return None
-    if data.get("status") == "failed":
+    if isinstance(data, dict) and data.get("status") == "failed" and {"input", "method"} <= set(
+            data):
         return {"input": data["input"], "method": data["method"], "status": "failed",
                 "psnr": None, "seconds": None, "output": None, "error": data.get("error", "")}
-    if "output" not in data or "iterations" not in data:
+    manifest = Manifest.from_dict(data)
+    if manifest is None:
         return None
-    return {"input": data["input"], "method": data["method"], "status": "done",
-            "psnr": data.get("psnr"), "seconds": data.get("seconds"), "output": data["output"],
+    return {"input": manifest.input, "method": manifest.method, "status": "done",
+            "psnr": manifest.psnr, "seconds": manifest.seconds, "output": manifest.output,
             "error": None}
 
 

@@ -8,6 +8,8 @@ import threading
 
 import typer
 
+from deeprestore.apps.jobs import JobError
+from deeprestore.arrays import ImageError
 from deeprestore.cli import restore, tools  # noqa: F401  (they register the commands)
 from deeprestore.cli.app import (
     ABORT_ERRORS,
@@ -22,10 +24,8 @@ from deeprestore.cli.progress import err_console
 from deeprestore.config.presets import PresetError
 from deeprestore.config.settings import SettingsError
 from deeprestore.huge_pages import request_huge_pages
-from deeprestore.io.images import ImageError
-from deeprestore.io.jobs import JobError
 from deeprestore.solvers.control import Interrupted
-from deeprestore.tasks import TaskError
+from deeprestore.tasks.registry import TaskError
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,13 +11,8 @@ import typer
 from deeprestore.cli.app import UsageProblem
 from deeprestore.cli.progress import err_console
 from deeprestore.io.inputs import InputError, InputFile, collect_inputs, parse_shard, select_shard
-from deeprestore.tasks import (
-    AUTO_SIGMA,
-    DEFAULT_SIGMA,
-    TaskOptionError,
-    TaskOptions,
-    check_task_options,
-)
+from deeprestore.tasks.options import AUTO_SIGMA, TaskOptionError, TaskOptions, check_task_options
+from deeprestore.tasks.registry import TASKS
 
 # ---------------------------------------------------------------- options shared by subcommands
 InputsArg = Annotated[
@@ -34,7 +29,8 @@ PresetOpt = Annotated[
         "--preset",
         help="Preset name (see `deeprestore presets`) or path to a TOML file. "
         "Default: the task's Table 1 row, with its [everyday] table on top (denoise: a "
-        "32-channel network, ≈ 4–7× faster; --set net_channels=128 for the paper's).",
+        "32-channel network, several times cheaper per step than the paper's 128 channels; "
+        "--set net_channels=128 for the paper's; docs/photos.md).",
         show_default=False,
     ),
 ]
@@ -92,8 +88,8 @@ PrecisionOpt = Annotated[
                  "where it is at least 1.25x faster (CPUs with AVX512-BF16 or AMX), else "
                  "float32; the cost line and the manifest say which; float32: the paper's; "
                  "bf16; tf32 (CUDA). Default: auto for denoise, float32 for the other tasks "
-                 "(bf16's effect on their quality is not measured within 0.1 dB yet) and for "
-                 "reproduce (docs/performance.md).", show_default=False),
+                 "(bf16's effect on their quality is not established) and for reproduce "
+                 "(docs/performance.md).", show_default=False),
 ]
 NoCompareOpt = Annotated[
     bool, typer.Option("--no-compare", help="Do not write NAME_METHOD_compare.png.")
@@ -218,32 +214,20 @@ def iteration_overrides(text: str | None) -> dict[str, Any]:
     """``--iters N`` → ``iterations = N``; ``--iters auto`` → ``stop = "auto"``."""
     if text is None:
         return {}
-    if text.strip().lower() == "auto":
-        return {"stop": "auto"}
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise UsageProblem(f"--iters: expected a number ≥ 1 or auto, got {text!r}")
-    return {"iterations": count}
+    count = count_or_auto("--iters", text)
+    return {"stop": "auto"} if count is None else {"iterations": count}
 
 
 #: at most this many problems per grouped step of ``reproduce --group auto`` on CUDA (fewer
-#: when their predicted peaks do not fit the GPU's memory together: io.jobs.run_jobs_together)
+#: when their predicted peaks do not fit the GPU's memory together: apps.jobs.run_jobs_together)
 GPU_GROUP = 16
 
 
 def group_size(text: str, device: Any) -> int:
     """``--group N`` → N (≥ 1); ``auto`` → :data:`GPU_GROUP` on CUDA, 1 elsewhere."""
-    if text.strip().lower() == "auto":
+    size = count_or_auto("--group", text)
+    if size is None:
         return GPU_GROUP if device.type == "cuda" else 1
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise UsageProblem(f"--group: expected a number ≥ 1 or auto, got {text!r}")
     return size
 
 
@@ -251,16 +235,23 @@ def tile_size(text: str) -> int | None:
     """``--tile SIZE`` → SIZE (at least the smallest image side); ``auto`` → None."""
     from deeprestore.io.images import MIN_SIDE
 
+    return count_or_auto("--tile", text, least=MIN_SIDE,
+                         expected=f"a size of at least {MIN_SIDE} px")
+
+
+def count_or_auto(flag: str, text: str, *, least: int = 1, expected: str = "a number ≥ 1"
+                  ) -> int | None:
+    """The value ``text`` of ``flag``: None for ``auto``, else a whole number ≥ ``least``; a
+    usage error saying ``expected`` otherwise."""
     if text.strip().lower() == "auto":
         return None
     try:
-        size = int(text)
+        count = int(text)
     except ValueError:
-        size = 0
-    if size < MIN_SIDE:
-        raise UsageProblem(f"--tile: expected a size of at least {MIN_SIDE} px or auto, got "
-                           f"{text!r}")
-    return size
+        count = least - 1
+    if count < least:
+        raise UsageProblem(f"{flag}: expected {expected} or auto, got {text!r}")
+    return count
 
 
 def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty
@@ -270,11 +261,12 @@ def option(name: str, annotation: Any, default: Any = inspect.Parameter.empty
 
 
 def sigma_option(task: str) -> inspect.Parameter:
-    default = DEFAULT_SIGMA[task]
-    shown = {"denoise": "auto (estimated, unless the input's .degrade.json sidecar says)",
-             "deblur": "√2 ≈ 1.41"}.get(task, f"{default:g}")
-    auto = "" if task == "inpaint" else (", or auto: estimated from the image (a JPEG's: the "
-                                         "noise left after compression)")
+    facts = TASKS[task]
+    shown = facts.default_sigma_text or f"{facts.default_sigma:g}"
+    if facts.sigma_estimated_by_default:
+        shown = "auto (estimated, unless the input's .degrade.json sidecar says)"
+    auto = "" if not facts.sigma_estimable else (", or auto: estimated from the image (a "
+                                                 "JPEG's: the noise left after compression)")
     return option("sigma", Annotated[str | None, typer.Option(
         "--sigma", help=f"Noise std of the input on the 0–255 scale{auto}. [default: {shown}]",
         show_default=False, metavar="SIGMA")], None)

@@ -1,6 +1,6 @@
 """The four restore commands (denoise, deblur, superres, inpaint), built from one option
 set: parse, resolve the settings (:mod:`deeprestore.config.resolve`), run each input as a
-job (:mod:`deeprestore.io.jobs`), print one line per image."""
+job (:mod:`deeprestore.apps.jobs`), print one line per image."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ import json
 import shlex
 import sys
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deeprestore import execution
+from deeprestore.apps.jobs import (
+    DAY_MINUTES,
+    Job,
+    check_outputs,
+    record_failure,
+    run_job,
+)
 from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app, check_output_folder
+from deeprestore.cli.failures import INPUT_ERRORS, BatchFailures
 from deeprestore.cli.options import (
     CheckpointEveryOpt,
     CompileOpt,
@@ -54,23 +65,20 @@ from deeprestore.cli.options import (
     sigma_option,
     tile_size,
 )
-from deeprestore.cli.progress import add_run, err_console, progress_bar
+from deeprestore.cli.progress import run_progress, tell
 from deeprestore.config.presets import parse_override
 from deeprestore.config.resolve import SettingsResolver
-from deeprestore.execution import bf16_warning, preload_optimizer_imports
-from deeprestore.io.images import ImageError
 from deeprestore.io.inputs import InputError, parse_max_pixels
-from deeprestore.io.jobs import (
-    DAY_MINUTES,
-    Job,
-    JobError,
-    check_outputs,
-    record_failure,
-    run_job,
-)
-from deeprestore.methods import NETWORK_METHODS, TASK_METHODS
+from deeprestore.io.manifest import Manifest
+from deeprestore.methods import NETWORK_METHODS
 from deeprestore.solvers.cost import CostError, parse_bytes
-from deeprestore.tasks import TASKS, TaskError, TaskOptions
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.registry import DEBLUR, DENOISE, INPAINT, SUPERRES, TASKS
+
+if TYPE_CHECKING:
+    import torch
+
+    from deeprestore.config.settings import Settings
 
 EXAMPLES_DENOISE = """
 [b]Examples[/b]
@@ -85,15 +93,15 @@ EXAMPLES_DENOISE = """
 """
 
 
-def _summary_line(manifest: dict[str, Any]) -> str:
+def _summary_line(manifest: Manifest) -> str:
     text = (
-        f"{manifest['input']}: {manifest['method']} {manifest['iterations']} it "
-        f"{manifest['seconds']:.1f} s -> {manifest['output']}"
+        f"{manifest.input}: {manifest.method} {manifest.iterations} it "
+        f"{manifest.seconds:.1f} s -> {manifest.output}"
     )
-    if manifest.get("psnr") is not None:
-        text += f"  PSNR {manifest['psnr']:.2f} dB"
-        if manifest.get("psnr_input") is not None:
-            text += f" (input {manifest['psnr_input']:.2f} dB)"
+    if manifest.psnr is not None:
+        text += f"  PSNR {manifest.psnr:.2f} dB"
+        if manifest.psnr_input is not None:
+            text += f" (input {manifest.psnr_input:.2f} dB)"
     return text
 
 
@@ -152,19 +160,62 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     1 an image failed, 2 an image did not fit the task options (wrong-size mask, kernel larger
     than the image, ...).
     """
-    task, method, quiet = flags.task, request.method, request.quiet
+    method = request.method
     check_flags(flags)
     check_output_folder(request.output)
     device = resolve_device(request.device)
-    resolver = SettingsResolver(task, method, request.overrides(), request.denoiser, device,
-                                everyday=True)
+    resolver = SettingsResolver(flags.task, method, request.overrides(), request.denoiser,
+                                device, everyday=True)
     # a bad preset is a usage error before any work
     _, first, _ = resolver.resolve(flags, request.preset)
-    warning = bf16_warning(first, device)
-    if warning is not None and not quiet:
-        err_console.print(f"warning: {warning}", soft_wrap=True, markup=False)
-    for note in resolver.notes if not quiet else []:
-        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
+    if not request.quiet:
+        _print_warnings(first, device, resolver.notes)
+    make_job = _job_factory(request, device)
+    files = expand_inputs(request.inputs, request.recursive, request.shard)
+    apply_threads(request.threads, request.quiet)  # last: after every usage error
+    if method in NETWORK_METHODS:
+        execution.preload_optimizer_imports()
+
+    failures = BatchFailures()
+    for entry in files:
+        path, out_dir = entry.path, request.output / entry.subdir
+        try:
+            preset, settings, options = resolver.resolve_file(flags, path, request.preset)
+            job = make_job(input=path, output_dir=out_dir, settings=settings, task=options,
+                           preset=preset.name)
+            manifest = _run_unless_done(job, request)
+        except INPUT_ERRORS as err:
+            message = failures.report(path, err)
+            # stderr only: an unwritable folder or full disk, or a run refused before it began
+            if not isinstance(err, (OSError, CostError)):
+                record_failure(out_dir, path, method, message)
+            continue
+        if manifest is not None:
+            _print_result(manifest, request)
+    return failures.exit_code
+
+
+def bf16_warning(settings: Settings, device: torch.device) -> str | None:
+    """A one-line warning when ``settings`` ask for bf16 on a CPU without bf16 arithmetic."""
+    if settings.precision != "bf16" or device.type != "cpu" or execution.cpu_has_native_bf16():
+        return None
+    return ("--precision bf16 on this CPU is likely very slow: it has no bf16 arithmetic "
+            "(AVX512-BF16 or AMX; see docs/performance.md); float32 is the default")
+
+
+def _print_warnings(settings: Settings, device: torch.device, notes: list[str]) -> None:
+    """The lines said once before a batch: bf16 on a CPU without it, the settings' notes."""
+    warning = bf16_warning(settings, device)
+    if warning is not None:
+        tell(f"warning: {warning}")
+    for note in notes:
+        tell(f"note: {note}")
+
+
+def _job_factory(request: RestoreRequest, device: torch.device) -> Callable[..., Job]:
+    """:class:`Job` with what every input of ``request`` shares filled in; the rest (``input``,
+    ``output_dir``, ``settings``, ``task``, ``preset``) is each input's. A usage error for a
+    missing reference or a bad ``--max-pixels``, ``--max-memory`` or ``--tile``."""
     reference = request.reference
     if reference is not None and not reference.exists():
         raise UsageProblem(f"{reference}: reference image not found")
@@ -177,69 +228,44 @@ def run_restore(flags: TaskOptions, request: RestoreRequest) -> int:
     except ValueError as err:
         raise UsageProblem(f"--max-memory: {err}") from None
     tile = tile_size(request.tile)
-    files = expand_inputs(request.inputs, request.recursive, request.shard)
-    command = "deeprestore " + shlex.join(COMMAND_LINE)
-    apply_threads(request.threads, quiet)  # last: after every usage error
-    if method in NETWORK_METHODS:
-        preload_optimizer_imports()
-
-    tty = sys.stdout.isatty()
-    failures = usage_failures = 0
-    for entry in files:
-        path, out_dir = entry.path, request.output / entry.subdir
-        try:
-            preset, settings, options = resolver.resolve_file(flags, path, request.preset)
-            job = Job(
-                input=path, output_dir=out_dir, method=method, settings=settings, task=options,
-                preset=preset.name, reference=reference, device=device, command=command,
-                overwrite=request.overwrite, compare=not request.no_compare,
-                max_pixels=pixel_limit, checkpoint_every=request.checkpoint_every,
-                resume=request.resume, max_memory=memory_limit, max_minutes=request.max_minutes,
-                tile=tile, auto_tile=tile is None,
-            )
-            existing = check_outputs(job)
-            if existing and not request.overwrite:
-                if not quiet:
-                    err_console.print(
-                        f"{path}: skipped, {existing[0]} exists (use --overwrite to redo)",
-                        soft_wrap=True, markup=False,
-                    )
-                continue
-            manifest = _run_with_progress(job, quiet=quiet or not tty, notices=not quiet)
-        except TaskError as err:
-            usage_failures += 1
-            err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
-            record_failure(out_dir, path, method, f"{path}: {err}")
-            continue
-        except (ImageError, JobError, ValueError, FloatingPointError, OSError) as err:
-            failures += 1
-            err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
-            # stderr only: an unwritable folder or full disk, or a run refused before it began
-            if not isinstance(err, (OSError, CostError)):
-                record_failure(out_dir, path, method, str(err))
-            continue
-        if request.as_json:
-            sys.stdout.write(json.dumps(manifest) + "\n")
-            sys.stdout.flush()
-        if not quiet:
-            line = _summary_line(manifest)
-            if request.as_json:
-                err_console.print(line, soft_wrap=True, markup=False)
-            else:
-                print(line, flush=True)
-    return 2 if usage_failures else (1 if failures else 0)
+    return partial(
+        Job, method=request.method, reference=reference, device=device,
+        command="deeprestore " + shlex.join(COMMAND_LINE), overwrite=request.overwrite,
+        compare=not request.no_compare, max_pixels=pixel_limit,
+        checkpoint_every=request.checkpoint_every, resume=request.resume,
+        max_memory=memory_limit, max_minutes=request.max_minutes, tile=tile,
+        auto_tile=tile is None,
+    )
 
 
-def _run_with_progress(job: Job, quiet: bool, notices: bool) -> dict[str, Any]:
-    def notice(text: str) -> None:
-        err_console.print(text, soft_wrap=True, markup=False)
-
-    tell = notice if notices else None
+def _run_unless_done(job: Job, request: RestoreRequest) -> Manifest | None:
+    """Run ``job`` (a progress bar when stdout is a terminal and not ``--quiet``); None, and a
+    line saying so, when its outputs exist and ``--overwrite`` is not given."""
+    existing = check_outputs(job)
+    if existing and not request.overwrite:
+        if not request.quiet:
+            tell(f"{job.input}: skipped, {existing[0]} exists (use --overwrite to redo)")
+        return None
+    quiet = request.quiet or not sys.stdout.isatty()
+    notice = None if request.quiet else tell
     if quiet:
-        return run_job(job, notice=tell)
-    with progress_bar() as bar:
-        update = add_run(bar, f"{job.input.name} {job.method}", job.settings.iterations)
-        return run_job(job, callback=update, notice=tell)
+        return run_job(job, notice=notice)
+    with run_progress(f"{job.input.name} {job.method}", job.settings.iterations) as update:
+        return run_job(job, callback=update, notice=notice)
+
+
+def _print_result(manifest: Manifest, request: RestoreRequest) -> None:
+    """One image's result: its manifest on stdout with ``--json``; its summary line on stdout
+    (on stderr with ``--json``) unless ``--quiet``."""
+    if request.as_json:
+        sys.stdout.write(json.dumps(manifest.to_dict()) + "\n")
+        sys.stdout.flush()
+    if not request.quiet:
+        line = _summary_line(manifest)
+        if request.as_json:
+            tell(line)
+        else:
+            print(line, flush=True)
 
 
 # ---------------------------------------------------------------- the four restore commands
@@ -274,7 +300,7 @@ EXAMPLES_INPAINT = """
 def _shared_options(task: str) -> list[inspect.Parameter]:
     """The options of every restore command after its task's own: :class:`RestoreRequest`'s
     fields (one definition for all four commands)."""
-    method_help = ", ".join(TASK_METHODS[task]) + "."
+    method_help = ", ".join(TASKS[task].methods) + "."
     declared = typing.get_type_hints(RestoreRequest, include_extras=True)
     declared["method"] = Annotated[str, typer.Option("--method", "-m", help=method_help)]
     return [option(f.name, declared[f.name], f.default)
@@ -284,17 +310,17 @@ def _shared_options(task: str) -> list[inspect.Parameter]:
 
 #: Each restore command's own options (names are TaskOptions fields), before ``--sigma``.
 TASK_OPTIONS: dict[str, list[inspect.Parameter]] = {
-    "denoise": [option("noise", Annotated[str | None, typer.Option(
+    DENOISE.name: [option("noise", Annotated[str | None, typer.Option(
         "--noise", metavar="auto|white|jpeg", help="The noise BM3D assumes: jpeg: the noise a "
         "JPEG file holds, correlated by its compression (its spectrum simulated with the file's "
         "own tables; --method bm3d and DeepRED's f with --denoiser bm3d); white: independent "
-        "Gaussian; auto (default): jpeg for --method bm3d on a JPEG file (+2.3 dB on average), "
-        "white otherwise (as DeepRED's f it gained nothing; docs/tasks.md).",
+        "Gaussian; auto (default): jpeg for --method bm3d on a JPEG file, white otherwise "
+        "(docs/photos.md compares them).",
         show_default=False)], None)],
-    "deblur": [option("kernel", Annotated[str | None, typer.Option(
+    DEBLUR.name: [option("kernel", Annotated[str | None, typer.Option(
         "--kernel", "-k", help="uniform9, gauss25 or a kernel file (.npy, .txt, .csv, grey PNG). "
         "[default: uniform9]", show_default=False)], None)],
-    "superres": [
+    SUPERRES.name: [
         option("factor", Annotated[int | None, typer.Option(
             "--factor", "-f", help="Upscaling factor: 2, 4 or 8. [default: 4]",
             show_default=False)], None),
@@ -302,18 +328,13 @@ TASK_OPTIONS: dict[str, list[inspect.Parameter]] = {
             "--downsampler", help="H: lanczos2 (DIP's, default) or bicubic.",
             show_default=False)], None),
     ],
-    "inpaint": [option("mask", Annotated[str | None, typer.Option(
+    INPAINT.name: [option("mask", Annotated[str | None, typer.Option(
         "--mask", help="Mask image of the input's size: nonzero = known pixel, 0 = to fill in.",
         show_default=False)], None)],
 }
-COMMAND_HELP = {
-    "denoise": ("Remove Gaussian noise (H = identity).", EXAMPLES_DENOISE),
-    "deblur": ("Remove a known blur (H = circular convolution); σ defaults to √2 ≈ 1.41.",
-               EXAMPLES_DEBLUR),
-    "superres": ("Upscale by 2, 4 or 8 (H = DIP's Lanczos-2 downsampler); the output is "
-                 "factor× larger.", EXAMPLES_SUPERRES),
-    "inpaint": ("Fill in missing pixels (H = binary mask).", EXAMPLES_INPAINT),
-}
+#: each restore command's examples (its one-line help is its task's, in the registry)
+COMMAND_EXAMPLES = {DENOISE.name: EXAMPLES_DENOISE, DEBLUR.name: EXAMPLES_DEBLUR,
+                    SUPERRES.name: EXAMPLES_SUPERRES, INPAINT.name: EXAMPLES_INPAINT}
 
 
 def _restore_command(task: str) -> None:
@@ -332,8 +353,8 @@ def _restore_command(task: str) -> None:
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [inputs, *own, *_shared_options(task)])
     command.__name__ = task
-    command.__doc__, epilog = COMMAND_HELP[task]
-    app.command(epilog=epilog)(command)
+    command.__doc__ = TASKS[task].help
+    app.command(epilog=COMMAND_EXAMPLES[task])(command)
 
 
 for _task in TASKS:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from deeprestore import __version__
 from deeprestore.cli.app import COMMAND_LINE, UsageProblem, app, check_output_folder
+from deeprestore.cli.failures import INPUT_ERRORS, BatchFailures
 from deeprestore.cli.options import (
     DeviceOpt,
     ItersOpt,
@@ -29,10 +30,10 @@ from deeprestore.cli.options import (
     group_size,
     resolve_device,
 )
-from deeprestore.cli.progress import err_console
+from deeprestore.cli.progress import ReproducePrinter, run_progress, tell
 from deeprestore.config.presets import available_presets, load_preset
-from deeprestore.io.images import ImageError
-from deeprestore.tasks import TaskError, TaskOptions
+from deeprestore.tasks.options import TaskOptions
+from deeprestore.tasks.registry import DENOISE
 
 EXAMPLES_DEGRADE = """
 [b]Examples[/b]
@@ -53,7 +54,7 @@ def degrade(
         "degraded"
     ),
     task: Annotated[str, typer.Option("--task", "-t", help="denoise, deblur, superres or "
-                                      "inpaint.")] = "denoise",
+                                      "inpaint.")] = DENOISE.name,
     sigma: Annotated[
         float | None,
         typer.Option("--sigma", help="Noise std, 0–255 scale. [default: 25 denoise, √2 deblur, "
@@ -76,14 +77,14 @@ def degrade(
 ) -> None:
     """Make degraded inputs exactly as the papers did, with a NAME.degrade.json sidecar."""
     from deeprestore.apps.degrade import degrade_file
-    from deeprestore.tasks import TASKS
+    from deeprestore.tasks.registry import TASKS
 
     if task not in TASKS:
         raise UsageProblem(f"unknown task {task!r} (use {', '.join(TASKS)})")
     check_flags(TaskOptions(task, sigma=sigma, kernel=kernel, factor=factor))
     if mask is not None and ":" not in mask and mask != "text" and not Path(mask).exists():
         raise UsageProblem(f"--mask: file not found: {mask}")
-    failures = usage_failures = 0
+    failures = BatchFailures()
     check_output_folder(output)
     for entry in expand_inputs(inputs, recursive, shard):
         path, out_dir = entry.path, output / entry.subdir
@@ -92,21 +93,16 @@ def degrade(
                                   mask=mask, seed=seed, overwrite=overwrite)
         except FileExistsError as err:
             if not quiet:
-                err_console.print(f"{path}: skipped, {err}", soft_wrap=True, markup=False)
+                tell(f"{path}: skipped, {err}")
             continue
-        except TaskError as err:
-            usage_failures += 1
-            err_console.print(f"deeprestore: error: {path}: {err}", soft_wrap=True, markup=False)
-            continue
-        except (ImageError, ValueError, OSError) as err:
-            failures += 1
-            err_console.print(f"deeprestore: error: {err}", soft_wrap=True, markup=False)
+        except INPUT_ERRORS as err:
+            failures.report(path, err)
             continue
         if as_json:
             print(json.dumps(params), flush=True)
         elif not quiet:
             print(f"{path}: {task} -> {out_dir / params['image']}", flush=True)
-    raise typer.Exit(2 if usage_failures else (1 if failures else 0))
+    raise typer.Exit(failures.exit_code)
 
 
 EXAMPLES_REPRODUCE = """
@@ -169,7 +165,7 @@ def reproduce(
     from deeprestore.apps.reproduce import (
         BudgetSpent,
         ReproduceError,
-        ReproduceEvent,
+        ReproduceOptions,
         reproduce_table,
     )
 
@@ -180,47 +176,22 @@ def reproduce(
     resolved = resolve_device(device)
     problems_per_step = group_size(group, resolved)
     apply_threads(threads, quiet)
-    tty = sys.stderr.isatty() and not quiet
-
-    failed: list[str] = []
-
-    def progress(event: ReproduceEvent) -> None:
-        if event.kind == "missing":
-            err_console.print(f"warning: {event.message}", soft_wrap=True, markup=False)
-        elif event.kind == "failed":
-            failed.append(f"{event.table}/{event.image} {event.method}")
-            err_console.print(f"error: {event.table}/{event.image} {event.method}: "
-                              f"{event.message}", soft_wrap=True, markup=False)
-        elif event.kind == "plan" and not quiet:
-            err_console.print(f"plan: {event.table}/{event.image} {event.method}: "
-                              f"{event.message}", soft_wrap=True, markup=False)
-        elif event.kind == "note" and event.image is not None and not quiet:
-            err_console.print(f"{event.table}/{event.image} {event.method}: {event.message}",
-                              soft_wrap=True, markup=False)
-        elif event.kind in ("done", "skip") and not quiet:
-            where = f"{event.table}/{event.image} {event.method}"
-            psnr = (event.manifest or {}).get("psnr")
-            note = "skipped (done before)" if event.kind == "skip" else (
-                f"PSNR {psnr:.2f} dB" if psnr is not None else "done")
-            err_console.print(f"{where}: {note}", soft_wrap=True, markup=False)
-        elif event.kind == "table" and tty:
-            err_console.print(f"[bold]{event.table}[/bold] {event.message or ''}",
-                              soft_wrap=True)
-
+    printer = ReproducePrinter(quiet=quiet, headings=sys.stderr.isatty() and not quiet)
     try:
-        results = reproduce_table(
-            table, data, output, methods=split(methods), images=split(images), quick=quick,
-            device=resolved, runs=runs, seed=seed, force=force, skip_missing=skip_missing,
-            command="deeprestore " + shlex.join(COMMAND_LINE), progress=progress, iterations=iters,
+        options = ReproduceOptions(
+            methods=split(methods), images=split(images), quick=quick, device=resolved,
+            runs=runs, seed=seed, force=force, skip_missing=skip_missing,
+            command="deeprestore " + shlex.join(COMMAND_LINE), iterations=iters,
             budget_minutes=budget_minutes, group=problems_per_step, precision=precision,
         )
+        results = reproduce_table(table, data, output, options, progress=printer)
     except ReproduceError as err:
         raise UsageProblem(str(err)) from None
     except BudgetSpent as spent:
-        err_console.print(f"deeprestore: {spent}", soft_wrap=True, markup=False)
+        tell(f"deeprestore: {spent}")
         raise typer.Exit(3) from None
     print(f"results: {results}")
-    if failed:
+    if printer.failed:
         raise typer.Exit(1)
 
 
@@ -278,7 +249,7 @@ def summary(
         Console().print(table)
         for row in rows:
             if row["status"] == "failed":
-                err_console.print(f"failed: {row['error']}", soft_wrap=True, markup=False)
+                tell(f"failed: {row['error']}")
     print(f"summary: {target}")
     raise typer.Exit(1 if any(row["status"] == "failed" for row in rows) else 0)
 
@@ -323,7 +294,8 @@ def demo(
 
     check_output_folder(output)
     apply_threads(threads, quiet)
-    run_demo(output, iterations=iters, device=resolve_device(device), quiet=quiet)
+    run_demo(output, iterations=iters, device=resolve_device(device), quiet=quiet,
+             progress=None if quiet else run_progress)
 
 
 @app.command()

@@ -37,7 +37,7 @@ from typing import Any
 
 from deeprestore.config.settings import Settings, SettingsError, coerce_setting
 from deeprestore.methods import METHODS
-from deeprestore.tasks import TASKS
+from deeprestore.tasks.registry import DENOISE, TASKS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,42 +145,17 @@ def parse_preset(data: dict[str, Any], path: Path, text: str = "") -> Preset:
         if key not in TOP_LEVEL_KEYS:
             allowed = ", ".join(sorted(TOP_LEVEL_KEYS))
             raise PresetError(f"unknown key {key!r} in {where} (allowed: {allowed})")
-    task = data.get("task", "denoise")
+    task = data.get("task", DENOISE.name)
     if task not in TASKS:
         raise PresetError(f"key 'task' in {where} must be one of {', '.join(TASKS)}; got {task!r}")
     for key in ("name", "description", "source"):
         if key in data and not isinstance(data[key], str):
             raise PresetError(f"key {key!r} in {where} must be a string")
-    degradation = _table(data, "degradation", where)
-    for key, value in degradation.items():
-        if key not in DEGRADATION_KEYS:
-            allowed = ", ".join(DEGRADATION_KEYS)
-            raise PresetError(f"unknown key 'degradation.{key}' in {where} (allowed: {allowed})")
-        kinds = DEGRADATION_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            raise PresetError(
-                f"key 'degradation.{key}' in {where} must be {kinds[0].__name__}, got {value!r}"
-            )
+    degradation = _degradation(data, where)
     try:
-        defaults = {
-            k: coerce_setting(k, v, f"{where} [defaults]")
-            for k, v in _table(data, "defaults", where).items()
-        }
-        everyday = {
-            k: coerce_setting(k, v, f"{where} [everyday]")
-            for k, v in _table(data, "everyday", where).items()
-        }
-        methods: dict[str, dict[str, Any]] = {}
-        for method, table in _table(data, "methods", where).items():
-            if method not in METHODS:
-                raise PresetError(
-                    f"unknown method 'methods.{method}' in {where} (known: {', '.join(METHODS)})"
-                )
-            if not isinstance(table, dict):
-                raise PresetError(f"'methods.{method}' in {where} must be a table")
-            methods[method] = {
-                k: coerce_setting(k, v, f"{where} [methods.{method}]") for k, v in table.items()
-            }
+        defaults = _settings_table(_table(data, "defaults", where), f"{where} [defaults]")
+        everyday = _settings_table(_table(data, "everyday", where), f"{where} [everyday]")
+        methods = _methods(data, where)
     except SettingsError as err:
         raise PresetError(str(err)) from None
     preset = Preset(
@@ -194,18 +169,58 @@ def parse_preset(data: dict[str, Any], path: Path, text: str = "") -> Preset:
         everyday=everyday,
         text=text,
     )
-    # Every method the preset names must give valid settings, with and without [everyday].
-    for method in methods:
+    _check_settings(preset, where)
+    return preset
+
+
+def _degradation(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``[degradation]`` table, each key known and of its type."""
+    degradation = _table(data, "degradation", where)
+    for key, value in degradation.items():
+        if key not in DEGRADATION_KEYS:
+            allowed = ", ".join(DEGRADATION_KEYS)
+            raise PresetError(f"unknown key 'degradation.{key}' in {where} (allowed: {allowed})")
+        kinds = DEGRADATION_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise PresetError(
+                f"key 'degradation.{key}' in {where} must be {kinds[0].__name__}, got {value!r}"
+            )
+    return degradation
+
+
+def _settings_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """A table of settings, each value checked and coerced (:class:`SettingsError` naming
+    ``where``)."""
+    return {k: coerce_setting(k, v, where) for k, v in table.items()}
+
+
+def _methods(data: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    """The ``[methods.METHOD]`` tables: known methods, their settings coerced."""
+    methods: dict[str, dict[str, Any]] = {}
+    for method, table in _table(data, "methods", where).items():
+        if method not in METHODS:
+            raise PresetError(
+                f"unknown method 'methods.{method}' in {where} (known: {', '.join(METHODS)})"
+            )
+        if not isinstance(table, dict):
+            raise PresetError(f"'methods.{method}' in {where} must be a table")
+        methods[method] = _settings_table(table, f"{where} [methods.{method}]")
+    return methods
+
+
+def _check_settings(preset: Preset, where: str) -> None:
+    """Every method the preset names must give valid settings, with and without
+    ``[everyday]``."""
+    for method in preset.methods:
         try:
             preset.settings_for(method)
         except SettingsError as err:
             raise PresetError(f"{where} [methods.{method}]: {err}") from None
-    for method in methods or ["deepred"]:
+    for method in preset.methods or ["deepred"]:
         try:
             preset.settings_for(method, everyday=True)
         except SettingsError as err:
             raise PresetError(f"{where} [everyday] (with {method}): {err}") from None
-    return preset
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -10,30 +10,30 @@ preset's ``[defaults]`` ← ``[methods.METHOD]`` ← overrides.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from deeprestore.config.presets import Preset, PresetError, load_preset
 from deeprestore.config.settings import Settings, SettingsError
-from deeprestore.methods import DENOISER_BASELINES, TASK_METHODS
-from deeprestore.tasks import AUTO_SIGMA, TASKS, TaskError, TaskOptions, read_sidecar
+from deeprestore.methods import DENOISER_BASELINES
+from deeprestore.tasks.options import AUTO_SIGMA, TaskOptions, read_sidecar
+from deeprestore.tasks.registry import DENOISE, TASKS, TaskError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def default_preset(options: TaskOptions) -> str:
-    """The Table 1 preset of a task (the blur or the factor picks the row)."""
-    if options.task == "deblur":
-        return "deblur-gauss" if options.kernel == "gauss25" else "deblur-uniform"
-    if options.task == "superres":
-        return "superres-x8" if options.factor == 8 else "superres-x4"
-    return options.task
+    """The Table 1 preset of a task (the blur or the factor picks the row); an unknown
+    task's name as it is."""
+    task = TASKS.get(options.task)
+    return options.task if task is None else task.default_preset(options)
 
 
 def check_method(task: str, method: str) -> None:
     """Raise :class:`TaskError` unless ``task`` is known and offers ``method``."""
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r} (use {', '.join(TASKS)})")
-    methods = TASK_METHODS[task]
+    methods = TASKS[task].methods
     if method not in methods:
         raise TaskError(f"unknown method {method!r} for {task} (use {', '.join(methods)})")
 
@@ -41,7 +41,7 @@ def check_method(task: str, method: str) -> None:
 #: tasks whose quick tables moved by at most 0.1 dB on average when their network rows ran in
 #: bf16 instead of float32 (same seeds; docs/performance.md, "bf16 and quality"): ``auto`` may
 #: choose bf16 for them; the others run float32 unless ``--precision`` says otherwise
-BF16_TASKS = frozenset({"denoise"})
+BF16_TASKS = frozenset({DENOISE.name})
 
 
 def everyday_defaults(overrides: dict[str, Any], task: str) -> dict[str, Any]:
@@ -140,7 +140,8 @@ class SettingsResolver:
         (``sigma = "auto"``): the preset's σ describes the table's inputs, not the user's.
         """
         preset, settings = self.settings(preset_name or default_preset(options))
-        if options.task == "denoise" and options.sigma is None:
+        task = TASKS.get(options.task)
+        if task is not None and task.sigma_estimated_by_default and options.sigma is None:
             options = options.merged({"sigma": AUTO_SIGMA}, source_names=("default",))
         return preset, settings, options.merged(preset.degradation, source_names=("preset",))
 

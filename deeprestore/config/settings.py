@@ -60,7 +60,7 @@ class Settings:
     x_step: float = 0.5  #: c, the step of the steepest-descent x-update
     clip_x: bool = True  #: clip x to [0, 1] after its update (the authors' code does)
     denoiser_mode: str = "sync"  #: "sync": Algorithm 1's order; "async": background denoiser
-    # --- rules of the authors' released code (docs/algorithm.md, "Paper vs code") ---
+    # --- rules of the authors' released code (docs/algorithm.md, "Paper vs the authors' code")
     #: "sum": (½‖H T − y‖² + µ/2 ‖x − T − u‖²) / pixels of x (the paper's sums);
     #: "mean": each term averaged over its own pixels (the authors' code: MSE + µ·MSE)
     loss_terms: str = "sum"
@@ -89,9 +89,9 @@ class Settings:
     #: outputs (window ``stop_window``) has not reached a new minimum for ``stop_patience``
     #: iterations and return the estimate at that minimum; ``iterations`` is the ceiling
     stop: str = "fixed"
-    #: W, outputs the automatic stop's variance is taken over (200: measured, docs/tasks.md)
+    #: W, outputs the automatic stop's variance is taken over (200: docs/notes/autostop.md)
     stop_window: int = 200
-    #: P, iterations without a new minimum before it stops (300: measured, docs/tasks.md)
+    #: P, iterations without a new minimum before it stops (300: docs/notes/autostop.md)
     stop_patience: int = 300
     # --- logging and speed ---
     log_every: int = 10  #: one CSV row (and one host↔device sync) every this many iterations

@@ -326,6 +326,66 @@ def _transforms(
     return fwd.T.contiguous(), inv.T.contiguous(), fwd.pow(2).sum(1).sqrt()
 
 
+def _kaiser_2d(b: int, beta: float, device: torch.device) -> torch.Tensor:
+    """The separable 2-D Kaiser window of a B x B block, flattened row-major: (B*B,) float32."""
+    kw = torch.kaiser_window(b, periodic=False, beta=beta, dtype=torch.float64)
+    return torch.outer(kw, kw).reshape(-1).to(device=device, dtype=torch.float32)
+
+
+def _hard_threshold(
+    spec: torch.Tensor, thr: torch.Tensor, var: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 1's filter of group spectra: zero the coefficients with ``|c| <= thr``.
+
+    spec: (C, G, R, B*B) spectra; thr: (C, 1, 1, B*B) thresholds; var: (C, 1, 1, 1) noise
+    variances. Returns the thresholded spectra and the (C, R) group weights
+    ``1 / (var * number of kept coefficients)``.
+    """
+    c = spec.shape[0]
+    keep = spec.abs() > thr
+    spec = spec * keep
+    nnz = keep.sum((1, 3), dtype=torch.float32).clamp(min=1.0)  # (C, R)
+    return spec, 1.0 / (var.view(c, 1) * nnz)
+
+
+def _wiener(
+    spec: torch.Tensor, var: torch.Tensor, mu2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2's filter of group spectra: empirical Wiener gains from the pilot's spectra.
+
+    spec: (2C, G, R, B*B), the noisy spectra then the pilot's; var: (C, 1, 1, 1) noise
+    variances; mu2: regulariser in units of var. Returns the filtered noisy spectra
+    (C, G, R, B*B) and the (C, R) group weights ``1 / (var * ||gains||^2)``.
+    """
+    c = var.shape[0]
+    gain = spec[c:].square()  # pilot power spectrum
+    gain.div_(gain + mu2 * var)  # empirical Wiener gains
+    spec = spec[:c] * gain
+    return spec, 1.0 / (var.view(c, 1) * gain.square_().sum((1, 3)).clamp(min=1e-12))
+
+
+def _normalise(
+    num: torch.Tensor,
+    wpos: torch.Tensor,
+    kaiser: torch.Tensor,
+    shape: tuple[int, int, int, int],
+    b: int,
+) -> torch.Tensor:
+    """Divide the aggregated block estimates by the aggregated weights: (N, C, H, W).
+
+    num: (C, N*H*W) weighted sums of the estimates; wpos: (C, N*(H-B+1)*(W-B+1)) summed weight
+    per block origin, which every origin spreads over its block with the Kaiser window.
+    """
+    n, c, hh, ww = shape
+    den = F.conv_transpose2d(
+        wpos.view(c, n, hh - b + 1, ww - b + 1).transpose(0, 1),
+        kaiser.view(1, 1, b, b).expand(c, 1, b, b),
+        groups=c,
+    )  # (N, C, H, W)
+    out = num.view(c, n, hh, ww).transpose(0, 1) / den.clamp(min=1e-30)
+    return out.contiguous()
+
+
 def _stage(
     noisy: torch.Tensor,
     pilot: torch.Tensor | None,
@@ -356,8 +416,7 @@ def _stage(
     rx_all = gx.repeat(gy.numel())
 
     t_fwd, t_inv, cstd = _transforms(b, pilot is None, dev)
-    kw = torch.kaiser_window(b, periodic=False, beta=p.beta, dtype=torch.float64)
-    kaiser = torch.outer(kw, kw).reshape(-1).to(device=dev, dtype=torch.float32)
+    kaiser = _kaiser_2d(b, p.beta, dev)
     ar_b = torch.arange(b, device=dev)
     offs = (ar_b[:, None] * ww + ar_b[None, :]).reshape(-1)  # (B*B,) pixel offsets in a block
     var = (sig * sig).view(c, 1, 1, 1)
@@ -387,28 +446,15 @@ def _stage(
             # 2-D transform of every block (one GEMM), then orthonormal Haar along the group axis
             spec = _haar_fwd(flat.index_select(1, idx).view(-1, gs, rs, bb) @ t_fwd).mul_(hs)
             if pilot is None:
-                keep = spec.abs() > thr
-                spec = spec * keep
-                nnz = keep.sum((1, 3), dtype=torch.float32).clamp(min=1.0)  # (C, R)
-                w = 1.0 / (var.view(c, 1) * nnz)
+                spec, w = _hard_threshold(spec, thr, var)
             else:
-                gain = spec[c:].square()  # pilot power spectrum
-                gain.div_(gain + p.mu2 * var)  # empirical Wiener gains
-                spec = spec[:c] * gain
-                w = 1.0 / (var.view(c, 1) * gain.square_().sum((1, 3)).clamp(min=1e-12))
+                spec, w = _wiener(spec, var, p.mu2)
             wk = w.view(c, 1, rs, 1) * kaiser  # (C, 1, R, B*B)
             # inverse Haar, inverse 2-D transform, weight * Kaiser window
             est = (_haar_inv(spec.mul_(hs)).view(c, gs, rs, bb) @ t_inv).mul_(wk)
             num.index_add_(1, idx, est.view(c, -1))
             wpos.index_add_(1, bpos[sel, :gs].T.reshape(-1), w.repeat(1, gs))
-    # Denominator: every block origin spreads its summed weight with the Kaiser window.
-    den = F.conv_transpose2d(
-        wpos.view(c, n, ny, nx).transpose(0, 1),
-        kaiser.view(1, 1, b, b).expand(c, 1, b, b),
-        groups=c,
-    )  # (N, C, H, W)
-    out = num.view(c, n, hh, ww).transpose(0, 1) / den.clamp(min=1e-30)
-    return out.contiguous()
+    return _normalise(num, wpos, kaiser, (n, c, hh, ww), b)
 
 
 def bm3d_torch(

@@ -3,8 +3,8 @@
 :func:`bm3d_psd` runs the package on an image whose noise has a known PSD (the convention of
 :mod:`deeprestore.physics.jpeg_noise`); :func:`jpeg_bm3d` is the denoiser ``bm3d-jpeg`` made
 for one decoded JPEG: the PSD of the noise its file still holds, simulated once on first use
-and scaled to the σ of each call. Measured against white-noise BM3D in docs/tasks.md ("JPEG
-files"). Two traps of the package (v4.0.3 on `bm4d` 4.2.5) are avoided here:
+and scaled to the σ of each call. Measured against white-noise BM3D in
+docs/notes/jpeg-noise.md. Two traps of the package (v4.0.3 on `bm4d` 4.2.5) are avoided here:
 
 * ``bm3d_rgb`` maps an (M, N, 3) PSD through the squared colour matrix, which holds only for
   noise independent across R, G and B; JPEG noise is not, so colour images are transformed

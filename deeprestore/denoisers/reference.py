@@ -11,7 +11,9 @@ import warnings
 import numpy as np
 import torch
 
-#: The DeepRED authors' NLM settings (REFERENCE.md §7).
+#: The DeepRED authors' NLM settings (REFERENCE.md §7), used by :func:`nlm_skimage` and as the
+#: defaults of :func:`deeprestore.denoisers.nlm_torch.nlm_torch`: patch side (pixels), search
+#: radius (pixels) and the filtering parameter h as a multiple of sigma.
 NLM_PATCH_SIZE = 5
 NLM_PATCH_DISTANCE = 6
 NLM_H_FACTOR = 0.6
@@ -31,8 +33,9 @@ def nlm_skimage(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Fast non-local means exactly as the DeepRED authors ran it (REFERENCE.md §7).
 
     Each channel of each image is denoised on its own with
-    ``skimage.restoration.denoise_nl_means(ch, h=0.6 s, sigma=s, fast_mode=True, patch_size=5,
-    patch_distance=6)`` where ``s = sigma / 255``. x: (N, C, H, W) in [0, 1]; sigma: 0–255 scale.
+    ``skimage.restoration.denoise_nl_means(ch, h=NLM_H_FACTOR s, sigma=s, fast_mode=True,
+    patch_size=NLM_PATCH_SIZE, patch_distance=NLM_PATCH_DISTANCE)`` where ``s = sigma / 255``.
+    x: (N, C, H, W) in [0, 1]; sigma: 0–255 scale.
     """
     from skimage.restoration import denoise_nl_means
 

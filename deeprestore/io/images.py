@@ -1,89 +1,32 @@
-"""Reading and writing images (imageio), and moving them between numpy and torch.
+"""Reading and writing image files (imageio; pypng for 16-bit PNG).
 
-In memory an image is a float64 numpy array (H, W, C) in [0, 1] plus what is needed to write it
-back as the input was: its bit depth (8 or 16) and, for RGBA, the untouched alpha channel.
-Torch tensors are (1, C, H, W) float32.
+A file becomes an :class:`~deeprestore.arrays.Image` (float64 pixels (H, W, C) in [0, 1], bit
+depth, alpha) and an :class:`~deeprestore.arrays.Image` is written back as the input was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import torch
 
-#: File suffixes taken as images when a directory is given.
+from deeprestore.arrays import Image, ImageError, from_array
+
 #: the first bytes of every JPEG file (its SOI marker and the next marker's 0xFF)
 JPEG_MAGIC = b"\xff\xd8\xff"
+#: File suffixes taken as images when a directory is given.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+#: the smallest width and height, in pixels, an input may have
 MIN_SIDE = 8
 
 
-class ImageError(ValueError):
-    """An image file that cannot be read or written (one-line message naming the file)."""
-
-
-@dataclass
-class Image:
-    """Pixels (H, W, C) float64 in [0, 1], C = 1 or 3; bit depth 8 or 16; alpha (H, W) or None;
-    ``compressed``: True when read from a JPEG file, None when the file does not say (a PNG
-    may hold a decoded JPEG) — what ``--sigma auto`` needs to know; ``jpeg_tables``: how a
-    JPEG file was compressed (what its noise model needs)."""
-
-    pixels: np.ndarray
-    bit_depth: int = 8
-    alpha: np.ndarray | None = None
-    compressed: bool | None = None
-    #: a JPEG file's quantisation tables and chroma subsampling (:func:`read_jpeg_tables`)
-    jpeg_tables: tuple[dict[int, list[int]], int] | None = None
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def channels(self) -> int:
-        return int(self.pixels.shape[2])
-
-
-def from_array(array: np.ndarray, where: str = "image") -> Image:
-    """Turn an array from imageio (H, W), (H, W, C) of uint8/uint16/float into an :class:`Image`."""
-    a = np.asarray(array)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ImageError(f"{where}: unsupported image shape {a.shape} (need H×W, H×W×3 or H×W×4)")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ImageError(f"{where}: the image is empty ({a.shape[1]}×{a.shape[0]} pixels)")
-    if a.dtype == np.uint8:
-        depth, scaled = 8, a.astype(np.float64) / 255.0
-    elif a.dtype == np.uint16:
-        depth, scaled = 16, a.astype(np.float64) / 65535.0
-    elif a.dtype == bool:
-        depth, scaled = 8, a.astype(np.float64)
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.all(np.isfinite(a)):
-            raise ImageError(f"{where}: the image has NaN or infinite values")
-        depth, scaled = 8, np.clip(a.astype(np.float64), 0.0, 1.0)
-    elif np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        depth = 16 if info.max > 255 else 8
-        scaled = np.clip(a.astype(np.float64) / (65535.0 if depth == 16 else 255.0), 0.0, 1.0)
-    else:
-        raise ImageError(f"{where}: unsupported pixel type {a.dtype}")
-    alpha = None
-    if scaled.ndim == 3 and scaled.shape[2] == 4:
-        alpha = scaled[:, :, 3].copy()
-        scaled = scaled[:, :, :3]
-    if scaled.ndim == 2:
-        scaled = scaled[:, :, None]
-    return Image(np.ascontiguousarray(scaled), depth, alpha)
+def check_min_side(image: Image, where: object) -> None:
+    """Refuse (:class:`ImageError`) an ``image`` with a side under :data:`MIN_SIDE` pixels;
+    ``where`` names it in the message (a path, or ``"image"``)."""
+    if min(image.height, image.width) < MIN_SIDE:
+        raise ImageError(f"{where}: {image.width}×{image.height} is too small (each side "
+                         f"needs at least {MIN_SIDE} pixels)")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -152,16 +95,6 @@ def read_jpeg_tables(path: Path | BinaryIO) -> tuple[dict[int, list[int]], int] 
     except Exception:  # Pillow raises many kinds for files it reads only in part
         return None
     return (tables, int(sampling)) if tables else None
-
-
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(H, W, C) array in [0, 1] → (1, C, H, W) float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float()[None]
-
-
-def to_array(tensor: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) tensor → (H, W, C) float64 array in [0, 1]."""
-    return tensor.detach()[0].to("cpu", torch.float64).clamp(0, 1).numpy().transpose(1, 2, 0)
 
 
 def quantise(image: Image) -> np.ndarray:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deeprestore.io.images import Image, encode_image
+from deeprestore.arrays import Image
+from deeprestore.io.images import encode_image
 from deeprestore.solvers.base import LogRow
 
 CSV_COLUMNS = ("iteration", "loss", "psnr", "gap", "seconds", "denoiser_age", "lam", "mu",

@@ -12,7 +12,7 @@ It is built from SkipNet's own blocks (:class:`~deeprestore.models.skip.Scale` a
 ``runs`` groups), so its module tree is SkipNet's name for name, and every parameter
 and buffer of the batched net is the dim-0 concatenation of the N nets' tensors (a grouped conv
 weight (N*c_out, c_in, k, k) is N weights (c_out, c_in, k, k) stacked), so
-:meth:`BatchedSkipNet.from_nets` and :meth:`BatchedSkipNet.unbatch` are plain copies.
+:meth:`BatchedSkipNet.copy_from` and :meth:`BatchedSkipNet.copy_into` are plain copies.
 
 With one Adam optimiser over the batched parameters and loss = Σ_r loss_r, run r's gradient is
 ∂loss_r/∂Θ_r, and Adam is elementwise, so a step equals N separate Adam steps.
@@ -21,12 +21,13 @@ With one Adam optimiser over the batched parameters and loss = Σ_r loss_r, run 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from deeprestore.models.skip import Scale, SkipNet, conv, pad_to_multiple
+from deeprestore.models.skip import SkipNet, pad_to_multiple, skip_layers
 
 
 class BatchedSkipNet(nn.Module):
@@ -50,20 +51,11 @@ class BatchedSkipNet(nn.Module):
         bound = inspect.signature(SkipNet).bind(*args, **kwargs)
         bound.apply_defaults()
         self.architecture: dict[str, Any] = dict(bound.arguments)
-        in_channels, out_channels, channels, skip_channels, scales, upsample_mode = (
-            self.architecture[key] for key in ("in_channels", "out_channels", "channels",
-                                               "skip_channels", "scales", "upsample_mode"))
         self.runs = runs
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.multiple = 2**scales
-        deeper: Scale | None = None
-        for level in reversed(range(scales)):
-            c_in = in_channels if level == 0 else channels
-            deeper = Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode, runs)
-        assert deeper is not None
-        self.body = deeper
-        self.head = nn.Sequential(conv(channels, out_channels, 1, runs=runs), nn.Sigmoid())
+        self.in_channels = self.architecture["in_channels"]
+        self.out_channels = self.architecture["out_channels"]
+        self.multiple = 2 ** self.architecture["scales"]
+        self.body, self.head = skip_layers(**self.architecture, runs=runs)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """(runs, in_channels, H, W) → (runs, out_channels, H, W), values in (0, 1)."""
@@ -98,47 +90,29 @@ class BatchedSkipNet(nn.Module):
         ref = next(first.parameters())
         batched = batched.to(device=ref.device, dtype=ref.dtype)
         batched.train(first.training)
-        with torch.no_grad():
-            for name, tensor in batched.state_dict(keep_vars=True).items():
-                parts = [state[name] for state in states]
-                if tensor.dim() == 0:  # num_batches_tracked: one counter for all runs
-                    tensor.copy_(parts[0])
-                else:
-                    tensor.copy_(torch.cat(parts, dim=0))
+        batched.copy_from(nets)
         return batched
 
-    def copy_into(self, nets: list[SkipNet]) -> None:
-        """Write run r's current parameters and buffers into ``nets[r]`` (same architecture)."""
+    @torch.no_grad()
+    def copy_into(self, nets: Sequence[nn.Module], first: int = 0) -> None:
+        """Write the parameters and buffers of runs ``first``, ``first + 1``, … into ``nets``
+        (SkipNets of this architecture, in run order)."""
         state = self.state_dict()
-        with torch.no_grad():
-            for r, net in enumerate(nets):
-                for name, tensor in net.state_dict(keep_vars=True).items():
-                    source = state[name]
-                    tensor.copy_(source if source.dim() == 0 else source.chunk(self.runs)[r])
+        for r, net in enumerate(nets, start=first):
+            for name, tensor in net.state_dict(keep_vars=True).items():
+                source = state[name]
+                tensor.copy_(source if source.dim() == 0 else source.chunk(self.runs)[r])
 
-    def copy_from(self, nets: list[SkipNet]) -> None:
-        """Make run r's parameters and buffers those of ``nets[r]`` (undoes :meth:`copy_into`)."""
-        states = [net.state_dict() for net in nets]
-        with torch.no_grad():
-            for name, tensor in self.state_dict(keep_vars=True).items():
-                parts = [state[name] for state in states]
-                tensor.copy_(parts[0] if tensor.dim() == 0 else torch.cat(parts))
-
-    def unbatch(self) -> list[SkipNet]:
-        """The N runs as separate SkipNets (copies of the current parameters and buffers)."""
-        ref = next(self.parameters())
-        nets = []
-        for r in range(self.runs):
-            with torch.random.fork_rng(devices=[]):
-                net = SkipNet(**self.architecture)
-            net = net.to(device=ref.device, dtype=ref.dtype)
-            net.train(self.training)
-            state = net.state_dict(keep_vars=True)
-            with torch.no_grad():
-                for name, tensor in self.state_dict().items():
-                    if tensor.dim() == 0:
-                        state[name].copy_(tensor)
-                    else:
-                        state[name].copy_(tensor.chunk(self.runs, dim=0)[r])
-            nets.append(net)
-        return nets
+    @torch.no_grad()
+    def copy_from(self, nets: Sequence[nn.Module], first: int = 0) -> None:
+        """Make the parameters and buffers of runs ``first``, ``first + 1``, … those of ``nets``
+        (undoes :meth:`copy_into`). BatchNorm's ``num_batches_tracked`` is one counter for all
+        runs: the last net's."""
+        state = self.state_dict(keep_vars=True)
+        for r, net in enumerate(nets, start=first):
+            for name, tensor in net.state_dict().items():
+                target = state[name]
+                if target.dim() == 0:
+                    target.copy_(tensor)
+                else:
+                    target.chunk(self.runs)[r].copy_(tensor)

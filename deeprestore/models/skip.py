@@ -13,8 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Spatial sizes are padded to a multiple of this (2 ** number of scales).
-SIZE_MULTIPLE = 32
+#: The number of scales of the paper's network (REFERENCE.md §3).
+SCALES = 5
+#: Spatial sizes are padded to a multiple of this (2 ** the number of scales): a tile side, or
+#: a size a memory model predicts, is best one of its multiples.
+SIZE_MULTIPLE = 2**SCALES
 
 
 class ReflectionPad(nn.Module):
@@ -22,10 +25,9 @@ class ReflectionPad(nn.Module):
 
     Under CPU autocast (not CUDA's) torch's ``reflection_pad2d`` is on the float32 list: each bf16
     activation would be cast up before every 3×3 convolution and back down inside it, and the
-    pad's backward run in float32 (``python bench/profile_step.py --ablation``: the bf16 step
-    at 256² takes 0.94× the time without those casts on 2 threads, 0.89× on one;
-    docs/performance.md). Padding copies values, so its dtype changes nothing but the memory
-    traffic."""
+    pad's backward run in float32; the bf16 step is faster without those casts
+    (``bench/profile_step.py --ablation``; docs/notes/bf16-on-a-cpu.md). Padding copies values,
+    so its dtype changes nothing but the memory traffic."""
 
     def __init__(self, pad: int) -> None:
         super().__init__()
@@ -49,10 +51,9 @@ def _channels_last(x: torch.Tensor) -> bool:
 def dense_channels_last(grad: torch.Tensor) -> torch.Tensor:
     """A gradient hook for the two parts of a channels-last concatenation: the gradient each
     part gets back is a slice of the concatenation's along the channels, strided in neither
-    layout, and torch's bilinear-upsampling backward on such a slice took 43 ms against 6 ms
-    on a dense copy (bf16, 128 channels, 128² → 256², one thread); the copy costs 0.5 ms.
-    The bf16 step at 256²: 0.95× the time on 2 threads, 0.89× on one
-    (``bench/profile_step.py --ablation``; docs/performance.md)."""
+    layout, and torch's bilinear-upsampling backward is several times slower on such a slice
+    than on a dense copy, which costs little (``python bench/profile_step.py --ablation``;
+    docs/notes/bf16-on-a-cpu.md)."""
     return grad.contiguous(memory_format=torch.channels_last)
 
 
@@ -144,13 +145,28 @@ class Scale(nn.Module):
         return self.up(deeper)
 
 
+def skip_layers(in_channels: int, out_channels: int, channels: int, skip_channels: int,
+                scales: int, upsample_mode: str, runs: int = 1) -> tuple[Scale, nn.Sequential]:
+    """The body (the outermost :class:`Scale`, the deeper ones inside it) and the head (1×1
+    convolution, sigmoid) of ``runs`` skip networks side by side on the channel dim (1: a
+    :class:`SkipNet`). Built from the deepest scale outwards; only the outermost sees
+    ``in_channels``."""
+    deeper: Scale | None = None
+    for level in reversed(range(scales)):
+        c_in = in_channels if level == 0 else channels
+        deeper = Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode, runs)
+    assert deeper is not None
+    return deeper, nn.Sequential(conv(channels, out_channels, 1, runs=runs), nn.Sigmoid())
+
+
 class SkipNet(nn.Module):
     """DIP "skip" network (REFERENCE.md §3) that accepts any spatial size.
 
     Input ``z``: (N, in_channels, H, W), any H, W ≥ 1. It is padded by reflection to a multiple of
-    32 (bottom and right; at least 64 so the deepest scale is 2×2 and BatchNorm sees more than one
-    value per channel), passed through the encoder-decoder, and the output is cropped back, so the
-    result is (N, out_channels, H, W) with values in (0, 1).
+    2**scales (:data:`SIZE_MULTIPLE` for the default 5 scales; bottom and right; at least twice
+    that, so the deepest scale is 2×2 and BatchNorm sees more than one value per channel), passed
+    through the encoder-decoder, and the output is cropped back, so the result is
+    (N, out_channels, H, W) with values in (0, 1).
     """
 
     def __init__(
@@ -159,25 +175,19 @@ class SkipNet(nn.Module):
         out_channels: int = 3,
         channels: int = 128,
         skip_channels: int = 4,
-        scales: int = 5,
+        scales: int = SCALES,
         upsample_mode: str = "bilinear",
     ) -> None:
         super().__init__()
-        #: the constructor's arguments (BatchedSkipNet and unbatching rebuild the net from them)
+        #: the constructor's arguments (a BatchedSkipNet is built from them)
         self.architecture = {"in_channels": in_channels, "out_channels": out_channels,
                              "channels": channels, "skip_channels": skip_channels,
                              "scales": scales, "upsample_mode": upsample_mode}
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.multiple = 2**scales
-        deeper: Scale | None = None
-        # Build from the deepest scale outwards; only the outermost sees `in_channels`.
-        for level in reversed(range(scales)):
-            c_in = in_channels if level == 0 else channels
-            deeper = Scale(c_in, channels, channels, skip_channels, deeper, upsample_mode)
-        assert deeper is not None
-        self.body = deeper
-        self.head = nn.Sequential(conv(channels, out_channels, 1), nn.Sigmoid())
+        self.body, self.head = skip_layers(in_channels, out_channels, channels, skip_channels,
+                                           scales, upsample_mode)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         height, width = z.shape[-2:]

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from deeprestore.physics.operators import Blur, named_kernel
+from deeprestore.physics.kernels import named_kernel
+from deeprestore.physics.operators import Blur
 
 __all__ = [
     "add_gaussian_noise",

@@ -12,7 +12,7 @@ subsampling; σ₀ is chosen by bisection so that the simulated file holds as mu
 ``|fft2(decoded − proxy)|²`` of a few draws, in the colour space BM3D filters in
 (:data:`OPPONENT`): JPEG noise is strongly correlated across R, G and B (its fine scale is
 luma alone), so it is measured in the transformed channels themselves. Measured in
-docs/tasks.md ("JPEG files").
+docs/notes/jpeg-noise.md.
 
 PSD convention (the `bm3d` package's): white noise of variance v on an M×N image has PSD
 ``v·M·N`` at every frequency, i.e. ``E|fft2(noise)|²``; a PSD has the image's size.

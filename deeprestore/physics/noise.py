@@ -1,7 +1,7 @@
 """Estimate the Gaussian noise level of an image from the image alone (``--sigma auto``).
 
 Uncompressed images (PNG, TIFF, …): two steps, measured against scikit-image's wavelet
-estimator (``estimate_sigma``) on the shared cbm3d9 images (docs/tasks.md, "Estimated σ"):
+estimator (``estimate_sigma``) on the shared cbm3d9 images (docs/notes/sigma-estimator.md):
 
 1. **Patch PCA** (Chen, Zhu & Heng, "An efficient statistical method for image noise level
    estimation", ICCV 2015): the covariance of the image's r×r×C patches has, in the directions
@@ -24,8 +24,8 @@ high in both directions (the diagonal band, scikit-image's ``estimate_sigma``'s)
 alone; texture inflates one direction more than the other. Whether a file was compressed comes
 from its format (the caller's ``compressed``) or, when unknown, from the pixels
 (:func:`looks_compressed`: a decoded 4:2:0 JPEG has almost no fine-scale chroma; 8×8
-blockiness does not separate — noise swamps the block edges). Measured in docs/tasks.md,
-"Estimated σ" (``python bench/sigma.py --jpeg``).
+blockiness does not separate — noise swamps the block edges). Measured in
+docs/notes/jpeg-noise.md (``python bench/sigma.py --jpeg``).
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ This module knows nothing about networks or restoration tasks.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from deeprestore.physics.kernels import check_sr_factor, downsampling_kernel
 
 __all__ = [
     "LinearOperator",
@@ -27,14 +28,7 @@ __all__ = [
     "Downsample",
     "Mask",
     "Compose",
-    "named_kernel",
-    "load_kernel",
-    "lanczos2_kernel",
-    "bicubic_kernel",
-    "KNOWN_KERNELS",
 ]
-
-KNOWN_KERNELS: tuple[str, ...] = ("uniform9", "gauss25")
 
 Hw = tuple[int, int]
 
@@ -124,85 +118,6 @@ class Identity(LinearOperator):
     def input_shape(self, output_hw: Hw) -> Hw:
         """Same spatial size."""
         return (int(output_hw[0]), int(output_hw[1]))
-
-
-# --------------------------------------------------------------------------------------------
-# Blur kernels
-# --------------------------------------------------------------------------------------------
-
-
-def named_kernel(name: str) -> np.ndarray:
-    """Return a named blur kernel as a float64 (kh, kw) array summing to 1.
-
-    ``uniform9``: 9×9 box, every entry 1/81. ``gauss25``: 25×25 Gaussian with standard deviation
-    1.6 pixels centred at (12, 12), normalised to sum 1 (MATLAB ``fspecial('gaussian', 25, 1.6)``).
-    """
-    if name == "uniform9":
-        return np.full((9, 9), 1.0 / 81.0, dtype=np.float64)
-    if name == "gauss25":
-        r = np.arange(25, dtype=np.float64) - 12.0
-        g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * 1.6**2))
-        return g / g.sum()
-    raise ValueError(f"unknown kernel name {name!r}; known kernels: {', '.join(KNOWN_KERNELS)}")
-
-
-def _read_text_matrix(path: Path) -> np.ndarray:
-    rows: list[list[float]] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            rows.append([float(v) for v in line.replace(",", " ").split()])
-    if not rows:
-        return np.zeros((0, 0))
-    if len({len(r) for r in rows}) != 1:
-        raise ValueError("rows have different lengths")
-    return np.asarray(rows, dtype=np.float64)
-
-
-def load_kernel(path: str | Path) -> np.ndarray:
-    """Load a blur kernel from a file and return it as a float64 (kh, kw) array summing to 1.
-
-    Formats: ``.npy`` (a 2-D array), ``.txt``/``.csv`` (a matrix, one row per line, entries
-    separated by whitespace or commas; ``#`` starts a comment), or any grayscale image imageio
-    reads (PNG, TIFF, ...; an RGB(A) image is reduced to the mean of its R, G, B channels). The
-    kernel is normalised to sum 1. Negative entries are clipped to 0 before normalising.
-
-    Raises ``FileNotFoundError`` if the file does not exist and a one-line ``ValueError`` naming
-    the file if it cannot be parsed, is empty, is not 2-D, has non-finite entries or a sum <= 0.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"kernel file {str(p)!r} does not exist")
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".npy":
-            k = np.asarray(np.load(p, allow_pickle=False), dtype=np.float64)
-        elif suffix in (".txt", ".csv"):
-            k = _read_text_matrix(p)
-        else:
-            import imageio.v3 as iio
-
-            k = np.asarray(iio.imread(p), dtype=np.float64)
-            if k.ndim == 3 and k.shape[-1] in (3, 4):
-                k = k[..., :3].mean(axis=-1)
-            elif k.ndim == 3 and k.shape[-1] == 1:
-                k = k[..., 0]
-    except Exception as exc:  # noqa: BLE001 - re-raised as a one-line ValueError
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"kernel file {str(p)!r}: cannot read it ({msg})") from exc
-    if k.size == 0:
-        raise ValueError(f"kernel file {str(p)!r} is empty")
-    if k.ndim != 2:
-        raise ValueError(f"kernel file {str(p)!r} is not 2-D (shape {k.shape})")
-    if not np.all(np.isfinite(k)):
-        raise ValueError(f"kernel file {str(p)!r} has non-finite entries")
-    total = float(k.sum())
-    if total <= 0.0:
-        raise ValueError(f"kernel file {str(p)!r} sums to {total:g} <= 0; cannot normalise it")
-    k = np.clip(k, 0.0, None)
-    return k / k.sum()
 
 
 def _as_kernel_array(kernel: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -295,48 +210,6 @@ class Blur(LinearOperator):
 # Downsampling
 # --------------------------------------------------------------------------------------------
 
-#: The super-resolution factors of the papers (and of :class:`Downsample`).
-FACTORS: tuple[int, ...] = (2, 4, 8)
-#: The downsampling filters :class:`Downsample` knows (``lanczos2``: DIP's; the default).
-DOWNSAMPLERS: tuple[str, ...] = ("lanczos2", "bicubic")
-
-
-def _half_phase_taps(factor: int) -> np.ndarray:
-    """Tap positions in low-resolution pixel units for the 4*factor-tap, phase-0.5 kernels."""
-    k = np.arange(4 * factor, dtype=np.float64)
-    return (k + 0.5 - 2.0 * factor) / factor
-
-
-def lanczos2_kernel(factor: int) -> np.ndarray:
-    """The DIP authors' Lanczos-2 downsampling kernel (phase 0.5), float64 (4f, 4f), sum 1.
-
-    Entry (i, j) is ``L(d_i) L(d_j)`` normalised, with ``L(d) = 2 sin(πd) sin(πd/2) / (πd)²`` and
-    ``d_i = (i + 0.5 - 2f) / f`` — identical to ``get_kernel(f, 'lanczos', 0.5, 4f + 1, support=2)``
-    in deep-image-prior's ``models/downsampler.py``.
-    """
-    d = _half_phase_taps(factor)
-    support = 2.0
-    v = support * np.sin(np.pi * d) * np.sin(np.pi * d / support) / (np.pi * np.pi * d * d)
-    k2 = np.outer(v, v)
-    return k2 / k2.sum()
-
-
-def bicubic_kernel(factor: int) -> np.ndarray:
-    """Antialiased bicubic downsampling kernel (Keys cubic, a = -0.5, stretched by ``factor``).
-
-    float64 (4f, 4f), separable, sum 1, taps at the same half-pixel phase as
-    :func:`lanczos2_kernel` (the sampling geometry of PIL's antialiased bicubic resize).
-    """
-    t = np.abs(_half_phase_taps(factor))
-    a = -0.5
-    v = np.where(
-        t <= 1.0,
-        (a + 2.0) * t**3 - (a + 3.0) * t**2 + 1.0,
-        np.where(t < 2.0, a * t**3 - 5.0 * a * t**2 + 8.0 * a * t - 4.0 * a, 0.0),
-    )
-    k2 = np.outer(v, v)
-    return k2 / k2.sum()
-
 
 class Downsample(LinearOperator):
     """Downsampling by ``factor`` (2, 4 or 8): replicate padding, fixed filter, stride ``factor``.
@@ -344,27 +217,19 @@ class Downsample(LinearOperator):
     ``kind="lanczos2"`` is the DIP authors' SR model ``Downsampler(kernel_type='lanczos2',
     phase=0.5, preserve_size=True)``: a (4f × 4f) Lanczos-2 kernel (x4: 16×16, x8: 32×32),
     replicate padding of 3f/2 pixels per side, stride f. ``kind="bicubic"`` uses
-    :func:`bicubic_kernel` with the same geometry. Input (N, C, H, W) with H and W divisible by
-    ``factor``; output (N, C, H/f, W/f). The kernel is separable, so forward is ``M_h x M_wᵀ`` per
-    channel with (n/f × n) matrices that fold the replicate padding in, and the adjoint is its
-    exact transpose ``M_hᵀ y M_w``, in closed form (no autograd needed).
+    :func:`~deeprestore.physics.kernels.bicubic_kernel` with the same geometry (the kernels and
+    the allowed factors live in :mod:`deeprestore.physics.kernels`). Input (N, C, H, W) with H
+    and W divisible by ``factor``; output (N, C, H/f, W/f). The kernel is separable, so forward
+    is ``M_h x M_wᵀ`` per channel with (n/f × n) matrices that fold the replicate padding in, and
+    the adjoint is its exact transpose ``M_hᵀ y M_w``, in closed form (no autograd needed).
     """
 
     name = "downsample"
 
     def __init__(self, factor: int, kind: str = "lanczos2") -> None:
-        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)):
-            raise ValueError(f"factor must be 2, 4 or 8 (got {factor!r})")
-        if int(factor) not in FACTORS:
-            raise ValueError(f"factor must be 2, 4 or 8 (got {factor})")
-        if kind not in DOWNSAMPLERS:
-            known = ", ".join(DOWNSAMPLERS)
-            raise ValueError(f"unknown downsampling kind {kind!r}; known kinds: {known}")
-        self.factor = int(factor)
+        self.factor = check_sr_factor(factor)
+        self.kernel = downsampling_kernel(self.factor, kind)
         self.kind = kind
-        self.kernel = (
-            lanczos2_kernel(self.factor) if kind == "lanczos2" else bicubic_kernel(self.factor)
-        )
         self.pad = (self.kernel.shape[0] - self.factor) // 2  # DIP: (kernel_size - factor) / 2
         self._mcache: dict[tuple[int, str, torch.dtype], torch.Tensor] = {}
 
@@ -397,9 +262,8 @@ class Downsample(LinearOperator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C, H/f, W/f): replicate pad, separable filter, stride f, as two
-        small matrix products ``M_h x M_wᵀ`` (the depthwise 16×16 strided convolution it replaced
-        took ~8× the time forward + backward at 128 px on a CPU: ``python bench/downsample.py``,
-        docs/performance.md)."""
+        small matrix products ``M_h x M_wᵀ`` (faster than the equivalent strided depthwise
+        convolution both ways: ``python bench/downsample.py``, docs/notes/cpu-design-choices.md)."""
         _check_4d(x, "Downsample")
         h, w = x.shape[-2:]
         self._check_hw(h, w)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from deeprestore.arrays import to_array, to_tensor
 from deeprestore.denoisers import Denoiser
-from deeprestore.io.images import to_array, to_tensor
 from deeprestore.physics.operators import Blur
 from deeprestore.solvers.base import Algorithm, Problem
 

@@ -31,7 +31,7 @@ def make_algorithm(
     if method in NETWORK_METHODS:
         if settings.precision == "auto":
             raise ValueError("precision 'auto' is resolved before an algorithm is made "
-                             "(deeprestore.solvers.cost.choose_precision)")
+                             "(deeprestore.solvers.timing.choose_precision)")
         if method == "deepred" and settings.lam > 0 and denoiser is None:
             denoiser = get_denoiser(settings.denoiser)
         return NetworkAlgorithm(problem, settings, device, denoiser, execution)

@@ -34,11 +34,9 @@ from typing import Any, Protocol
 import torch
 
 from deeprestore.config.settings import Settings
-from deeprestore.execution import Execution, prepare_network_step
+from deeprestore.execution import Execution, channels_last
 from deeprestore.models.batched import BatchedSkipNet
 from deeprestore.solvers.base import Problem
-
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which every run uses
 
 
 class GroupedRun(Protocol):
@@ -82,11 +80,19 @@ class GroupMember(Protocol):
                     iteration: int, params: list[list[torch.Tensor]]) -> list[Any]: ...
 
 
+def network_key(settings: Settings, channels: int, size: tuple[int, int]) -> tuple[Any, ...]:
+    """What runs of ``settings`` on images of ``channels`` and (height, width) ``size`` must
+    share to be stepped as one network: its shape, the image size, precision, compilation."""
+    s = settings
+    return (s.input_channels, channels, s.net_channels, s.skip_channels, s.upsample, size,
+            s.precision, s.compile)
+
+
 def group_key(algorithm: GroupMember) -> tuple[Any, ...]:
     """What problems must share to be stepped together: network shape, size, precision, device."""
-    s, problem = algorithm.settings, algorithm.problem
-    return (s.input_channels, problem.channels, s.net_channels, s.skip_channels, s.upsample,
-            problem.size, s.precision, s.compile, str(algorithm.device))
+    problem = algorithm.problem
+    return (*network_key(algorithm.settings, problem.channels, problem.size),
+            str(algorithm.device))
 
 
 class ProblemGroup:
@@ -122,9 +128,9 @@ class ProblemGroup:
             offset += len(member.runs)
         if not self.runs:
             return
-        net, _, _ = prepare_network_step(BatchedSkipNet.from_nets([run.net for run in self.runs]),
-                                         self.runs[0].z, members[0].settings.lr, self.device,
-                                         self.execution, members[0].settings.precision)
+        net = BatchedSkipNet.from_nets([run.net for run in self.runs])
+        if channels_last(self.device, members[0].settings.precision, self.execution):
+            net = net.to(memory_format=torch.channels_last)  # the runs' own layout
         self.net = net
         self.forward: Callable[[torch.Tensor], torch.Tensor] = net
         if members[0].settings.compile:
@@ -133,6 +139,10 @@ class ProblemGroup:
         self.names = [name for name, _ in self.runs[0].net.named_parameters()]
         self.params = [named[name] for name in self.names]
         self.buffers = dict(net.named_buffers())
+        #: Adam's constants: the runs' own optimisers' (torch.optim.Adam's defaults)
+        adam = self.runs[0].optimizer.defaults
+        self.betas: tuple[float, float] = adam["betas"]
+        self.eps: float = adam["eps"]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         count = len(self.runs)
@@ -157,13 +167,10 @@ class ProblemGroup:
     @torch.no_grad()
     def write_back(self, member: GroupMember) -> None:
         """Give ``member``'s runs' nets and optimisers the group's state for them."""
-        for index, run in zip(self._indices(member), member.runs, strict=True):
+        indices = self._indices(member)
+        self.net.copy_into([run.net for run in member.runs], first=indices.start)
+        for index, run in zip(indices, member.runs, strict=True):
             own = dict(run.net.named_parameters())
-            for name, param in zip(self.names, self.params, strict=True):
-                own[name].copy_(self._chunk(param, index))
-            for name, buffer in run.net.named_buffers():
-                source = self.buffers[name]
-                buffer.copy_(source if source.dim() == 0 else self._chunk(source, index))
             optimizer = run.optimizer
             for param_group in optimizer.param_groups:
                 param_group["lr"] = float(self.lr[index])
@@ -184,16 +191,10 @@ class ProblemGroup:
     def read_back(self, member: GroupMember) -> None:
         """Take ``member``'s runs' nets and optimisers (fresh or just loaded) as the group's
         state for them."""
-        for index, run in zip(self._indices(member), member.runs, strict=True):
+        indices = self._indices(member)
+        self.net.copy_from([run.net for run in member.runs], first=indices.start)
+        for index, run in zip(indices, member.runs, strict=True):
             own = dict(run.net.named_parameters())
-            for name, param in zip(self.names, self.params, strict=True):
-                self._chunk(param, index).copy_(own[name])
-            for name, buffer in run.net.named_buffers():
-                target = self.buffers[name]
-                if target.dim() == 0:
-                    target.copy_(buffer)
-                else:
-                    self._chunk(target, index).copy_(buffer)
             optimizer = run.optimizer
             self.lr[index] = optimizer.param_groups[0]["lr"]
             states = [optimizer.state.get(own[name]) for name in self.names]
@@ -229,8 +230,9 @@ class ProblemGroup:
     # -- the step -------------------------------------------------------------------------------
 
     def steps_for(self, member: GroupMember) -> list[Any]:
-        """``member``'s Θ-steps of this iteration (:class:`~deeprestore.solvers.network._Step` per
-        run), computing every member's when ``member``'s is not waiting yet.
+        """``member``'s Θ-steps of this iteration (a
+        :class:`~deeprestore.solvers.network_run.ThetaStep` per run), computing every member's
+        when ``member``'s is not waiting yet.
 
         When the grouped step runs out of device memory, the group is split in two halves (the
         second a new group) and the step is taken again in ``member``'s half, as if the
@@ -317,16 +319,17 @@ class ProblemGroup:
     @torch.no_grad()
     def _adam(self, kept: list[bool]) -> None:
         """One Adam step of every kept run, each with its own learning rate and step count
-        (torch.optim.Adam's update with its default betas and eps)."""
+        (torch.optim.Adam's update with the runs' betas and eps)."""
+        (beta1, beta2), eps = self.betas, self.eps
         keep = torch.tensor(kept, device=self.device)
         self.steps += keep
         started = self.steps > 0
-        bias1 = torch.where(started, 1 - BETA1 ** self.steps, 1.0)
-        bias2_sqrt = torch.where(started, 1 - BETA2 ** self.steps, 1.0).sqrt()
+        bias1 = torch.where(started, 1 - beta1 ** self.steps, 1.0)
+        bias2_sqrt = torch.where(started, 1 - beta2 ** self.steps, 1.0).sqrt()
         step_size = torch.where(keep, self.lr / bias1, 0.0)
         count = len(self.runs)
-        decay1 = torch.where(keep, BETA1, 1.0)
-        decay2 = torch.where(keep, BETA2, 1.0)
+        decay1 = torch.where(keep, beta1, 1.0)
+        decay2 = torch.where(keep, beta2, 1.0)
         for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq,
                                               strict=True):
             if param.grad is None:
@@ -342,5 +345,5 @@ class ProblemGroup:
             m, v = exp_avg.unflatten(0, (count, -1)), exp_avg_sq.unflatten(0, (count, -1))
             m.mul_(per_run(decay1)).add_(grad * per_run(1 - decay1))
             v.mul_(per_run(decay2)).addcmul_(grad, grad * per_run(1 - decay2))
-            denom = (v.sqrt() / per_run(bias2_sqrt)).add_(EPS)
+            denom = (v.sqrt() / per_run(bias2_sqrt)).add_(eps)
             param.unflatten(0, (count, -1)).sub_(per_run(step_size) * m / denom)

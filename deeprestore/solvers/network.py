@@ -18,188 +18,26 @@ code"). How the steps execute (runs side by side, grouped, fused Adam, layout) i
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
-from deeprestore.execution import (
-    DEFAULT_EXECUTION,
-    Execution,
-    network_arithmetic,
-    own_thread_count,
-    prepare_network_step,
-)
+from deeprestore.execution import DEFAULT_EXECUTION, Execution, network_arithmetic
 from deeprestore.metrics import psnr_of_mse
-from deeprestore.models.skip import SkipNet, make_input
 from deeprestore.solvers.base import Algorithm, Problem
 from deeprestore.solvers.grouping import ProblemGroup
-from deeprestore.solvers.perturbation import PerturbationStream
+from deeprestore.solvers.network_run import NetworkRun, ThetaStep
 from deeprestore.solvers.schedule import DenoiserSchedule
+from deeprestore.solvers.side_by_side import RunWorkers
 from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
     steepest_descent_update,
     total_variation,
 )
-
-
-class _Run:
-    """State of one independent run of a network method (its own z, Θ, Adam, x, u, EMA)."""
-
-    def __init__(
-        self,
-        problem: Problem,
-        settings: Settings,
-        seed: int,
-        device: torch.device,
-        execution: Execution = DEFAULT_EXECUTION,
-    ) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        height, width = problem.size
-        self.z = make_input(
-            settings.input_channels,
-            height,
-            width,
-            scale=settings.input_scale,
-            kind=settings.input_kind,
-            generator=generator,
-            device=device,
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = SkipNet(
-                settings.input_channels,
-                problem.channels,
-                channels=settings.net_channels,
-                skip_channels=settings.skip_channels,
-                upsample_mode=settings.upsample,
-            ).to(device)
-        self.net, self.z, self.optimizer = prepare_network_step(
-            self.net, self.z, settings.lr, device, execution, settings.precision)
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = self.net
-        if settings.compile:
-            self.forward = torch.compile(self.net)  # type: ignore[assignment]
-        #: z's per-step perturbation: the CPU generator continued after z, on every device
-        self.perturbation = PerturbationStream(generator, self.z.shape, self.z.dtype, device)
-        start = problem.x_init if settings.x_start == "problem" else torch.zeros_like(
-            problem.x_init)
-        self.x = start.clone()
-        self.u = torch.zeros_like(self.x)
-        self.denoised = self.x.clone()
-        #: the x whose f the lagged schedule (``denoiser_lag``) applies next
-        self.pending = self.x.clone() if settings.denoiser_lag else None
-        self.ema: torch.Tensor | None = None
-        self.out: torch.Tensor | None = None
-        self.lam, self.mu = settings.lam, settings.mu  # grow under ``grow_step``
-        self.threshold = settings.grow_threshold
-        self.good_params: list[torch.Tensor] | None = None  # ``backtrack_drop``'s last good Θ
-        self.good_psnr = -math.inf
-        self.backtracks: list[dict[str, Any]] = []
-
-    _TENSORS = ("x", "u", "denoised", "ema", "out", "pending")
-    _NUMBERS = ("lam", "mu", "threshold", "good_psnr")
-
-    def state_dict(self) -> dict[str, Any]:
-        """Copies of Θ, Adam's state, the perturbation generator, x, u, f(x), EMA, last T, and
-        the reference rules' state (λ, µ, threshold, last good Θ)."""
-        state: dict[str, Any] = {
-            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "noise_generator": self.perturbation.get_state(),
-            "good_params": (None if self.good_params is None
-                            else [p.clone() for p in self.good_params]),
-            "backtracks": [dict(event) for event in self.backtracks],
-        }
-        for name in self._TENSORS:
-            value = getattr(self, name)
-            state[name] = None if value is None else value.detach().clone()
-        for name in self._NUMBERS:
-            state[name] = getattr(self, name)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        _match_parameter_layouts(self.optimizer)
-        self.perturbation.set_state(state["noise_generator"])
-        device = self.x.device
-        for name in self._TENSORS:
-            value = state.get(name)
-            setattr(self, name, None if value is None else value.to(device).clone())
-        for name in self._NUMBERS:
-            if name in state:
-                setattr(self, name, state[name])
-        good = state.get("good_params")
-        self.good_params = None if good is None else [
-            torch.empty_like(p).copy_(g) for p, g in zip(self.net.parameters(), good, strict=True)]
-        self.backtracks = [dict(event) for event in state.get("backtracks", [])]
-
-    def backtrack(self, data_psnr: float, drop: float, iteration: int,
-                  params: list[torch.Tensor] | None = None) -> bool:
-        """DIP's backtracking: False (and Θ restored to the last good iteration's) when
-        ``data_psnr`` (dB) is more than ``drop`` below the last good one; else True, and the
-        current Θ (the one that produced this PSNR) becomes the last good one. ``params``: where
-        Θ lives when not in the run's own net (its views in a grouped network)."""
-        params = list(self.net.parameters()) if params is None else params
-        with torch.no_grad():
-            if self.good_params is not None and data_psnr < self.good_psnr - drop:
-                for param, good in zip(params, self.good_params, strict=True):
-                    param.copy_(good)
-                self.backtracks.append({"at": iteration, "psnr": data_psnr,
-                                        "back_to_psnr": self.good_psnr})
-                return False
-            if self.good_params is None:
-                self.good_params = [torch.empty_like(param) for param in params]
-            for good, param in zip(self.good_params, params, strict=True):
-                good.copy_(param)
-        self.good_psnr = data_psnr
-        return True
-
-    def grow(self, data_psnr: float, settings: Settings) -> None:
-        """The growth rule of the authors' denoising code: past the threshold, λ and µ grow by
-        ``grow_step`` and the threshold by ``grow_threshold_step`` (dB). A run that starts at
-        λ = 0 has no denoiser and keeps λ = 0 (else λ would grow while f(x) stays its
-        initial value, the input, and pull x back toward it)."""
-        if data_psnr > self.threshold:
-            if settings.lam > 0:
-                self.lam += settings.grow_step
-            self.mu += settings.grow_step
-            self.threshold += settings.grow_threshold_step
-
-
-@dataclass
-class _Step:
-    """One run's Θ-step: T_Θ(z) of its forward pass (detached), its loss, the MSE of
-    H T_Θ(z) − y, PSNR(H T_Θ(z), y) in dB where a rule needs it (a host sync), and whether the
-    step was kept (False: backtracked, Θ restored, no Adam step)."""
-
-    out: torch.Tensor
-    loss: torch.Tensor
-    data_mse: torch.Tensor
-    data_psnr: float | None = None
-    kept: bool = True
-
-
-def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each per-parameter state tensor (Adam's moments) its parameter's memory layout.
-
-    Loaded state keeps the strides it was saved with: a checkpoint made with the other CPU
-    layout (channels-last on 2026-12-01, NCHW before and after) holds its moments in that
-    layout, and torch's fused CPU Adam steps a parameter wrongly from moments of another
-    layout (tests/test_engine.py).
-    """
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
-            if (isinstance(value, torch.Tensor) and value.shape == param.shape
-                    and value.stride() != param.stride()):
-                state[key] = torch.empty_like(param).copy_(value)
 
 
 class NetworkAlgorithm(Algorithm):
@@ -237,19 +75,18 @@ class NetworkAlgorithm(Algorithm):
             device=device, execution=execution)
         self.pixels = float(problem.x_init.numel())
         self.runs = [
-            _Run(problem, settings, settings.seed * 1000 + r, device, execution)
+            NetworkRun(problem, settings, settings.seed * 1000 + r, device, execution)
             for r in range(settings.runs)
         ]
         self._autocast = torch.bfloat16 if settings.precision == "bf16" else None
-        self._run_workers: list[ThreadPoolExecutor] = []
-        self._run_groups: list[list[_Run]] = []
+        self._workers: RunWorkers[NetworkRun] | None = None
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
         self._group: ProblemGroup | None = None
         if execution.grouped and len(self.runs) > 1:
             ProblemGroup([self], execution)  # joins it
         if self._side_by_side():
-            self._start_run_workers()
+            self._workers = RunWorkers(self.runs, self._threads)
 
     def join(self, group: ProblemGroup | None) -> None:
         """Have ``group`` step this algorithm's networks (None: step them itself again)."""
@@ -269,38 +106,16 @@ class NetworkAlgorithm(Algorithm):
                 and not (self.use_denoiser and s.denoiser_mode == "async")
                 and self._group is None)
 
-    def _start_run_workers(self) -> None:
-        """One single-thread executor per group of runs, its torch thread count set once."""
-        count = min(len(self.runs), self._threads)
-        self._run_groups = [self.runs[w::count] for w in range(count)]
-        shares = [self._threads // count + (w < self._threads % count) for w in range(count)]
-        self._run_workers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run{w}")
-                             for w in range(count)]
-        for future in [worker.submit(own_thread_count, share)
-                       for worker, share in zip(self._run_workers, shares, strict=True)]:
-            future.result()
-        torch.set_num_threads(self._threads)  # the default for threads created later
-
-    def _step_group(self, group: list[_Run]) -> list[_Step]:
-        return [self._theta_step(run) for run in group]
-
-    def _theta_steps(self) -> list[_Step]:
+    def _theta_steps(self) -> list[ThetaStep]:
         """Every run's Θ-step, in run order: grouped, side by side on the run workers, or one
         by one."""
         if self._group is not None:
             return self._group.steps_for(self)
-        if not self._run_workers:
+        if self._workers is None:
             return [self._theta_step(run) for run in self.runs]
-        futures = [worker.submit(self._step_group, group)
-                   for worker, group in zip(self._run_workers, self._run_groups, strict=True)]
-        wait(futures)  # all of them, so that no worker still runs when one has failed
-        steps: dict[int, _Step] = {}
-        for group, future in zip(self._run_groups, futures, strict=True):
-            for run, step in zip(group, future.result(), strict=True):
-                steps[id(run)] = step
-        return [steps[id(run)] for run in self.runs]
+        return self._workers.steps(self._theta_step)
 
-    def perturbed_input(self, run: _Run) -> torch.Tensor:
+    def perturbed_input(self, run: NetworkRun) -> torch.Tensor:
         """z, plus fresh N(0, sigma_noise²) from the run's own generator when asked for."""
         z = run.z
         if self.settings.sigma_noise > 0:
@@ -349,12 +164,12 @@ class NetworkAlgorithm(Algorithm):
             return (loss if tv is None else loss + tv / self.pixels), data_mse
         return (loss if tv is None else loss + tv) / self.pixels, data_mse
 
-    def _theta_step(self, run: _Run) -> _Step:
+    def _theta_step(self, run: NetworkRun) -> ThetaStep:
         run.optimizer.zero_grad(set_to_none=True)
         out = self.forward_in_precision(run.forward, self.perturbed_input(run))
         losses, data_mse = self._losses(out, run.x, run.u, run.mu)
         self.backward_in_precision(losses[0])
-        step = _Step(out.detach(), losses[0].detach(), data_mse[0])
+        step = ThetaStep(out.detach(), losses[0].detach(), data_mse[0])
         if self._rules_need_psnr:
             step.data_psnr = psnr_of_mse(float(data_mse[0]))
             if self.settings.backtrack_drop > 0:
@@ -374,10 +189,11 @@ class NetworkAlgorithm(Algorithm):
                             torch.cat([run.u for run in self.runs]), mu)
 
     def piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
-                     iteration: int, params: list[list[torch.Tensor]]) -> list[_Step]:
-        """The runs' :class:`_Step` s from a group's forward and backward pass, the reference
-        rules applied (``params``: each run's Θ in the group, which a backtrack restores)."""
-        steps = [_Step(o, loss, mse) for o, loss, mse in zip(
+                    iteration: int, params: list[list[torch.Tensor]]) -> list[ThetaStep]:
+        """The runs' :class:`~deeprestore.solvers.network_run.ThetaStep` s from a group's
+        forward and backward pass, the reference rules applied (``params``: each run's Θ in the
+        group, which a backtrack restores)."""
+        steps = [ThetaStep(o, loss, mse) for o, loss, mse in zip(
             out.detach().split(1), losses.detach().unbind(), data_mse.unbind(), strict=True)]
         if self._rules_need_psnr:
             drop = self.settings.backtrack_drop
@@ -387,7 +203,7 @@ class NetworkAlgorithm(Algorithm):
                     step.kept = run.backtrack(step.data_psnr, drop, iteration, run_params)
         return steps
 
-    def _x_update(self, run: _Run, out: torch.Tensor, refresh: bool) -> None:
+    def _x_update(self, run: NetworkRun, out: torch.Tensor, refresh: bool) -> None:
         s = self.settings
         lam, mu = run.lam, run.mu
         for step in range(s.inner_steps):
@@ -450,10 +266,9 @@ class NetworkAlgorithm(Algorithm):
                 for event in run.backtracks]
 
     def _stop_run_workers(self) -> None:
-        for worker in self._run_workers:
-            worker.shutdown(wait=True)
-        self._run_workers = []
-        self._run_groups = []
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def close(self) -> None:
         """Stop the background denoiser (waits for a call in flight) and the run workers; leave
@@ -500,7 +315,7 @@ class NetworkAlgorithm(Algorithm):
                 rate = group["lr"]
         return rate
 
-    def _run_estimate(self, run: _Run) -> torch.Tensor:
+    def _run_estimate(self, run: NetworkRun) -> torch.Tensor:
         kind = self.settings.output
         if kind == "ema" or (not self.admm and kind in ("x", "x-u")):
             assert run.ema is not None

@@ -78,8 +78,8 @@ class PerturbationStream:
     def set_state(self, state: torch.Tensor) -> None:
         """Continue from ``state`` (:meth:`get_state` of this or another run, any device).
 
-        Raises ValueError (one line) for a state that is not a CPU generator's (a checkpoint
-        written before 2026-12-04 by a CUDA run kept CUDA's generator state)."""
+        Raises ValueError (one line) for a state that is not a CPU generator's (an older
+        checkpoint of a CUDA run may hold CUDA's generator state)."""
         self._settle()
         state = state.cpu()
         expected = self.generator.get_state().numel()

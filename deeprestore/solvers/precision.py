@@ -9,7 +9,7 @@ measure it is float32 at once: on CUDA (the paper's arithmetic; ``--precision bf
 ``tf32`` ask for the others), on a CPU without bf16 arithmetic, for methods without a network.
 
 This module holds the rule and the record of a choice; the timing is
-:func:`deeprestore.solvers.cost.choose_precision`'s.
+:func:`deeprestore.solvers.timing.choose_precision`'s.
 """
 
 from __future__ import annotations

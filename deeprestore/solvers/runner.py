@@ -2,13 +2,13 @@
 
 :class:`Runner` calls ``update()`` until ``done()``, logs every ``log_every`` iterations (the
 only host↔device synchronisation of the loop), reports progress through a callback, rolls back
-a NaN, saves checkpoints, stops on a signal or a deadline, and feeds the automatic stop.
+a NaN, saves checkpoints, stops on a signal or a deadline, and feeds the automatic stop —
+each of these a hook (:mod:`deeprestore.solvers.hooks`).
 :func:`restore` runs one problem; :func:`restore_together` several, their network steps grouped.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
@@ -24,7 +24,6 @@ from deeprestore.solvers.base import (
     Algorithm,
     LogRow,
     Problem,
-    Progress,
     ProgressCallback,
     Result,
     problem_to_device,
@@ -36,24 +35,32 @@ from deeprestore.solvers.control import (
     RunControl,
     SignalFlag,
 )
-from deeprestore.solvers.cost import choose_precision
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.grouping import ProblemGroup
+from deeprestore.solvers.hooks import (
+    Checkpoint,
+    Hook,
+    Interruption,
+    LogRows,
+    LoopState,
+    NaNRollback,
+    StopRule,
+)
 from deeprestore.solvers.network import NetworkAlgorithm
 from deeprestore.solvers.precision import AUTO
 from deeprestore.solvers.stopping import VarianceStop
+from deeprestore.solvers.timing import choose_precision
 
 
 class Runner:
     """Drives an :class:`Algorithm` to the end, logging every ``log_every`` iterations.
 
     With a :class:`~deeprestore.solvers.control.RunControl`: continues from a saved state, saves
-    states
-    (every ``checkpoint_every`` iterations, and when SIGINT/SIGTERM arrives — then it raises
-    :class:`~deeprestore.solvers.control.Interrupted` between two iterations), and when the loss
-    or x
-    turns NaN/Inf rolls back to the last logged good state with the learning rate halved, at
-    most ``max_rollbacks`` times (stateful algorithms only; otherwise the run fails at once).
+    states (every ``checkpoint_every`` iterations, and when SIGINT/SIGTERM arrives — then it
+    raises :class:`~deeprestore.solvers.control.Interrupted` between two iterations), and when
+    the loss or x turns NaN/Inf rolls back to the last logged good state with the learning rate
+    halved, at most ``max_rollbacks`` times (stateful algorithms only; otherwise the run fails
+    at once). Each of these jobs is a hook of the loop (:mod:`deeprestore.solvers.hooks`).
 
     With a ``stopper`` (:class:`~deeprestore.solvers.stopping.VarianceStop`) it feeds it every
     iteration's network output and ends the run early when the stopper is done; the image
@@ -124,66 +131,66 @@ class Runner:
     def iterations(self, flag: SignalFlag) -> Generator[int, None, Result]:
         """The run, one iteration per ``next()`` (it yields the iteration's number), its
         :class:`Result` as the generator's return value; :func:`restore_together` interleaves
-        several. Checkpoints and :class:`~deeprestore.solvers.control.Interrupted` /
-        :class:`~deeprestore.solvers.control.OutOfTime` as :meth:`run`."""
-        algorithm, control = self.algorithm, self.control
-        stateful = algorithm.stateful
+        several. The loop's other jobs are hooks (:mod:`deeprestore.solvers.hooks`):
+        checkpoints and :class:`~deeprestore.solvers.control.Interrupted` /
+        :class:`~deeprestore.solvers.control.OutOfTime` as :meth:`run` says."""
+        algorithm = self.algorithm
         self.prepare()
-        start = time.perf_counter() - self._offset
-        good = (algorithm.state_dict(), len(self.log)) if stateful else None
-        stopper = self.stopper
-        finished = algorithm.done() or (stopper is not None and stopper.done)
-        while not finished:
+        loop = LoopState(algorithm, time.perf_counter() - self._offset)
+        hooks = self._hooks(loop, flag)
+        loop.finished = _finished(loop, hooks)
+        while not loop.finished:
             loss, gap = algorithm.update()
-            it = algorithm.iteration
-            output = algorithm.network_output() if stopper is not None else None
-            if stopper is not None and output is not None:
-                stopper.observe(it, output, algorithm.estimate)
-            finished = algorithm.done() or (stopper is not None and stopper.done)
-            if it % self.log_every == 0 or finished:
-                with torch.no_grad():
-                    psnr = self._measure()
-                values = [loss, *(v for v in (psnr, gap) if v is not None)]
-                numbers = torch.stack([v.float().reshape(()) for v in values]).tolist()
-                loss_value = numbers.pop(0)
-                psnr_value = numbers.pop(0) if psnr is not None else None
-                gap_value = numbers.pop(0) if gap is not None else None
-                seconds = time.perf_counter() - start
-                if not all(math.isfinite(v) for v in (loss_value, gap_value or 0.0)):
-                    if good is None or len(self.rollbacks) >= control.max_rollbacks:
-                        tried = f" after {len(self.rollbacks)} rollbacks" if self.rollbacks else ""
-                        raise FloatingPointError(
-                            f"the loss became {loss_value} at iteration {it}{tried}")
-                    algorithm.load_state_dict(good[0])
-                    del self.log[good[1]:]
-                    if stopper is not None:
-                        stopper.forget_window()
-                    finished = False
-                    rate = algorithm.scale_learning_rate(0.5)
-                    self.rollbacks.append({"at": it, "back_to": algorithm.iteration, "lr": rate})
-                    yield it  # one update per step, in a group too
+            loop.iteration = algorithm.iteration
+            loop.updates += 1
+            for hook in hooks:
+                hook.observe(loop)
+            loop.finished = _finished(loop, hooks)
+            if loop.iteration % self.log_every == 0 or loop.finished:
+                row = self._row(loop, loss, gap)
+                if not all(hook.accept(loop, row) for hook in hooks):
+                    for hook in hooks:
+                        hook.rewind(loop)
+                    loop.finished = False
+                    yield loop.iteration  # one update per step, in a group too
                     continue
-                row = LogRow(it, loss_value, psnr_value, gap_value, seconds,
-                             algorithm.denoiser_age(), *algorithm.weights(),
-                             stop_signal=None if stopper is None else stopper.signal)
-                self.log.append(row)
-                if (stateful and control.max_rollbacks > 0 and good is not None
-                        and it - good[0]["iteration"] >= control.snapshot_every):
-                    good = (algorithm.state_dict(), len(self.log))
-                if self.callback is not None:
-                    self.callback(Progress(it, algorithm.total, loss_value, psnr_value, seconds))
-            out_of_time = (stateful and not finished and control.deadline is not None
-                           and control.clock() >= control.deadline)
-            if stateful and control.checkpoint is not None:
-                every = control.checkpoint_every
-                if flag.signum is not None or out_of_time or (every and it % every == 0
-                                                              and not finished):
-                    control.checkpoint(self.state(time.perf_counter() - start))
-            if flag.signum is not None:
-                raise Interrupted(flag.signum)
-            if out_of_time:
-                raise OutOfTime()
-            yield it
+                for hook in hooks:
+                    hook.logged(loop, row)
+            for hook in hooks:
+                hook.end_iteration(loop)
+            yield loop.iteration
+        return self._result(loop)
+
+    def _hooks(self, loop: LoopState, flag: SignalFlag) -> list[Hook]:
+        """The loop's jobs, in the order they are called (:mod:`deeprestore.solvers.hooks`)."""
+        control, stateful = self.control, self.algorithm.stateful
+        hooks: list[Hook] = [] if self.stopper is None else [StopRule(self.stopper)]
+        hooks += [LogRows(self.log, self.callback),
+                  NaNRollback(loop, control, self.log, self.rollbacks)]
+        interruption = Interruption(flag, control, stateful)
+        if stateful and control.checkpoint is not None:
+            hooks.append(Checkpoint(control, lambda at: self.state(at.seconds()), interruption))
+        return [*hooks, interruption]
+
+    def _row(self, loop: LoopState, loss: torch.Tensor, gap: torch.Tensor | None) -> LogRow:
+        """The logged row of this iteration: the loss, PSNR and gap read back from the device
+        in one transfer, the seconds so far, the denoiser's age, λ and µ, the stop signal."""
+        algorithm = self.algorithm
+        with torch.no_grad():
+            psnr = self._measure()
+        values = [loss, *(v for v in (psnr, gap) if v is not None)]
+        numbers = torch.stack([v.float().reshape(()) for v in values]).tolist()
+        loss_value = numbers.pop(0)
+        psnr_value = numbers.pop(0) if psnr is not None else None
+        gap_value = numbers.pop(0) if gap is not None else None
+        return LogRow(loop.iteration, loss_value, psnr_value, gap_value, loop.seconds(),
+                      algorithm.denoiser_age(), *algorithm.weights(),
+                      stop_signal=None if self.stopper is None else self.stopper.signal)
+
+    def _result(self, loop: LoopState) -> Result:
+        """The finished run: the estimate (the stopper's at its detected iteration, when it
+        stopped the run) clamped to [0, 1] on the CPU, the log and the counters."""
+        algorithm, stopper = self.algorithm, self.stopper
         estimate = algorithm.estimate()
         if stopper is not None and stopper.done and stopper.best_estimate is not None:
             estimate = stopper.best_estimate
@@ -192,13 +199,18 @@ class Runner:
             image=image,
             log=self.log,
             iterations=algorithm.iteration,
-            seconds=time.perf_counter() - start,
+            seconds=loop.seconds(),
             denoiser_calls=algorithm.denoiser_calls,
             denoiser=algorithm.denoiser_name,
             rollbacks=self.rollbacks,
             backtracks=algorithm.backtrack_events(),
             stop=None if stopper is None else stopper.report(algorithm.total),
         )
+
+
+def _finished(loop: LoopState, hooks: Sequence[Hook]) -> bool:
+    """Whether the run ends: the algorithm is done, or a hook (the automatic stop) ends it."""
+    return loop.algorithm.done() or any(hook.stops(loop) for hook in hooks)
 
 
 def restore(
@@ -220,7 +232,7 @@ def restore(
     checkpoints, resume and NaN rollback (:class:`~deeprestore.solvers.control.RunControl`);
     ``execution``: how the network steps run (:class:`~deeprestore.execution.Execution`).
     ``settings.precision = "auto"`` is chosen here by timing a step in each candidate
-    (:func:`~deeprestore.solvers.cost.choose_precision`; the result's ``precision`` says how);
+    (:func:`~deeprestore.solvers.timing.choose_precision`; the result's ``precision`` says how);
     callers that estimated the cost first pass the precision it chose instead.
     """
     settings.validate()
