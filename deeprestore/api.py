@@ -241,12 +241,12 @@ def _restore_through(y: Any, operator: Any, run: _Run, *, sigma: Any, reference:
                      shape: Any, x0: Any) -> Restoration:
     """:func:`restore` with ``operator=``: the user's H, y and (optionally) f."""
     from deeprestore.config.resolve import default_preset
-    from deeprestore.methods import NETWORK_METHODS
+    from deeprestore.methods import ITERATIVE_METHODS
     from deeprestore.tasks.options import TaskOptions
     from deeprestore.tasks.registry import TaskError
     from deeprestore.user_problem import user_problem
 
-    if run.method not in (*NETWORK_METHODS, "red"):
+    if run.method not in ITERATIVE_METHODS:
         raise TaskError(f"method {run.method!r} needs a task's own operator; with operator= "
                         "use deepred, dip, dip-tv or red")
     if isinstance(sigma, str):
