@@ -3,8 +3,8 @@
 It takes the same road as the command line below the parsing: the task's preset (Table 1's row
 unless ``preset`` names another), the user's settings on top (:mod:`deeprestore.config.resolve`),
 the task's :class:`~deeprestore.solvers.base.Problem` (:mod:`deeprestore.tasks`) and the engine.
-It writes no file. Errors are the command line's: :class:`~deeprestore.io.images.ImageError`
-(the array), :class:`~deeprestore.tasks.TaskError` (task options, unknown task or method),
+It writes no file. Errors are the command line's: :class:`~deeprestore.arrays.ImageError`
+(the array), :class:`~deeprestore.tasks.registry.TaskError` (task options, unknown task or method),
 :class:`~deeprestore.config.presets.PresetError` and
 :class:`~deeprestore.config.settings.SettingsError` (a bad preset or setting), each with a
 one-line message.

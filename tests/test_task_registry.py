@@ -11,7 +11,7 @@ from deeprestore.methods import METHODS
 from deeprestore.metrics import PROTOCOLS
 from deeprestore.tasks.options import TaskOptions
 from deeprestore.tasks.problem import build_problem
-from deeprestore.tasks.registry import DENOISE, TASKS, Task
+from deeprestore.tasks.registry import DENOISE, TASKS, Task, TaskError, check_factor
 
 #: options that make each task's problem on a 32×32 grey image
 OPTIONS = {"denoise": {"sigma": 10.0}, "deblur": {}, "superres": {"factor": 2},
@@ -42,3 +42,14 @@ def test_the_problem_has_the_tasks_baselines_and_protocol(name: str) -> None:
 def test_every_method_is_offered_by_some_task() -> None:
     offered = {method for task in TASKS.values() for method in task.methods}
     assert offered == set(METHODS)
+
+
+@pytest.mark.parametrize("given", [4, np.int64(4), 4.0])
+def test_a_whole_number_factor_is_the_factor(given: object) -> None:
+    assert check_factor(given) == 4 and type(check_factor(given)) is int  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", [3, 4.5, 16.0, None, "4"])
+def test_any_other_factor_is_a_task_error(given: object) -> None:
+    with pytest.raises(TaskError, match=r"^factor must be 2, 4 or 8 \(got "):
+        check_factor(given)  # type: ignore[arg-type]

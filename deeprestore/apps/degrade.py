@@ -31,9 +31,11 @@ from deeprestore.physics.degradations import (
     lanczos_downscale,
     parse_mask_spec,
 )
+from deeprestore.physics.kernels import DEFAULT_DOWNSAMPLER
 from deeprestore.tasks.options import SIDECAR_SUFFIX
 from deeprestore.tasks.registry import (
     DEBLUR,
+    DEFAULT_KERNEL,
     DENOISE,
     INPAINT,
     SUPERRES,
@@ -71,7 +73,7 @@ def degrade_pixels(
     mask_array = None
     image = clean
     if task == DEBLUR.name:
-        kernel = kernel or "uniform9"
+        kernel = kernel or DEFAULT_KERNEL
         k = load_blur_kernel(kernel)
         check_kernel_fits(k, clean.shape[:2])
         image = np.clip(blur_image(clean, k), 0.0, 1.0)
@@ -82,7 +84,7 @@ def degrade_pixels(
             raise TaskError(f"the image is smaller than the factor {factor}")
         cropped, crop = crop_to_multiple(clean, factor)
         image = lanczos_downscale(cropped, factor)
-        params.update(factor=factor, crop=list(crop), downsampler="lanczos2",
+        params.update(factor=factor, crop=list(crop), downsampler=DEFAULT_DOWNSAMPLER,
                       hr_size=[int(cropped.shape[0]), int(cropped.shape[1])])
     elif task == INPAINT.name:
         spec = mask or "random:0.5"

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-from deeprestore.io.manifest import Manifest
+from deeprestore.io.manifest import Manifest, read_json_object
 from deeprestore.io.writers import atomic_write_bytes
 
 SUMMARY_COLUMNS = ("input", "method", "status", "psnr", "seconds", "output", "error")
 
 
 def _row(data: dict[str, Any]) -> dict[str, Any] | None:
-    if isinstance(data, dict) and data.get("status") == "failed" and {"input", "method"} <= set(
-            data):
+    if data.get("status") == "failed" and {"input", "method"} <= set(data):
         return {"input": data["input"], "method": data["method"], "status": "failed",
                 "psnr": None, "seconds": None, "output": None, "error": data.get("error", "")}
     manifest = Manifest.from_dict(data)
@@ -40,10 +38,8 @@ def collect_summary(folder: Path) -> list[dict[str, Any]]:
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(folder.rglob("*.json")):
-        try:
-            row = _row(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
+        data = read_json_object(path)
+        row = None if data is None else _row(data)
         if row is None:
             continue
         key = (row["input"], row["method"])

@@ -18,8 +18,8 @@ INPUT_ERRORS: tuple[type[Exception], ...] = (ValueError, FloatingPointError, OSE
 @dataclass
 class BatchFailures:
     """Counts the inputs that failed: ``usage`` did not fit the task options (a
-    :class:`~deeprestore.tasks.TaskError`: wrong-size mask, kernel larger than the image, ...),
-    ``other`` failed otherwise."""
+    :class:`~deeprestore.tasks.registry.TaskError`: wrong-size mask, kernel larger than the
+    image, ...), ``other`` failed otherwise."""
 
     usage: int = 0
     other: int = 0

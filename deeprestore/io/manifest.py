@@ -85,10 +85,16 @@ class Manifest:
         write_json(path, self.to_dict())
 
 
-def read_manifest(path: Path) -> Manifest | None:
-    """The manifest in the file ``path``; None when it is missing, unreadable or not one."""
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the file ``path`` (a manifest, a failure record, a degradation
+    record); None when it is missing, unreadable, not JSON or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return Manifest.from_dict(data)
+    return data if isinstance(data, dict) else None
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest in the file ``path``; None when it is missing, unreadable or not one."""
+    return Manifest.from_dict(read_json_object(path))

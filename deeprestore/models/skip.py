@@ -20,6 +20,12 @@ SCALES = 5
 SIZE_MULTIPLE = 2**SCALES
 
 
+def half_side(side: int) -> int:
+    """Half of ``side`` (pixels) rounded down to a multiple of :data:`SIZE_MULTIPLE`: the tile
+    side to try when ``side`` ran out of memory."""
+    return side // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE
+
+
 class ReflectionPad(nn.Module):
     """Reflection padding of (N, C, H, W) by ``pad`` px on every side, in the input's dtype.
 

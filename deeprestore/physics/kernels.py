@@ -109,6 +109,8 @@ def load_kernel(path: str | Path) -> np.ndarray:
 FACTORS: tuple[int, ...] = (2, 4, 8)
 #: The downsampling filters :func:`downsampling_kernel` knows (``lanczos2``: DIP's; the default).
 DOWNSAMPLERS: tuple[str, ...] = ("lanczos2", "bicubic")
+#: the DIP authors' SR model, H when none is named
+DEFAULT_DOWNSAMPLER = "lanczos2"
 
 
 def check_sr_factor(factor: object) -> int:
@@ -162,7 +164,7 @@ def bicubic_kernel(factor: int) -> np.ndarray:
     return k2 / k2.sum()
 
 
-def downsampling_kernel(factor: int, kind: str = "lanczos2") -> np.ndarray:
+def downsampling_kernel(factor: int, kind: str = DEFAULT_DOWNSAMPLER) -> np.ndarray:
     """The (4f, 4f) float64 downsampling kernel ``kind`` (one of :data:`DOWNSAMPLERS`) for factor f.
 
     Raises a one-line ``ValueError`` for an unknown kind.

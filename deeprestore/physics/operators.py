@@ -19,7 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeprestore.physics.kernels import check_sr_factor, downsampling_kernel
+from deeprestore.physics.kernels import (
+    DEFAULT_DOWNSAMPLER,
+    check_sr_factor,
+    downsampling_kernel,
+)
 
 __all__ = [
     "LinearOperator",
@@ -226,7 +230,7 @@ class Downsample(LinearOperator):
 
     name = "downsample"
 
-    def __init__(self, factor: int, kind: str = "lanczos2") -> None:
+    def __init__(self, factor: int, kind: str = DEFAULT_DOWNSAMPLER) -> None:
         self.factor = check_sr_factor(factor)
         self.kernel = downsampling_kernel(self.factor, kind)
         self.kind = kind

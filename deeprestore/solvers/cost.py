@@ -20,7 +20,7 @@ from deeprestore.config.settings import Settings
 from deeprestore.denoisers import get_denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution, configured_backends
 from deeprestore.methods import NETWORK_METHODS
-from deeprestore.models.skip import SIZE_MULTIPLE
+from deeprestore.models.skip import SIZE_MULTIPLE, half_side
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.memory import (
     MemoryModel,
@@ -155,8 +155,9 @@ def estimate_cost(problem: Problem, settings: Settings, device: torch.device, *,
     does not fit beside the network; and when the estimate itself runs out of device memory
     (the message names a tile that the memory model predicts to fit). The backends are set as
     the run will set them (:func:`~deeprestore.execution.configured_backends`), so the time is
-    the run's; on the CPU an image above :data:`TIME_PROBE_SIDE`² is timed on its centre crop
-    and scaled. ``probes``: the memory model's probes from an earlier estimate of the same run
+    the run's; on the CPU an image above
+    :data:`~deeprestore.solvers.timing.TIME_PROBE_SIDE`² is timed on its centre crop and scaled.
+    ``probes``: the memory model's probes from an earlier estimate of the same run
     at another size (:attr:`MemoryModel.probes`), not measured again. None for methods without
     a network (one pass or a few, no estimate).
     """
@@ -187,7 +188,7 @@ def _out_of_memory_advice(model: MemoryModel | None, available: int | None,
     ``side``, since the whole image did not), after the estimate ran out of memory on
     ``device``."""
     fits = None if model is None or available is None else model.largest_side(available)
-    tile = None if fits is None else min(fits, side // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    tile = None if fits is None else min(fits, half_side(side))
     if tile is not None and tile >= 2 * SIZE_MULTIPLE:
         return (f"ran out of memory on {device} while measuring the run: tiles of {tile} px "
                 f"are predicted to fit (--tile {tile})", tile)

@@ -226,8 +226,9 @@ def restore(
 ) -> Result:
     """Run ``settings.method`` on ``problem`` and return the restored image and its log.
 
-    ``problem``'s tensors are moved to ``device``; ``callback`` receives a :class:`Progress`
-    every ``settings.log_every`` iterations; ``denoiser`` overrides ``settings.denoiser``;
+    ``problem``'s tensors are moved to ``device``; ``callback`` receives a
+    :class:`~deeprestore.solvers.base.Progress` every ``settings.log_every`` iterations;
+    ``denoiser`` overrides ``settings.denoiser``;
     ``baselines`` maps extra one-shot method names to functions of the problem; ``control``:
     checkpoints, resume and NaN rollback (:class:`~deeprestore.solvers.control.RunControl`);
     ``execution``: how the network steps run (:class:`~deeprestore.execution.Execution`).

@@ -20,6 +20,7 @@ from deeprestore.denoisers.correlated import jpeg_bm3d
 from deeprestore.methods import DENOISER_BASELINES
 from deeprestore.metrics import psnr_function
 from deeprestore.physics.degradations import bicubic_upscale, crop_to_multiple
+from deeprestore.physics.kernels import DEFAULT_DOWNSAMPLER
 from deeprestore.physics.noise import estimate_noise_sigma, looks_compressed
 from deeprestore.physics.operators import LinearOperator, Mask
 from deeprestore.solvers.base import Problem
@@ -27,7 +28,6 @@ from deeprestore.solvers.baselines import biharmonic_inpaint, wiener_deconvoluti
 from deeprestore.tasks.options import AUTO_SIGMA, TaskOptionError, TaskOptions
 from deeprestore.tasks.registry import (
     DEBLUR,
-    DEFAULT_DOWNSAMPLER,
     DEFAULT_KERNEL,
     DENOISE,
     INPAINT,

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deeprestore.methods import DENOISER_BASELINES, ITERATIVE_METHODS
-from deeprestore.physics.kernels import KNOWN_KERNELS, check_sr_factor, load_kernel, named_kernel
+from deeprestore.physics.kernels import (
+    DEFAULT_DOWNSAMPLER,
+    KNOWN_KERNELS,
+    check_sr_factor,
+    load_kernel,
+    named_kernel,
+)
 
 if TYPE_CHECKING:
     from deeprestore.physics.operators import LinearOperator
@@ -31,8 +37,6 @@ if TYPE_CHECKING:
 
 #: the blur of ``deblur`` when no kernel is named
 DEFAULT_KERNEL = "uniform9"
-#: the downsampler of ``superres`` when none is named (DIP's)
-DEFAULT_DOWNSAMPLER = "lanczos2"
 
 
 class TaskError(ValueError):
@@ -88,6 +92,8 @@ class Task:
 def check_factor(factor: int | None) -> int:
     """The superres factor, which must be one of :data:`~deeprestore.physics.kernels.FACTORS`
     (2, 4 or 8); :class:`TaskError` otherwise."""
+    if isinstance(factor, float) and factor.is_integer():
+        factor = int(factor)  # 4.0 from a JSON sidecar or the API is the factor 4
     try:
         return check_sr_factor(factor)
     except ValueError as err:

@@ -14,7 +14,7 @@ from deeprestore.apps.jobs.prepare import Notice, Prepared, prepare
 from deeprestore.apps.jobs.tiled import restore_in_tiles
 from deeprestore.io.images import MIN_SIDE
 from deeprestore.io.manifest import Manifest
-from deeprestore.models.skip import SIZE_MULTIPLE
+from deeprestore.models.skip import half_side
 from deeprestore.solvers.base import ProgressCallback
 from deeprestore.solvers.control import Interrupted, OutOfTime, ResumeError, RunControl
 from deeprestore.solvers.cost import format_bytes
@@ -42,8 +42,7 @@ def _run_failure(job: Job, prepared: Prepared, error: BaseException,
         if grouped_with is not None and grouped_with > 1:
             return JobError(f"{job.input}: {job.method} ran out of memory on {job.device} in a "
                             f"group of {grouped_with}: run it alone (--group 1)")
-        side = (max(prepared.observed.height, prepared.observed.width) // 2 // SIZE_MULTIPLE
-                * SIZE_MULTIPLE)
+        side = half_side(max(prepared.observed.height, prepared.observed.width))
         return JobError(f"{job.input}: {job.method} ran out of memory on {job.device}: "
                         f"try --tile {max(side, MIN_SIDE)}")
     if isinstance(error, ResumeError):

@@ -12,7 +12,7 @@ import torch
 from deeprestore.apps.jobs.job import Job, JobError
 from deeprestore.apps.jobs.prepare import Notice, Prepared, what_fits
 from deeprestore.io.images import MIN_SIDE
-from deeprestore.models.skip import SIZE_MULTIPLE
+from deeprestore.models.skip import half_side
 from deeprestore.solvers.base import LogRow, Progress, ProgressCallback, Result, problem_to_device
 from deeprestore.solvers.cost import (
     CostError,
@@ -68,7 +68,7 @@ def restore_in_tiles(job: Job, prepared: Prepared, callback: ProgressCallback | 
     rows_count = len({box.top for box in boxes})
     grid = [rows_count, len(boxes) // rows_count]
     if cost is not None:
-        _check_and_announce(job, prepared, cost, len(boxes), grid, notice)
+        _check_and_announce(job, prepared, cost, len(boxes), overlap, grid, notice)
     height, width = task_problem.problem.size
     blender = Blender([box.scaled(factor) for box in boxes], task_problem.problem.channels,
                       height, width)
@@ -98,8 +98,9 @@ def restore_in_tiles(job: Job, prepared: Prepared, callback: ProgressCallback | 
 
 
 def _check_and_announce(job: Job, prepared: Prepared, cost: CostEstimate, tiles: int,
-                        grid: list[int], notice: Notice | None) -> None:
-    """Refuse a tiled run over ``job.max_minutes`` (:class:`CostError`); else say its cost."""
+                        overlap: int, grid: list[int], notice: Notice | None) -> None:
+    """Refuse a tiled run over ``job.max_minutes`` (:class:`CostError`); else say its cost
+    (``tiles`` tiles overlapping by ``overlap`` px, in [rows, columns] ``grid``)."""
     total = cost.seconds * tiles
     if job.max_minutes is not None and total > 60 * job.max_minutes:
         raise CostError(f"{job.input}: {job.method} in {tiles} tiles would take about "
@@ -109,7 +110,7 @@ def _check_and_announce(job: Job, prepared: Prepared, cost: CostEstimate, tiles:
         tile = prepared.tile
         bound = "at most" if job.settings.stop == "auto" else "about"
         notice(f"{job.input}: {job.method} in {grid[0]}×{grid[1]} tiles of {tile} px "
-               f"(overlap {default_overlap(tile or 0)}): {bound} {format_duration(total)} in "
+               f"(overlap {overlap}): {bound} {format_duration(total)} in "
                f"all; each {cost.describe(job.settings.stop == 'auto')}; plus "
                f"{format_bytes(whole_image_bytes(prepared.task_problem))} for the whole image")
 
@@ -134,7 +135,7 @@ def _restore_tile(job: Job, part: TaskProblem, tile: int,
         return restore(part.problem, job.settings, device=job.device, callback=callback,
                        baselines=part.baselines, denoiser=part.denoiser_for(job.settings))
     except torch.OutOfMemoryError:
-        smaller = max(tile // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE, MIN_SIDE)
+        smaller = max(half_side(tile), MIN_SIDE)
         raise JobError(f"{job.input}: {job.method} ran out of memory on {job.device} with "
                        f"tiles of {tile} px: try --tile {smaller}") from None
 

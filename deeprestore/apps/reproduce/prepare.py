@@ -16,6 +16,7 @@ from deeprestore.apps.reproduce.benchmarks import Benchmark, ImageEntry
 from deeprestore.apps.reproduce.events import ReproduceError
 from deeprestore.arrays import Image
 from deeprestore.io.images import read_image
+from deeprestore.io.manifest import read_json_object
 from deeprestore.io.writers import write_image, write_json
 from deeprestore.metrics import ssim
 from deeprestore.tasks.options import TaskOptions
@@ -28,15 +29,6 @@ def _centre_crop(pixels: np.ndarray, side: int) -> tuple[np.ndarray, list[int]]:
     height, width = min(side, pixels.shape[0]), min(side, pixels.shape[1])
     top, left = (pixels.shape[0] - height) // 2, (pixels.shape[1] - width) // 2
     return pixels[top : top + height, left : left + width], [top, left, height, width]
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def normalised(data: Any) -> Any:
@@ -87,7 +79,7 @@ def prepare_image(
              "record": image_dir / "input.json"}
     if bench.task == INPAINT.name:
         paths["mask"] = image_dir / "mask.png"
-    previous = read_json(paths["record"])
+    previous = read_json_object(paths["record"])
     if (not force and previous is not None and previous.get("degradation") == record
             and all(p.exists() for p in paths.values())):
         return record, False

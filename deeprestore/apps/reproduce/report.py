@@ -17,9 +17,8 @@ import torch
 
 from deeprestore import __version__
 from deeprestore.apps.reproduce.benchmarks import INPUT_ROW, Benchmark, ImageEntry
-from deeprestore.apps.reproduce.prepare import read_json
 from deeprestore.io.images import read_image
-from deeprestore.io.manifest import Manifest, read_manifest
+from deeprestore.io.manifest import Manifest, read_json_object, read_manifest
 from deeprestore.io.plots import compare_image
 from deeprestore.io.writers import atomic_write_bytes
 from deeprestore.tasks.registry import SUPERRES
@@ -52,7 +51,7 @@ def _method_manifest(image_dir: Path, method: str) -> Manifest | None:
 
 def write_grid(bench: Benchmark, image_dir: Path, methods: list[str]) -> Path | None:
     """``grid.png``: the input, every finished method's output and the reference."""
-    record = read_json(image_dir / "input.json")
+    record = read_json_object(image_dir / "input.json")
     if record is None:
         return None
     degraded = read_image(image_dir / "input.png").pixels
@@ -83,7 +82,7 @@ def _rows(bench: Benchmark, table_dir: Path, methods: list[str], entries: list[I
     rows = []
     for entry in entries:
         image_dir = table_dir / entry.name
-        record = read_json(image_dir / "input.json")
+        record = read_json_object(image_dir / "input.json")
         for method in methods:
             row: dict[str, Any] = {key: None for key in CSV_FIELDS}
             row.update(image=entry.name, method=method, set=entry.set,
