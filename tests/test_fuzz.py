@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from deeprestore.arrays import Image, ImageError, from_array
@@ -95,6 +95,8 @@ tables = st.dictionaries(st.sampled_from(KEYS), values, max_size=6)
     st.sampled_from(["degradation", "defaults", "methods.deepred", "methods.dip", "methods.x",
                      "other"]), tables, max_size=4), garbage=st.text(max_size=20),
        add_garbage=st.booleans())
+@example(top={"task": []}, sections={}, garbage="", add_garbage=False)  # once a TypeError
+@example(top={"task": 3}, sections={}, garbage="", add_garbage=False)
 def test_random_presets_load_or_fail_cleanly(top, sections, garbage, add_garbage):
     lines = [f"{key} = {_toml_value(value)}" for key, value in top.items()]
     for section, table in sections.items():

@@ -146,7 +146,7 @@ def parse_preset(data: dict[str, Any], path: Path, text: str = "") -> Preset:
             allowed = ", ".join(sorted(TOP_LEVEL_KEYS))
             raise PresetError(f"unknown key {key!r} in {where} (allowed: {allowed})")
     task = data.get("task", DENOISE.name)
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise PresetError(f"key 'task' in {where} must be one of {', '.join(TASKS)}; got {task!r}")
     for key in ("name", "description", "source"):
         if key in data and not isinstance(data[key], str):
