@@ -20,7 +20,8 @@
 #                    slowest tests; stopped by SIGINT at its limit, so it still prints its summary
 #   measure.json     (c) bench/preset_steps.py, the full `denoise` preset (Table 1, no
 #                    [everyday]): "methods": deepred (nlm-torch) and dip at 512² in float32,
-#                    bf16 and tf32, 5 + 30 iterations each: s/it, peak memory (after the
+#                    bf16 and tf32, each eager and as a captured CUDA graph (Execution
+#                    step_graph, issue 42), 5 + 30 iterations each: s/it, peak memory (after the
 #                    warm-up, and with it: cuDNN's autotuning), PSNR and its change vs float32
 #                    (same seed, same iterations);
 #                    "grouped": 1, 4, 16 problems (dip, dip-tv, deepred in turn) at 256² in
@@ -85,7 +86,7 @@ if [ "$DRY" = 1 ]; then
     DENOISERS_S=${DENOISERS_S:-60}
     SUITE_ARGS=(tests/test_operators.py::test_describe_is_json_serialisable)
     TINY=(--iters 2 --warmup 1 --precisions float32,bf16 --set net_channels=8)
-    METHODS_ARGS=(--size 32 --methods dip,deepred "${TINY[@]}")
+    METHODS_ARGS=(--size 32 --methods dip,deepred --step-graphs eager,cuda-graph "${TINY[@]}")
     GROUPED_ARGS=(--sizes 32 --problems 1,2 --methods deepred,dip "${TINY[@]}")
     DENOISERS_ARGS=(--sizes 32 --repeats 1 --reference-repeats 1 --no-reference-warmup)
     REFERENCE_DENOISERS=nlm  # the bm3d package's first call takes 10 s here
@@ -104,7 +105,7 @@ else
     DENOISERS_S=${DENOISERS_S:-25}
     SUITE_ARGS=(--ignore=tests/test_gpu_check.py tests)
     METHODS_ARGS=(--size 512 --methods deepred,dip --precisions float32,bf16,tf32
-                  --iters 30 --warmup 5)
+                  --step-graphs eager,cuda-graph --iters 30 --warmup 5)
     GROUPED_ARGS=(--sizes 256 --problems 1,4,16 --precisions float32
                   --iters 5 --warmup 2)
     DENOISERS_ARGS=(--sizes 512 --repeats 3 --reference-repeats 1 --no-reference-warmup)

@@ -57,7 +57,7 @@ import torch
 from deeprestore.config.presets import load_preset, parse_override
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import choose_denoiser
-from deeprestore.execution import configure_backends
+from deeprestore.execution import Execution, configure_backends
 from deeprestore.metrics import psnr_rgb
 from deeprestore.solvers.base import Problem, problem_to_device
 from deeprestore.solvers.factory import make_algorithm
@@ -132,61 +132,66 @@ def methods_part(args: argparse.Namespace, device: torch.device, preset: Any,
                             "iters": args.iters, "psnr_input": psnr(problem.y, clean),
                             "settings": {}, "rows": []}
     info = run_info(device, args)
-    for method in args.methods.split(","):
-        base: dict[str, Any] | None = None
-        base_estimate: torch.Tensor | None = None
-        for precision in args.precisions.split(","):
-            row: dict[str, Any] = {"method": method, "precision": precision, "size": args.size}
-            print(f"methods: {method} {precision} ...", flush=True)
-            try:
-                settings = preset_settings(preset, method, precision, sets, args.denoiser,
-                                           device)
-                if precision == "float32" or method not in part["settings"]:
-                    part["settings"][method] = dataclasses.asdict(settings)
-                configure_backends(device, precision)
-                free_memory(device)
-                tic = time.perf_counter()
-                algorithm = make_algorithm(problem, settings, device)
-                for _ in range(args.warmup):
-                    algorithm.update()
-                sync(device)
-                setup = time.perf_counter() - tic
-                warm_peak = peak_mib(device)  # cuDNN's autotuning included
-                reset_peak(device)
-                tic = time.perf_counter()
-                for _ in range(args.iters):
-                    algorithm.update()
-                sync(device)
-                seconds = (time.perf_counter() - tic) / max(args.iters, 1)
-                estimate = algorithm.estimate().detach().float().clamp(0, 1).cpu()
-                network = algorithm.network_output()
-                row.update({
-                    "denoiser": settings.denoiser if method == "deepred" else None,
-                    "net_channels": settings.net_channels, "runs": settings.runs,
-                    "s_per_it": seconds, "its_per_s": 1 / seconds if seconds > 0 else None,
-                    "setup_s": setup, "peak_mib": peak_mib(device),
-                    "peak_warmup_mib": warm_peak,
-                    "psnr": psnr(estimate, clean),
-                    "psnr_network": psnr(network, clean),
-                })
-                algorithm.close()
-                del algorithm, network
-                if precision == "float32":
-                    base, base_estimate = row, estimate
-                if base is not None and base is not row:
-                    row["d_psnr_vs_float32"] = delta(row["psnr"], base["psnr"])
-                    row["d_psnr_network_vs_float32"] = delta(row["psnr_network"],
-                                                             base["psnr_network"])
-                    row["psnr_vs_float32_output"] = psnr(estimate, base_estimate)
-                    row["s_per_it_vs_float32"] = seconds / base["s_per_it"]
-                print(f"methods: {method} {precision}: {seconds:.4f} s/it, peak "
-                      f"{row['peak_mib']} MiB, PSNR {row['psnr']}", flush=True)
-            except Exception as err:  # noqa: BLE001 - recorded; the next row runs
-                row["error"] = f"{type(err).__name__}: {err}"
-                print(f"methods: {method} {precision}: {row['error']}", flush=True)
-            part["rows"].append(row)
-            write_part(args.json, "methods", part, info)
+    cases = [(method, precision, graph) for method in args.methods.split(",")
+             for graph in args.step_graphs.split(",") for precision in args.precisions.split(",")]
+    base: dict[str, Any] | None = None
+    base_estimate: torch.Tensor | None = None
+    for method, precision, graph in cases:
+        if precision == "float32" and graph == args.step_graphs.split(",")[0]:
+            base, base_estimate = None, None
+        row: dict[str, Any] = {"method": method, "precision": precision, "size": args.size,
+                               "step_graph": graph}
+        print(f"methods: {method} {precision} {graph} ...", flush=True)
+        try:
+            settings = preset_settings(preset, method, precision, sets, args.denoiser,
+                                       device)
+            if precision == "float32" or method not in part["settings"]:
+                part["settings"][method] = dataclasses.asdict(settings)
+            configure_backends(device, precision)
             free_memory(device)
+            tic = time.perf_counter()
+            algorithm = make_algorithm(problem, settings, device,
+                                       execution=Execution(step_graph=graph))
+            for _ in range(args.warmup):
+                algorithm.update()
+            sync(device)
+            setup = time.perf_counter() - tic
+            warm_peak = peak_mib(device)  # cuDNN's autotuning included
+            reset_peak(device)
+            tic = time.perf_counter()
+            for _ in range(args.iters):
+                algorithm.update()
+            sync(device)
+            seconds = (time.perf_counter() - tic) / max(args.iters, 1)
+            estimate = algorithm.estimate().detach().float().clamp(0, 1).cpu()
+            network = algorithm.network_output()
+            row.update({
+                "denoiser": settings.denoiser if method == "deepred" else None,
+                "net_channels": settings.net_channels, "runs": settings.runs,
+                "s_per_it": seconds, "its_per_s": 1 / seconds if seconds > 0 else None,
+                "setup_s": setup, "peak_mib": peak_mib(device),
+                "peak_warmup_mib": warm_peak,
+                "psnr": psnr(estimate, clean),
+                "psnr_network": psnr(network, clean),
+            })
+            algorithm.close()
+            del algorithm, network
+            if base is None and precision == "float32":
+                base, base_estimate = row, estimate
+            if base is not None and base is not row:
+                row["d_psnr_vs_float32"] = delta(row["psnr"], base["psnr"])
+                row["d_psnr_network_vs_float32"] = delta(row["psnr_network"],
+                                                         base["psnr_network"])
+                row["psnr_vs_float32_output"] = psnr(estimate, base_estimate)
+                row["s_per_it_vs_float32"] = seconds / base["s_per_it"]
+            print(f"methods: {method} {precision} {graph}: {seconds:.4f} s/it, peak "
+                  f"{row['peak_mib']} MiB, PSNR {row['psnr']}", flush=True)
+        except Exception as err:  # noqa: BLE001 - recorded; the next row runs
+            row["error"] = f"{type(err).__name__}: {err}"
+            print(f"methods: {method} {precision} {graph}: {row['error']}", flush=True)
+        part["rows"].append(row)
+        write_part(args.json, "methods", part, info)
+        free_memory(device)
 
 
 def grouped_part(args: argparse.Namespace, device: torch.device, preset: Any,
@@ -293,6 +298,10 @@ def main() -> None:
                         help="DeepRED's denoiser: auto (the preset's, its torch version on "
                              "CUDA) or a name")
     parser.add_argument("--precisions", default="float32,tf32,bf16")
+    parser.add_argument("--step-graphs", default="eager",
+                        help="methods: how the step executes (Execution.step_graph), comma-"
+                             "separated: eager, cuda-graph, compile; the first one's float32 "
+                             "row is the base of the PSNR and time ratios")
     parser.add_argument("--size", type=int, default=512, help="methods: the image size")
     parser.add_argument("--sizes", default="256,512", help="grouped: image sizes")
     parser.add_argument("--problems", default="1,4,16", help="grouped: problems per step")

@@ -26,8 +26,10 @@ import torch
 class Execution:
     """How the network methods execute their steps (the defaults are the measured best).
 
-    ``fused_adam``: on a CPU, step Adam with its fused kernel, one call instead of ~7 small ops
-    per parameter tensor (``bench/speed.py``'s ``dip-unfused`` row turns it off).
+    ``fused_adam``: on a CPU or a CUDA GPU, step Adam with its fused kernel, one call instead
+    of ~7 small ops per parameter tensor, which also skips a backtracked step on the device
+    (``bench/speed.py``'s ``dip-unfused`` row turns it off: a backtracking rule then reads its
+    decision on the host).
     ``cpu_channels_last``: on a CPU, lay the network out channels-last (True) or NCHW (False);
     None (default): follow the precision — channels-last for bf16, whose fast oneDNN kernels
     (AMX, AVX512-BF16) want it, NCHW for float32 (``bench/speed.py``'s ``dip-channels-last`` and
@@ -39,6 +41,13 @@ class Execution:
     (``dip-runs2-grouped`` turns it on; meant for a GPU; :mod:`deeprestore.solvers.grouping`).
     ``share_cores``: async denoiser on a CPU: the network keeps n − 1 torch threads while a
     denoiser call is in flight, the denoiser gets one (``bench/speed.py --no-core-sharing``).
+    ``step_graph``: how a run's iteration (Θ-step, x, u, growth, EMA; not f) executes when the
+    runs step one by one: ``eager`` (default); ``compile`` — traced whole by
+    ``torch.compile(fullgraph=True)`` with ``compile_backend`` (the gradient through
+    ``torch.func``; on a CPU this is how the suite proves the step has no graph break);
+    ``cuda-graph`` — captured as a CUDA graph after a warm-up and replayed
+    (:mod:`deeprestore.solvers.captured`; eager elsewhere). Not measured on a GPU yet, hence
+    not the default (issue 42).
     """
 
     fused_adam: bool = True
@@ -46,6 +55,17 @@ class Execution:
     side_by_side: bool = True
     grouped: bool = False
     share_cores: bool = True
+    step_graph: str = "eager"
+    compile_backend: str = "inductor"
+
+    def __post_init__(self) -> None:
+        if self.step_graph not in STEP_GRAPHS:
+            raise ValueError(f"step_graph must be one of {', '.join(STEP_GRAPHS)}, got "
+                             f"{self.step_graph!r}")
+
+
+#: how a run's iteration executes (:attr:`Execution.step_graph`)
+STEP_GRAPHS = ("eager", "compile", "cuda-graph")
 
 
 #: What :func:`deeprestore.solvers.runner.restore` uses when no :class:`Execution` is given.
@@ -70,14 +90,18 @@ def prepare_network_step(
     execution: Execution = DEFAULT_EXECUTION, precision: str = "float32",
 ) -> tuple[NetworkT, torch.Tensor, torch.optim.Adam]:
     """The network, its input z (N, C, H, W) and its Adam optimiser, laid out for ``device``
-    and ``precision`` (:func:`channels_last`); on a CPU Adam uses its fused kernel unless
-    ``execution.fused_adam`` is off."""
-    on_cpu = device.type == "cpu"
+    and ``precision`` (:func:`channels_last`); on a CPU or a CUDA GPU Adam uses its fused
+    kernel unless ``execution.fused_adam`` is off."""
     if channels_last(device, precision, execution):
         net = net.to(memory_format=torch.channels_last)
         z = z.contiguous(memory_format=torch.channels_last)
-    fused = True if on_cpu and execution.fused_adam else None
-    return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused)
+    fused = device.type in FUSED_ADAM_DEVICES and execution.fused_adam
+    return net, z, torch.optim.Adam(net.parameters(), lr=lr, fused=fused or None)
+
+
+#: where torch's Adam has a fused kernel that the engine uses (its ``found_inf`` skips a
+#: backtracked step on the device: :mod:`deeprestore.solvers.adam`)
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 def preload_optimizer_imports() -> threading.Thread:

@@ -170,11 +170,11 @@ def test_a_grouped_step_out_of_memory_halves_the_group_and_changes_no_result(mon
     real = grouping.ProblemGroup._adam
     sizes: list[int] = []
 
-    def too_big(self, kept):
+    def too_big(self, skips, grads):
         sizes.append(len(self.members))
         if len(self.members) > 2:  # four problems do not fit, two do: out of memory after
             _out_of_memory()  # the forward and backward passes (draws taken, statistics moved)
-        real(self, kept)
+        real(self, skips, grads)
 
     monkeypatch.setattr(grouping.ProblemGroup, "_adam", too_big)
     notices: list[str] = []

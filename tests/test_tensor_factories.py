@@ -73,11 +73,9 @@ ALLOWED: dict[tuple[str, str], str] = {
         "z is drawn by a CPU generator on purpose (the same z on every device), then .to(device)",
     ("solvers/network_run.py", "NetworkRun.__init__"):
         "the run's CPU generator: z and its perturbations are the same numbers on every device",
-    ("solvers/perturbation.py", "PerturbationStream._draw"):
-        "draws from the run's CPU generator; next() moves the draw",
-    ("solvers/grouping.py", "ProblemGroup.write_back"):
-        "Adam's step count: torch.optim.Adam keeps it on the CPU (neither fused nor capturable)",
-    ("denoisers/nlm_torch.py", "nlm_torch"):
+    ("solvers/perturbation.py", "PerturbationStream.next"):
+        "on a CPU only: draws from the run's CPU generator (other devices fill a device buffer)",
+    ("denoisers/nlm_torch.py", "_center_weight"):
         "_fast_exp(0) of a CPU scalar, read back at once with .item() (no device sync)",
     ("denoisers/bm3d_torch.py", "_dct_matrix"): _HOST_CONSTANTS,
     ("denoisers/bm3d_torch.py", "_bior15_matrix"): _HOST_CONSTANTS,

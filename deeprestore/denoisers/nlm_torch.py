@@ -23,6 +23,7 @@ is reproduced here term by term, including its quirks:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -195,6 +196,13 @@ def _accumulate(
         den += w_back
 
 
+@functools.cache
+def _center_weight(dtype: torch.dtype) -> float:
+    """``_fast_exp(0)`` in ``dtype``: the weight of the null shift, computed once per dtype on
+    the host (no read in a call)."""
+    return float(_fast_exp(torch.zeros(1, dtype=dtype)).item())
+
+
 def nlm_torch(
     x: torch.Tensor,
     sigma: float,
@@ -244,7 +252,7 @@ def nlm_torch(
     padded = padded.index_select(2, _reflect_index(width, pad, x.device))  # (B, H + 2 pad, ...)
     ref = padded[:, r0 : r0 + win.reg_h, r0 : r0 + win.reg_w]
 
-    center_weight = float(_fast_exp(torch.zeros(1, dtype=work_dtype)).item())
+    center_weight = _center_weight(work_dtype)
     center = padded[:, pad : pad + height, pad : pad + width]
     num = center * center_weight
     den = torch.full_like(num, center_weight)

@@ -106,8 +106,7 @@ class BatchedSkipNet(nn.Module):
     @torch.no_grad()
     def copy_from(self, nets: Sequence[nn.Module], first: int = 0) -> None:
         """Make the parameters and buffers of runs ``first``, ``first + 1``, … those of ``nets``
-        (undoes :meth:`copy_into`). BatchNorm's ``num_batches_tracked`` is one counter for all
-        runs: the last net's."""
+        (undoes :meth:`copy_into`)."""
         state = self.state_dict(keep_vars=True)
         for r, net in enumerate(nets, start=first):
             for name, tensor in net.state_dict().items():

@@ -9,6 +9,8 @@ convolutions to go down, bilinear upsampling, BatchNorm and LeakyReLU(0.2).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,9 +79,30 @@ def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, runs: int = 1) -> 
     return nn.Sequential(*layers)
 
 
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm over (N, C, H, W) without the ``num_batches_tracked`` counter: with a momentum
+    nothing reads it, and its increment was one more small op per layer and step (30 per
+    network step; issue 42). A saved state that has the counter (checkpoints made before) loads,
+    the counter ignored."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.num_batches_tracked = None  # type: ignore[assignment]
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              *args: Any) -> None:
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args)
+
+
+def batch_norm(channels: int) -> nn.BatchNorm2d:
+    """A :class:`BatchNorm` over ``channels``."""
+    return BatchNorm(channels)
+
+
 def bn_act(channels: int) -> list[nn.Module]:
     """BatchNorm then LeakyReLU(0.2), DIP's activation block."""
-    return [nn.BatchNorm2d(channels), nn.LeakyReLU(0.2, inplace=True)]
+    return [batch_norm(channels), nn.LeakyReLU(0.2, inplace=True)]
 
 
 def upsample2(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -132,7 +155,7 @@ class Scale(nn.Module):
         c_deeper = deeper.c_up if deeper is not None else c_down
         self.c_up = c_up
         self.up = nn.Sequential(
-            nn.BatchNorm2d(runs * (c_skip + c_deeper)),
+            batch_norm(runs * (c_skip + c_deeper)),
             conv(c_skip + c_deeper, c_up, 3, runs=runs),
             *bn_act(runs * c_up),
             conv(c_up, c_up, 1, runs=runs),

@@ -36,6 +36,7 @@ import torch
 from deeprestore.config.settings import Settings
 from deeprestore.execution import Execution, channels_last
 from deeprestore.models.batched import BatchedSkipNet
+from deeprestore.solvers.adam import adam_kernel
 from deeprestore.solvers.base import Problem
 
 
@@ -139,15 +140,16 @@ class ProblemGroup:
         self.names = [name for name, _ in self.runs[0].net.named_parameters()]
         self.params = [named[name] for name in self.names]
         self.buffers = dict(net.named_buffers())
-        #: Adam's constants: the runs' own optimisers' (torch.optim.Adam's defaults)
-        adam = self.runs[0].optimizer.defaults
-        self.betas: tuple[float, float] = adam["betas"]
-        self.eps: float = adam["eps"]
+        count = len(self.runs)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        count = len(self.runs)
-        self.steps = torch.zeros(count, dtype=torch.float64, device=self.device)
-        self.lr = torch.zeros(count, dtype=torch.float64, device=self.device)
+        #: each run's Θ and Adam moments as views of the grouped tensors, made once
+        self.views = [list(views) for views in zip(
+            *(tensor.chunk(count) for tensor in (*self.params, *self.exp_avg,
+                                                 *self.exp_avg_sq)), strict=True)]
+        #: each run's Adam step count (one tensor where torch's Adam keeps its own)
+        self.steps = [torch.zeros((), dtype=torch.float32, device=_step_device(run.optimizer))
+                      for run in self.runs]
         for member in members:
             self.read_back(member)
 
@@ -160,32 +162,30 @@ class ProblemGroup:
 
     def run_parameters(self, index: int) -> list[torch.Tensor]:
         """Views of run ``index``'s parameters in the grouped network (its own nets' order)."""
-        return [self._chunk(param, index) for param in self.params]
+        return self.views[index][:len(self.params)]
+
+    def _run_moments(self, index: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Views of run ``index``'s Adam moments (first, second) in the group's tensors."""
+        views, count = self.views[index], len(self.params)
+        return views[count:2 * count], views[2 * count:]
 
     # -- state ----------------------------------------------------------------------------------
 
     @torch.no_grad()
     def write_back(self, member: GroupMember) -> None:
-        """Give ``member``'s runs' nets and optimisers the group's state for them."""
+        """Give ``member``'s runs' nets and optimisers the group's state for them (one read
+        of the step counts: at checkpoints and when the group changes)."""
         indices = self._indices(member)
         self.net.copy_into([run.net for run in member.runs], first=indices.start)
         for index, run in zip(indices, member.runs, strict=True):
-            own = dict(run.net.named_parameters())
+            moments, squares = self._run_moments(index)
             optimizer = run.optimizer
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = float(self.lr[index])
-            steps = float(self.steps[index])
-            for k, name in enumerate(self.names):
-                if steps == 0:
-                    optimizer.state.pop(own[name], None)
-                    continue
-                optimizer.state[own[name]] = {
-                    "step": torch.tensor(steps, dtype=torch.float32),
-                    "exp_avg": torch.empty_like(own[name]).copy_(
-                        self._chunk(self.exp_avg[k], index)),
-                    "exp_avg_sq": torch.empty_like(own[name]).copy_(
-                        self._chunk(self.exp_avg_sq[k], index)),
-                }
+            own = [dict(run.net.named_parameters())[name] for name in self.names]
+            for param, moment, square in zip(own, moments, squares, strict=True):
+                state = optimizer.state[param]
+                state["step"] = self.steps[index].to(state["step"].device, copy=True)
+                state["exp_avg"] = torch.empty_like(param).copy_(moment)
+                state["exp_avg_sq"] = torch.empty_like(param).copy_(square)
 
     @torch.no_grad()
     def read_back(self, member: GroupMember) -> None:
@@ -194,27 +194,29 @@ class ProblemGroup:
         indices = self._indices(member)
         self.net.copy_from([run.net for run in member.runs], first=indices.start)
         for index, run in zip(indices, member.runs, strict=True):
-            own = dict(run.net.named_parameters())
+            moments, squares = self._run_moments(index)
             optimizer = run.optimizer
-            self.lr[index] = optimizer.param_groups[0]["lr"]
-            states = [optimizer.state.get(own[name]) for name in self.names]
-            self.steps[index] = float(states[0]["step"]) if states[0] else 0.0
-            for k, state in enumerate(states):
+            own = [dict(run.net.named_parameters())[name] for name in self.names]
+            states = [optimizer.state.get(param) for param in own]
+            if states[0]:
+                self.steps[index].copy_(states[0]["step"])
+            else:
+                self.steps[index].zero_()
+            for state, moment, square in zip(states, moments, squares, strict=True):
                 if state:
-                    self._chunk(self.exp_avg[k], index).copy_(state["exp_avg"])
-                    self._chunk(self.exp_avg_sq[k], index).copy_(state["exp_avg_sq"])
+                    moment.copy_(state["exp_avg"])
+                    square.copy_(state["exp_avg_sq"])
                 else:
-                    self._chunk(self.exp_avg[k], index).zero_()
-                    self._chunk(self.exp_avg_sq[k], index).zero_()
+                    moment.zero_()
+                    square.zero_()
 
     def scale_learning_rate(self, member: GroupMember, factor: float) -> float:
-        """Multiply ``member``'s runs' learning rates by ``factor``; return the new one."""
-        indices = self._indices(member)
-        self.lr[indices.start:indices.stop] *= factor
+        """Multiply ``member``'s runs' learning rates by ``factor``; return the new one (the
+        runs' own optimisers hold the rates the group steps with)."""
         for run in member.runs:
             for param_group in run.optimizer.param_groups:
                 param_group["lr"] *= factor
-        return float(self.lr[indices.start])
+        return float(member.runs[0].optimizer.param_groups[0]["lr"])
 
     def leave(self, member: GroupMember) -> None:
         """``member`` is done: its state goes back to its runs, the others regroup."""
@@ -236,9 +238,9 @@ class ProblemGroup:
 
         When the grouped step runs out of device memory, the group is split in two halves (the
         second a new group) and the step is taken again in ``member``'s half, as if the
-        failed attempt had not happened (the perturbation draws and BatchNorm statistics are
-        put back); a group of one member cannot be split and raises
-        ``torch.OutOfMemoryError``."""
+        failed attempt had not happened (the perturbation draws are put back; BatchNorm's
+        running statistics, which a network in training mode never reads, may have moved); a
+        group of one member cannot be split and raises ``torch.OutOfMemoryError``."""
         if id(member) not in self._waiting:
             try:
                 self._step_all(caller=member)
@@ -283,22 +285,15 @@ class ProblemGroup:
             raise RuntimeError("the members of a ProblemGroup must step in turn: one has not "
                                "taken its last step yet")
         draws = [run.perturbation.get_state() for run in self.runs]
-        statistics = {name: buffer.clone() for name, buffer in self.buffers.items()}
         try:
             self._step_all_once(caller)
         except torch.OutOfMemoryError:
-            for param in self.params:
-                param.grad = None
             self._waiting.clear()
             for run, state in zip(self.runs, draws, strict=True):
                 run.perturbation.set_state(state)
-            for name, buffer in self.buffers.items():
-                buffer.copy_(statistics[name])
             raise
 
     def _step_all_once(self, caller: GroupMember) -> None:
-        for param in self.params:
-            param.grad = None
         first = self.members[0]
         inputs = torch.cat([member.perturbed_input(run)
                             for member in self.members for run in member.runs])
@@ -306,44 +301,35 @@ class ProblemGroup:
         pieces = out.split([len(member.runs) for member in self.members])
         results = [member.piece_losses(piece) for member, piece in zip(self.members, pieces,
                                                                          strict=True)]
-        first.backward_in_precision(torch.stack([losses.sum() for losses, _ in results]).sum())
-        kept: list[bool] = []
+        total = torch.stack([losses.sum() for losses, _ in results]).sum()
+        grads = [grad.chunk(len(self.runs))
+                 for grad in first.gradient_in_precision(total, self.params)]
+        skips: list[torch.Tensor | None] = []
         for member, piece, (losses, data_mse) in zip(self.members, pieces, results, strict=True):
             iteration = member.iteration + (0 if member is caller else 1)
             steps = member.piece_steps(piece, losses, data_mse, iteration,
                                         [self.run_parameters(i) for i in self._indices(member)])
-            kept.extend(step.kept for step in steps)
+            skips.extend(None if step.kept is None else ~step.kept for step in steps)
             self._waiting[id(member)] = steps
-        self._adam(kept)
+        self._adam(skips, grads)
 
     @torch.no_grad()
-    def _adam(self, kept: list[bool]) -> None:
-        """One Adam step of every kept run, each with its own learning rate and step count
-        (torch.optim.Adam's update with the runs' betas and eps)."""
-        (beta1, beta2), eps = self.betas, self.eps
-        keep = torch.tensor(kept, device=self.device)
-        self.steps += keep
-        started = self.steps > 0
-        bias1 = torch.where(started, 1 - beta1 ** self.steps, 1.0)
-        bias2_sqrt = torch.where(started, 1 - beta2 ** self.steps, 1.0).sqrt()
-        step_size = torch.where(keep, self.lr / bias1, 0.0)
-        count = len(self.runs)
-        decay1 = torch.where(keep, beta1, 1.0)
-        decay2 = torch.where(keep, beta2, 1.0)
-        for param, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq,
-                                              strict=True):
-            if param.grad is None:
-                continue
-            shape = (count,) + (1,) * param.dim()
-            dtype = param.dtype
+    def _adam(self, skips: list[torch.Tensor | None],
+              grads: list[tuple[torch.Tensor, ...]]) -> None:
+        """One Adam step of every run: torch's fused kernel over the run's views, with the
+        run's own learning rate and step count; ``skips[r]``, a bool tensor (or None), leaves
+        run r as it is where True (a backtracked step)."""
+        for index, (run, skip) in enumerate(zip(self.runs, skips, strict=True)):
+            moments, squares = self._run_moments(index)
+            run_grads = [grad[index] for grad in grads]
+            adam_kernel(run.optimizer.param_groups[0], self.run_parameters(index), run_grads,
+                        moments, squares, [self.steps[index]], skip)
 
-            def per_run(values: torch.Tensor, shape: tuple[int, ...] = shape,
-                        dtype: torch.dtype = dtype) -> torch.Tensor:
-                return values.to(dtype).reshape(shape)
 
-            grad = param.grad.unflatten(0, (count, -1))
-            m, v = exp_avg.unflatten(0, (count, -1)), exp_avg_sq.unflatten(0, (count, -1))
-            m.mul_(per_run(decay1)).add_(grad * per_run(1 - decay1))
-            v.mul_(per_run(decay2)).addcmul_(grad, grad * per_run(1 - decay2))
-            denom = (v.sqrt() / per_run(bias2_sqrt)).add_(eps)
-            param.unflatten(0, (count, -1)).sub_(per_run(step_size) * m / denom)
+def _step_device(optimizer: torch.optim.Optimizer) -> torch.device:
+    """Where ``optimizer`` (a torch Adam) keeps its step counts: with its parameters when
+    fused or capturable, else on the CPU."""
+    group = optimizer.param_groups[0]
+    if group.get("fused") or group.get("capturable"):
+        return group["params"][0].device
+    return torch.device("cpu")

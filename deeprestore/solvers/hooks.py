@@ -67,11 +67,14 @@ class Hook:
 
 
 class StopRule(Hook):
-    """The automatic stop: ``stopper`` sees every iteration's network output and ends the run
-    when it detects the end; a rollback clears its window."""
+    """The automatic stop: ``stopper`` sees every iteration's network output (on the device,
+    nothing read back) and ends the run when it detects the end — read at the logged rows, every
+    ``log_every`` iterations (and when the run ends otherwise); a rollback clears its window."""
 
-    def __init__(self, stopper: VarianceStop) -> None:
+    def __init__(self, stopper: VarianceStop, log_every: int = 1) -> None:
         self.stopper = stopper
+        self.log_every = max(1, log_every)
+        self._fired = False
 
     def observe(self, loop: LoopState) -> None:
         output = loop.algorithm.network_output()
@@ -79,7 +82,9 @@ class StopRule(Hook):
             self.stopper.observe(loop.iteration, output, loop.algorithm.estimate)
 
     def stops(self, loop: LoopState) -> bool:
-        return self.stopper.done
+        if loop.iteration % self.log_every == 0 or loop.algorithm.done():
+            self._fired = self.stopper.done
+        return self._fired
 
     def rewind(self, loop: LoopState) -> None:
         self.stopper.forget_window()

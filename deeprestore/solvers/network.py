@@ -22,12 +22,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.func import functional_call, grad_and_value
 
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution, network_arithmetic
-from deeprestore.metrics import psnr_of_mse
 from deeprestore.solvers.base import Algorithm, Problem
+from deeprestore.solvers.captured import CapturedStep
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.network_run import NetworkRun, ThetaStep
 from deeprestore.solvers.schedule import DenoiserSchedule
@@ -83,6 +84,8 @@ class NetworkAlgorithm(Algorithm):
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
         self._group: ProblemGroup | None = None
+        self._compiled: Callable[..., tuple[ThetaStep, torch.Tensor | None]] | None = None
+        self._graphs: dict[int, CapturedStep] = {}
         if execution.grouped and len(self.runs) > 1:
             ProblemGroup([self], execution)  # joins it
         if self._side_by_side():
@@ -102,7 +105,7 @@ class NetworkAlgorithm(Algorithm):
     def _side_by_side(self) -> bool:
         s = self.settings
         return (self.execution.side_by_side and self.device.type == "cpu" and len(self.runs) > 1
-                and self._threads > 1 and not s.compile
+                and self._threads > 1 and not s.compile and self.execution.step_graph == "eager"
                 and not (self.use_denoiser and s.denoiser_mode == "async")
                 and self._group is None)
 
@@ -138,6 +141,13 @@ class NetworkAlgorithm(Algorithm):
         with network_arithmetic(self.device, self.settings.precision):
             loss.backward()
 
+    def gradient_in_precision(self, loss: torch.Tensor,
+                              params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """∂``loss``/∂``params`` (``loss`` a scalar), the network's convolutions in the run's
+        precision; returned, not accumulated into ``.grad`` (no zeroing, no accumulation ops)."""
+        with network_arithmetic(self.device, self.settings.precision):
+            return list(torch.autograd.grad(loss, params))
+
     def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
                 mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image's Θ-loss of Algorithm 1 and the MSE of ``H T − y``: both shape (N,).
@@ -155,7 +165,7 @@ class NetworkAlgorithm(Algorithm):
         reduce = (lambda t: t.mean(1)) if s.loss_terms == "mean" else (lambda t: t.sum(1))
         loss = 0.5 * reduce(squares)
         if self.admm and (s.mu > 0 or s.grow_step > 0):
-            weight = mu[:, 0] if isinstance(mu, torch.Tensor) else mu
+            weight = mu[:, 0] if isinstance(mu, torch.Tensor) and mu.dim() == 2 else mu
             loss = loss + 0.5 * weight * reduce((x - out - u).pow(2).flatten(1))
         tv = None
         if s.method == "dip-tv" and s.tv_weight > 0:
@@ -164,27 +174,93 @@ class NetworkAlgorithm(Algorithm):
             return (loss if tv is None else loss + tv / self.pixels), data_mse
         return (loss if tv is None else loss + tv) / self.pixels, data_mse
 
-    def _theta_step(self, run: NetworkRun) -> ThetaStep:
-        run.optimizer.zero_grad(set_to_none=True)
-        out = self.forward_in_precision(run.forward, self.perturbed_input(run))
-        losses, data_mse = self._losses(out, run.x, run.u, run.mu)
-        self.backward_in_precision(losses[0])
-        step = ThetaStep(out.detach(), losses[0].detach(), data_mse[0])
-        if self._rules_need_psnr:
-            step.data_psnr = psnr_of_mse(float(data_mse[0]))
-            if self.settings.backtrack_drop > 0:
-                step.kept = run.backtrack(step.data_psnr, self.settings.backtrack_drop,
-                                          self.iteration)
-        if step.kept:
-            run.optimizer.step()
+    def _theta_step(self, run: NetworkRun, noise: torch.Tensor | None = None) -> ThetaStep:
+        """One run's Θ-step: forward, loss, gradient, the reference rules, Adam (``noise``:
+        z's perturbation, drawn from the run's stream when None)."""
+        z = run.z
+        if self.settings.sigma_noise > 0:
+            z = z + self.settings.sigma_noise * (run.perturbation.next() if noise is None
+                                                 else noise)
+        if self.execution.step_graph == "compile":
+            out, loss, data_mse, grads = self._functional_pass(run, z)
+        else:
+            out = self.forward_in_precision(run.forward, z)
+            losses, data_mse = self._losses(out, run.x, run.u, run.mu)
+            grads = self.gradient_in_precision(losses[0], run.params)
+            out, loss, data_mse = out.detach(), losses[0].detach(), data_mse[0]
+        step = self.ruled_step(run, out, loss, data_mse)
+        run.adam_step(grads, None if step.kept is None else ~step.kept)
         return step
+
+    def _functional_pass(self, run: NetworkRun, z: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The forward pass, loss and gradient as ``torch.func`` transforms of Θ (what
+        ``torch.compile(fullgraph=True)`` traces whole; ``torch.autograd.grad`` would break
+        the graph): (T_Θ(z), loss, MSE of H T − y, ∂loss/∂Θ), the same arithmetic as the eager
+        pass."""
+        names = [name for name, _ in run.net.named_parameters()]
+        buffers = dict(run.net.named_buffers())
+
+        def loss_of(params: list[torch.Tensor], state: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            def forward(inputs: torch.Tensor) -> torch.Tensor:
+                return functional_call(run.net, (dict(zip(names, params, strict=True)), state),
+                                       (inputs,))
+
+            out = self.forward_in_precision(forward, z)
+            losses, data_mse = self._losses(out, run.x, run.u, run.mu)
+            return losses[0], (out.detach(), data_mse[0])
+
+        with network_arithmetic(self.device, self.settings.precision):
+            grads, (loss, (out, data_mse)) = grad_and_value(loss_of, has_aux=True)(
+                [param.detach() for param in run.params], buffers)
+        return out, loss.detach(), data_mse, list(grads)
+
+    def ruled_step(self, run: NetworkRun, out: torch.Tensor, loss: torch.Tensor,
+                   data_mse: torch.Tensor, params: list[torch.Tensor] | None = None
+                   ) -> ThetaStep:
+        """A run's :class:`~deeprestore.solvers.network_run.ThetaStep` with the reference rules
+        applied on the device: PSNR(H T_Θ(z), y) where a rule needs it, and DIP's backtracking
+        (``params``: Θ's views when it lives in a grouped network)."""
+        step = ThetaStep(out, loss, data_mse)
+        if self._rules_need_psnr:
+            step.data_psnr = -10.0 * torch.log10(data_mse.double())
+            if self.settings.backtrack_drop > 0:
+                step.kept, step.outcome = run.backtrack(
+                    step.data_psnr, self.settings.backtrack_drop, params)
+        return step
+
+    def step_run(self, run: NetworkRun, noise: torch.Tensor | None,
+                 refresh: bool) -> tuple[ThetaStep, torch.Tensor | None]:
+        """One iteration of one run after f(x) is made: the Θ-step, then (DeepRED) the
+        x-updates, u and the growth rule, then the EMA — everything between two denoiser calls,
+        on tensors only, updated in place: the region a CUDA graph captures and
+        ``torch.compile(fullgraph=True)`` traces (``execution.step_graph``). Returns the step
+        and the gap (None without x)."""
+        step = self._theta_step(run, noise)
+        return step, self._finish_step(run, step, refresh)
+
+    def _finish_step(self, run: NetworkRun, step: ThetaStep,
+                     refresh: bool) -> torch.Tensor | None:
+        """After a run's Θ-step: x, u, λ/µ growth (DeepRED), the EMA; returns the gap."""
+        gap = None
+        if self.admm:
+            gap = self._x_update(run, step.out, refresh, step.kept)
+            if self.settings.grow_step > 0 and step.data_psnr is not None:
+                run.grow(step.data_psnr, self.settings, step.kept)
+        self._follow_output(run, step.out, step.kept)
+        return gap
 
     def piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The runs' losses and MSEs (both (runs,)) for their outputs ``out`` (runs, C, H, W)
         computed elsewhere (a :class:`~deeprestore.solvers.grouping.ProblemGroup`)."""
         mus = [run.mu for run in self.runs]
-        mu: float | torch.Tensor = (mus[0] if len(set(mus)) == 1 else
-                                    torch.tensor(mus, device=out.device).reshape(-1, 1))
+        mu: float | torch.Tensor
+        if all(isinstance(m, float) for m in mus) and len(set(mus)) == 1:
+            mu = mus[0]
+        else:
+            mu = torch.stack([torch.as_tensor(m, device=out.device) for m in mus]).float()
+            mu = mu.reshape(-1, 1)
         return self._losses(out, torch.cat([run.x for run in self.runs]),
                             torch.cat([run.u for run in self.runs]), mu)
 
@@ -193,31 +269,55 @@ class NetworkAlgorithm(Algorithm):
         """The runs' :class:`~deeprestore.solvers.network_run.ThetaStep` s from a group's
         forward and backward pass, the reference rules applied (``params``: each run's Θ in the
         group, which a backtrack restores)."""
-        steps = [ThetaStep(o, loss, mse) for o, loss, mse in zip(
-            out.detach().split(1), losses.detach().unbind(), data_mse.unbind(), strict=True)]
-        if self._rules_need_psnr:
-            drop = self.settings.backtrack_drop
-            for run, step, run_params in zip(self.runs, steps, params, strict=True):
-                step.data_psnr = psnr_of_mse(float(step.data_mse))
-                if drop > 0:
-                    step.kept = run.backtrack(step.data_psnr, drop, iteration, run_params)
-        return steps
+        del iteration  # the outcomes are recorded with the member's own iteration
+        return [self.ruled_step(run, o, loss, mse, run_params)
+                for run, o, loss, mse, run_params in zip(
+                    self.runs, out.detach().split(1), losses.detach().unbind(),
+                    data_mse.unbind(), params, strict=True)]
 
-    def _x_update(self, run: NetworkRun, out: torch.Tensor, refresh: bool) -> None:
+    def _x_update(self, run: NetworkRun, out: torch.Tensor, refresh: bool,
+                  kept: torch.Tensor | None) -> torch.Tensor:
+        """J x-updates then the dual update, in place in ``run.x`` and ``run.u`` (left as
+        they were where ``kept`` is False); returns the gap RMS(x − T_Θ(z))."""
         s = self.settings
         lam, mu = run.lam, run.mu
+        x = run.x
         for step in range(s.inner_steps):
             if (step > 0 and refresh and self.use_denoiser and s.denoiser_mode == "sync"
                     and not s.denoiser_lag):
                 assert self.schedule is not None
-                run.denoised = self.schedule.call(run.x)  # J > 1: f of the newest x
+                run.denoised.copy_(self.schedule.call(x))  # J > 1: f of the newest x
             if s.x_update == "fixed-point":
-                run.x = fixed_point_update(run.denoised, out, run.u, lam, mu)
+                x = fixed_point_update(run.denoised, out, run.u, lam, mu)
             else:
-                run.x = steepest_descent_update(run.x, run.denoised, out, run.u, lam, mu, s.x_step)
+                x = steepest_descent_update(x, run.denoised, out, run.u, lam, mu, s.x_step)
             if s.clip_x:
-                run.x = run.x.clamp(0.0, 1.0)
-        run.u = dual_update(run.u, run.x, out)
+                x = x.clamp(0.0, 1.0)
+        if kept is None:
+            run.x.copy_(x)
+            run.u.sub_(run.x).add_(out)  # u ← u − x + T_Θ(z)
+            return torch.sqrt(torch.mean((run.x - out) ** 2))
+        last = out if run.out is None else run.out  # the first step is always kept
+        gap = torch.where(kept, torch.sqrt(torch.mean((x - out) ** 2)),
+                          torch.sqrt(torch.mean((run.x - last) ** 2)))
+        run.u.copy_(torch.where(kept, dual_update(run.u, x, out), run.u))
+        run.x.copy_(torch.where(kept, x, run.x))
+        return gap
+
+    def _follow_output(self, run: NetworkRun, out: torch.Tensor,
+                       kept: torch.Tensor | None) -> None:
+        """The run's EMA and last output after a step (unchanged where ``kept`` is False)."""
+        w = self.settings.ema
+        if run.ema is None:
+            run.ema = out.clone()  # the first step is always kept
+        elif kept is None:
+            run.ema.mul_(w).add_(out, alpha=1 - w)
+        else:
+            run.ema.copy_(torch.where(kept, run.ema.mul(w).add(out, alpha=1 - w), run.ema))
+        if run.out is None:
+            run.out = out.clone()
+        else:  # in place: the last output keeps its storage (a captured graph reads it)
+            run.out.copy_(out if kept is None else torch.where(kept, out, run.out))
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         s = self.settings
@@ -225,28 +325,52 @@ class NetworkAlgorithm(Algorithm):
         refresh = (self.iteration - 1) % s.denoise_every == 0
         if self.schedule is not None:
             self.schedule.advance(self.iteration, refresh, self.runs)
-        losses = []
-        gaps = []
-        for run, step in zip(self.runs, self._theta_steps(), strict=True):
-            losses.append(step.loss)
-            if not step.kept:  # backtracked: this iteration's T is discarded
-                if self.admm and run.out is not None:
-                    gaps.append(torch.sqrt(torch.mean((run.x - run.out) ** 2)))
-                continue
-            out = step.out
-            if self.admm:
-                self._x_update(run, out, refresh)
-                gaps.append(torch.sqrt(torch.mean((run.x - out) ** 2)))
-                if s.grow_step > 0 and step.data_psnr is not None:
-                    run.grow(step.data_psnr, s)
-            w = s.ema
-            run.ema = out.clone() if run.ema is None else run.ema.mul_(w).add_(out, alpha=1 - w)
-            run.out = out
+        if self._group is not None or self._workers is not None:
+            steps = self._theta_steps()
+            done = [(step, self._finish_step(run, step, refresh))
+                    for run, step in zip(self.runs, steps, strict=True)]
+        else:
+            done = [self._stepper(run, refresh) for run in self.runs]
+        for run, (step, _) in zip(self.runs, done, strict=True):
+            if step.outcome is not None:
+                run.note(self.iteration, step.outcome)
         if s.lr_decay < 1 and self.iteration % s.lr_decay_every == 0:
-            self.scale_learning_rate(s.lr_decay)
-        loss = torch.stack(losses).mean()
-        gap = torch.stack(gaps).mean() if gaps else None
+            self._scale_rates(s.lr_decay)
+        losses = [step.loss for step, _ in done]
+        gaps = [gap for _, gap in done if gap is not None]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+        gap = (gaps[0] if len(gaps) == 1 else torch.stack(gaps).mean()) if gaps else None
         return loss, gap
+
+    def _stepper(self, run: NetworkRun, refresh: bool) -> tuple[ThetaStep, torch.Tensor | None]:
+        """:meth:`step_run` of ``run`` as ``execution.step_graph`` says: eager, compiled
+        whole (``torch.compile(fullgraph=True)``), or replayed from a captured CUDA graph."""
+        mode = self.execution.step_graph
+        if mode == "eager":
+            return self.step_run(run, None, refresh)
+        if mode == "compile":
+            if self._compiled is None:
+                self._compiled = torch.compile(self.step_run, fullgraph=True,
+                                               backend=self.execution.compile_backend)
+            return self._compiled(run, run.perturbation.next(), refresh)
+        return self._captured_step(run, refresh)
+
+    def _captured_step(self, run: NetworkRun,
+                       refresh: bool) -> tuple[ThetaStep, torch.Tensor | None]:
+        """:meth:`step_run` replayed from the run's CUDA graph (:class:`CapturedStep`); the
+        perturbation is drawn into the run's buffer before, outside the graph. J > 1 x-updates
+        call f inside the step: those runs stay eager."""
+        if self.device.type != "cuda" or self.settings.inner_steps > 1:
+            return self.step_run(run, None, refresh)
+        graph = self._graphs.get(id(run))
+        if graph is None:
+            buffer = run.perturbation.next()
+            graph = CapturedStep(lambda: self.step_run(run, buffer, refresh=False),
+                                 self.device)
+            self._graphs[id(run)] = graph
+        else:
+            run.perturbation.next()  # refills the buffer the graph reads
+        return graph()
 
     def network_output(self) -> torch.Tensor | None:
         outputs = [run.out for run in self.runs if run.out is not None]
@@ -258,12 +382,12 @@ class NetworkAlgorithm(Algorithm):
         if not self.admm:
             return None, None
         count = len(self.runs)
-        return (sum(run.lam for run in self.runs) / count,
-                sum(run.mu for run in self.runs) / count)
+        return (float(sum(run.lam for run in self.runs)) / count,
+                float(sum(run.mu for run in self.runs)) / count)
 
     def backtrack_events(self) -> list[dict[str, Any]]:
         return [{**event, "run": r} for r, run in enumerate(self.runs)
-                for event in run.backtracks]
+                for event in run.events()]
 
     def _stop_run_workers(self) -> None:
         if self._workers is not None:
@@ -306,14 +430,18 @@ class NetworkAlgorithm(Algorithm):
             self._group.read_back(self)
 
     def scale_learning_rate(self, factor: float) -> float:
+        self._scale_rates(factor)
+        return float(self.runs[-1].optimizer.param_groups[-1]["lr"])
+
+    def _scale_rates(self, factor: float) -> None:
+        """Multiply every run's learning rate by ``factor`` (in place where it is a tensor:
+        nothing read back)."""
         if self._group is not None:
-            return self._group.scale_learning_rate(self, factor)
-        rate = 0.0
+            self._group.scale_learning_rate(self, factor)
+            return
         for optimizer in (run.optimizer for run in self.runs):
             for group in optimizer.param_groups:
                 group["lr"] *= factor
-                rate = group["lr"]
-        return rate
 
     def _run_estimate(self, run: NetworkRun) -> torch.Tensor:
         kind = self.settings.output

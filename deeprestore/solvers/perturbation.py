@@ -1,99 +1,82 @@
-"""The fresh noise added to the network input z every step, the same numbers on every device.
+"""The fresh noise added to the network input z every step, drawn where the run is.
 
-DIP perturbs its input each step: ``z + σ_z · n`` with ``n ~ N(0, 1)`` of z's shape. The draws
-come from one CPU generator per run (seeded by the run's seed, continuing after z's own draw),
-whatever device the run is on, so a seed gives the same perturbations on a CPU and on a GPU
-(CUDA's generator is another algorithm: it would give other numbers, and a state that a CPU
-run cannot load). On a GPU the next draw is made on a background thread while the current
-step runs, into pinned memory, and copied without blocking the host.
+DIP perturbs its input each step: ``z + σ_z · n`` with ``n ~ N(0, 1)`` of z's shape. Each run
+draws from its own generator on its own device: on a CPU the run's CPU generator (seeded by the
+run's seed, continuing after z's own draw: CPU outputs stay what they were), on a GPU a
+generator of that device seeded with the run's seed, drawn on the device with no host work in
+the step (issue 42: the earlier rule, the same numbers on every device, drew on the host and
+cost milliseconds a step). A seed therefore gives other perturbations on a GPU than on a CPU;
+a checkpoint holds its generator's state and the device type it belongs to, and continues only
+on that device type (:meth:`PerturbationStream.set_state` refuses the other in one line).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import torch
 
-#: draws for GPU runs are made here, one after the other (cheap next to a step; in order)
-_DRAWS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="perturbation")
-
 
 class PerturbationStream:
-    """Standard normal tensors of ``shape`` (N, C, H, W) on ``device``, drawn from the CPU
-    ``generator``: the i-th tensor is the i-th ``torch.randn(shape, generator=generator)``
-    whatever the device.
+    """Standard normal tensors of ``shape`` (N, C, H, W) on ``device``.
 
-    ``prefetch`` (default: on any device but the CPU) draws the next tensor in the background
-    as soon as one is taken. :meth:`get_state` is the generator's state after the tensors taken
-    so far (a prefetched one not counted), so a checkpoint resumes the same sequence anywhere.
+    On a CPU the i-th tensor is the i-th ``torch.randn(shape, generator=generator)`` of the CPU
+    ``generator`` given; elsewhere the draws come from a generator of ``device`` seeded with
+    ``seed``, written into one buffer (:meth:`next` returns the same tensor each time, refilled:
+    a captured CUDA graph reads it in place).
     """
 
     def __init__(self, generator: torch.Generator, shape: torch.Size | tuple[int, ...],
-                 dtype: torch.dtype, device: torch.device, prefetch: bool | None = None
-                 ) -> None:
+                 dtype: torch.dtype, device: torch.device, seed: int = 0) -> None:
         if generator.device.type != "cpu":
-            raise ValueError("a PerturbationStream draws from a CPU generator")
-        self.generator = generator
+            raise ValueError("a PerturbationStream continues a CPU generator on the CPU")
         self.shape = tuple(shape)
         self.dtype = dtype
         self.device = device
-        self.prefetch = device.type != "cpu" if prefetch is None else prefetch
-        self._pending: Future[torch.Tensor] | None = None
-        self._state_before_pending: torch.Tensor | None = None
-
-    def _draw(self) -> torch.Tensor:
-        noise = torch.randn(self.shape, generator=self.generator, dtype=self.dtype)
-        return noise.pin_memory() if self.device.type == "cuda" else noise
+        self.generator = generator
+        self._buffer: torch.Tensor | None = None
+        #: the device type whose generator draws: the run's, or "cpu" (on a CPU, and on a
+        #: device type without generators, such as the tests' ``meta``: drawn there and moved)
+        self.kind = "cpu"
+        if device.type != "cpu":
+            try:
+                own = torch.Generator(device=device)
+            except RuntimeError:
+                return
+            own.manual_seed(seed)
+            self.generator, self.kind = own, device.type
+            self._buffer = torch.empty(self.shape, dtype=dtype, device=device)
 
     def next(self) -> torch.Tensor:
         """The next N(0, 1) tensor, on the stream's device."""
-        if self._pending is not None:
-            noise = self._pending.result()
-            self._pending = None
-            self._state_before_pending = None
-        else:
-            noise = self._draw()
-        if self.prefetch:
-            self._state_before_pending = self.generator.get_state()
-            self._pending = _DRAWS.submit(self._draw)
-        if self.device.type == "cpu":
-            return noise
-        return noise.to(self.device, non_blocking=True)
+        if self._buffer is None:
+            noise = torch.randn(self.shape, generator=self.generator, dtype=self.dtype)
+            return noise if self.device.type == "cpu" else noise.to(self.device)
+        return self._buffer.normal_(generator=self.generator)
 
-    def _settle(self) -> None:
-        """Wait for a draw in flight and put the generator back to before it."""
-        if self._pending is not None:
-            self._pending.result()
-            assert self._state_before_pending is not None
-            self.generator.set_state(self._state_before_pending)
-            self._pending = None
-            self._state_before_pending = None
+    def get_state(self) -> dict[str, Any]:
+        """The generator's state after the tensors taken so far, with its device type."""
+        return {"device_type": self.kind, "state": self.generator.get_state()}
 
-    def get_state(self) -> torch.Tensor:
-        """The CPU generator's state after the tensors taken so far (a ByteTensor)."""
-        if self._state_before_pending is not None:
-            return self._state_before_pending.clone()
-        return self.generator.get_state()
+    def set_state(self, saved: dict[str, Any] | torch.Tensor) -> None:
+        """Continue from ``saved`` (:meth:`get_state` of a run on the same device type; a bare
+        tensor is a CPU generator's state, as checkpoints held before issue 42).
 
-    def set_state(self, state: torch.Tensor) -> None:
-        """Continue from ``state`` (:meth:`get_state` of this or another run, any device).
-
-        Raises ValueError (one line) for a state that is not a CPU generator's (an older
-        checkpoint of a CUDA run may hold CUDA's generator state)."""
-        self._settle()
-        state = state.cpu()
+        Raises ValueError (one line) for a state of another device type's generator."""
+        if isinstance(saved, torch.Tensor):
+            saved = {"device_type": "cpu", "state": saved}
+        made_on = str(saved.get("device_type"))
+        if made_on != self.kind:
+            raise ValueError(
+                f"its perturbation stream was drawn on a {made_on} device and this run is on "
+                f"{self.kind}: continue it with --device {made_on}, or start over "
+                "with --overwrite")
+        state = saved["state"].cpu()
         expected = self.generator.get_state().numel()
         if state.numel() != expected:
             raise ValueError(f"the saved perturbation generator state has {state.numel()} bytes, "
-                             f"not the {expected} of a CPU generator (made by another device "
-                             "type's generator)")
+                             f"not the {expected} of a {self.kind} generator")
         self.generator.set_state(state)
 
-    def rewind(self) -> None:
-        """Forget a prefetched draw (the generator goes back to before it)."""
-        self._settle()
-
     def close(self) -> None:
-        """Wait for a draw in flight (it keeps the generator busy otherwise)."""
-        if self._pending is not None:
-            self._pending.result()
+        """Nothing to release (kept for the callers' symmetry)."""

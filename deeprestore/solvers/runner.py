@@ -164,7 +164,8 @@ class Runner:
     def _hooks(self, loop: LoopState, flag: SignalFlag) -> list[Hook]:
         """The loop's jobs, in the order they are called (:mod:`deeprestore.solvers.hooks`)."""
         control, stateful = self.control, self.algorithm.stateful
-        hooks: list[Hook] = [] if self.stopper is None else [StopRule(self.stopper)]
+        hooks: list[Hook] = [] if self.stopper is None else [StopRule(self.stopper,
+                                                                     self.log_every)]
         hooks += [LogRows(self.log, self.callback),
                   NaNRollback(loop, control, self.log, self.rollbacks)]
         interruption = Interruption(flag, control, stateful)

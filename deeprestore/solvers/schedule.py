@@ -93,7 +93,7 @@ class DenoiserSchedule:
         """f of every run's current x, in one batched call on all of the threads."""
         denoised = self.call(torch.cat([run.x for run in runs]))
         for run, image in zip(runs, denoised.split(1), strict=True):
-            run.denoised = image
+            run.denoised.copy_(image)  # in place: the run's f(x) keeps its storage
         self.snapshot_at = iteration
 
     def _lagged(self, iteration: int, runs: list[Any]) -> None:
@@ -101,8 +101,8 @@ class DenoiserSchedule:
         snapshot."""
         denoised = self.call(torch.cat([run.pending for run in runs]))
         for run, image in zip(runs, denoised.split(1), strict=True):
-            run.denoised = image
-            run.pending = run.x.clone()
+            run.denoised.copy_(image)
+            run.pending.copy_(run.x)
         self.snapshot_at, self.pending_at = self.pending_at, iteration
 
     def _poll(self, iteration: int, refresh: bool, runs: list[Any]) -> None:
@@ -110,7 +110,7 @@ class DenoiserSchedule:
         if self._pending is not None and self._pending.done():
             denoised = self._pending.result()
             for run, image in zip(runs, denoised.split(1), strict=True):
-                run.denoised = image.to(run.x.device)
+                run.denoised.copy_(image)
             self.snapshot_at = self.pending_at
             self._pending = None
             self._share_cores(False)
