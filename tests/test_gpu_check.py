@@ -65,15 +65,20 @@ def test_dry_run_runs_every_step_and_writes_every_file(tmp_path: Path) -> None:
     measure = json.loads((out / "measure.json").read_text())
     assert measure["info"]["set"] == ["net_channels=8"]
     methods = measure["methods"]["rows"]
-    assert [(r["method"], r["precision"]) for r in methods] == [
-        ("dip", "float32"), ("dip", "bf16"), ("deepred", "float32"), ("deepred", "bf16")]
+    assert [(r["method"], r["step_graph"], r["precision"]) for r in methods] == [
+        (method, graph, precision) for method in ("dip", "deepred")
+        for graph in ("eager", "cuda-graph") for precision in ("float32", "bf16")]
     for row in methods:
         assert "error" not in row, row
         assert row["s_per_it"] > 0 and row["net_channels"] == 8
+    # a CUDA graph needs CUDA: on the CPU those rows run the eager step, same seed, same result
+    for eager, graph in zip(methods[0::4] + methods[1::4], methods[2::4] + methods[3::4],
+                            strict=True):
+        assert graph["psnr"] == eager["psnr"]
     # the preset's own settings, without [everyday]: DIP's two runs, DeepRED's growth rule
     assert measure["methods"]["settings"]["dip"]["runs"] == 2
     assert measure["methods"]["settings"]["deepred"]["grow_step"] > 0
-    assert "d_psnr_vs_float32" in methods[1] and "d_psnr_vs_float32" in methods[3]
+    assert all("d_psnr_vs_float32" in row for i, row in enumerate(methods) if i % 4)
     grouped = measure["grouped"]["rows"]
     assert [(r["precision"], r["problems"]) for r in grouped] == [
         ("float32", 1), ("float32", 2), ("bf16", 1), ("bf16", 2)]

@@ -61,12 +61,7 @@ def test_an_iteration_reads_nothing_back(task, method):
     assert reads == 0, dict(where)
 
 
-@pytest.mark.parametrize("denoiser", [
-    "nlm-torch",
-    pytest.param("bm3d-torch", marks=pytest.mark.xfail(
-        strict=True, reason="bm3d-torch still groups its blocks by size on the host "
-                            "(unique().tolist(), nonzero() per chunk; issue 42 item 5, open)")),
-])
+@pytest.mark.parametrize("denoiser", ["nlm-torch", "bm3d-torch"])
 def test_deepred_with_a_torch_denoiser_reads_nothing_back(denoiser):
     run = _restore("denoise", "deepred", net_channels=16, denoiser=denoiser, denoise_every=1,
                    denoiser_lag=False, denoiser_mode="sync")

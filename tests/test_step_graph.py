@@ -57,7 +57,7 @@ def test_the_step_compiles_whole_and_gives_the_eager_result(method):
             torch.testing.assert_close(mine.x, theirs.x, rtol=1e-5, atol=1e-6)
             if method == "deepred":
                 torch.testing.assert_close(mine.mu, theirs.mu)
-        assert compiled._compiled is not None  # the compiled path ran, not the eager one
+        assert compiled._stepper.compiled is not None  # the compiled path ran, not the eager one
     finally:
         eager.close()
         compiled.close()

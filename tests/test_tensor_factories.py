@@ -81,7 +81,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("denoisers/bm3d_torch.py", "_bior15_matrix"): _HOST_CONSTANTS,
     ("denoisers/bm3d_torch.py", "_haar_scale"): _HOST_CONSTANTS,
     ("denoisers/bm3d_torch.py", "_kaiser_2d"): _HOST_CONSTANTS + " (the Kaiser window)",
-    ("denoisers/bm3d_torch.py", "bm3d_torch"): _HOST_CONSTANTS + " (the colour matrix)",
+    ("denoisers/bm3d_torch.py", "_opponent"): _HOST_CONSTANTS + " (the colour matrix)",
+    ("denoisers/bm3d_torch.py", "_haar_stack"): _HOST_CONSTANTS + " (the group transforms)",
     ("denoisers/correlated.py", "jpeg_bm3d.psd"):
         "the clean proxy: the input's pixels through the `bm3d` package (numpy on the host)",
 }

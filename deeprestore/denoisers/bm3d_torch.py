@@ -87,6 +87,7 @@ scales linearly with ``chunk`` if a tighter budget is needed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ _PROFILES: dict[str, tuple[_StageParams, _StageParams]] = {
 _OPP = ((1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0), (0.5, 0.0, -0.5), (0.25, -0.5, 0.25))
 
 
+@functools.cache
 def _dct_matrix(n: int, device: torch.device) -> torch.Tensor:
     """Orthonormal DCT-II matrix, shape (n, n), rows = frequencies, float32."""
     k = torch.arange(n, dtype=torch.float64)[:, None]
@@ -147,6 +149,7 @@ def _dct_matrix(n: int, device: torch.device) -> torch.Tensor:
     return m.to(device=device, dtype=torch.float32)
 
 
+@functools.cache
 def _bior15_matrix(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-decomposition periodic bior1.5 wavelet analysis matrix and its inverse, (n, n) each.
 
@@ -189,6 +192,21 @@ def _haar_scale(g: int, device: torch.device) -> torch.Tensor:
     return scale.to(device=device, dtype=torch.float32)
 
 
+@functools.cache
+def _haar_stack(g: int, device: torch.device) -> torch.Tensor:
+    """The orthonormal Haar transforms of sizes 1, 2, 4, ..., ``g`` as (log2 g + 1, g, g)
+    float32 matrices, size 2^l's in the top-left corner of entry l and zeros elsewhere: applied
+    to a group of ``g`` blocks it transforms the first 2^l and ignores the rest. Made once per
+    size and device (built on the host, then moved)."""
+    levels = g.bit_length()
+    stack = torch.zeros(levels, g, g, dtype=torch.float32)
+    for level in range(levels):
+        size = 1 << level
+        unscaled = _haar_fwd(torch.eye(size, dtype=torch.float32)[None])[0]
+        stack[level, :size, :size] = unscaled * _haar_scale(size, torch.device("cpu"))[:, None]
+    return stack.to(device)
+
+
 def _haar_fwd(x: torch.Tensor) -> torch.Tensor:
     """Unnormalised full-decomposition Haar analysis along dim 1 (length G a power of two).
 
@@ -214,25 +232,7 @@ def _haar_fwd(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _haar_inv(x: torch.Tensor) -> torch.Tensor:
-    """Unnormalised Haar synthesis along dim 1 (the transpose of :func:`_haar_fwd`).
-
-    x: (C, G, ...) -> (C, G, ...). The orthonormal inverse of the scaled forward transform is
-    ``_haar_inv(scale * y)``.
-    """
-    g = x.shape[1]
-    a = x[:, :1]
-    m = 1
-    while m < g:
-        d = x[:, m : 2 * m]
-        nxt = torch.empty((x.shape[0], 2 * m, *x.shape[2:]), dtype=x.dtype, device=x.device)
-        torch.add(a, d, out=nxt[:, 0::2])
-        torch.sub(a, d, out=nxt[:, 1::2])
-        a = nxt
-        m *= 2
-    return a if g > 1 else x.clone()
-
-
+@functools.lru_cache(maxsize=64)
 def _ref_grid(length: int, block: int, step: int, device: torch.device) -> torch.Tensor:
     """Return reference block origins along one axis: 0, step, ..., then ``length - block``.
 
@@ -266,8 +266,9 @@ def _match(
 
     guide: (N, H, W) matching image (luminance), float32; sq: (N, H-B+1, W-B+1) block sums of
     guide^2; n_idx, ry, rx: (R,) int64 image index and reference block origin (row, column).
-    Returns (py, px, gsize): (R, K) int64 origins of the K best matches sorted by distance (the
-    reference first) and (R,) int64 group sizes (powers of two <= K) after the tau threshold.
+    Returns (py, px, level): (R, K) int64 origins of the K best matches sorted by distance (the
+    reference first) and (R,) int64 levels: each group holds 2^level <= K blocks after the tau
+    threshold.
     """
     _, hh, ww = guide.shape
     b = block
@@ -300,12 +301,13 @@ def _match(
     vals, idx = torch.topk(dist, k, dim=1, largest=False, sorted=True)
     tau = p.tau * b * b / (255.0 * 255.0)
     count = (vals <= tau).sum(1).clamp(min=1)
-    gsize = torch.pow(2, torch.floor(torch.log2(count.double()))).long()
+    level = torch.floor(torch.log2(count.double())).long()  # group size 2^level
     py = sy[:, None] + idx // sx_n
     px = sx[:, None] + idx % sx_n
-    return py, px, gsize
+    return py, px, level
 
 
+@functools.cache
 def _transforms(
     b: int, wavelet: bool, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -326,6 +328,7 @@ def _transforms(
     return fwd.T.contiguous(), inv.T.contiguous(), fwd.pow(2).sum(1).sqrt()
 
 
+@functools.cache
 def _kaiser_2d(b: int, beta: float, device: torch.device) -> torch.Tensor:
     """The separable 2-D Kaiser window of a B x B block, flattened row-major: (B*B,) float32."""
     kw = torch.kaiser_window(b, periodic=False, beta=beta, dtype=torch.float64)
@@ -402,7 +405,10 @@ def _stage(
 
     Internally images are flattened to (C, N*H*W) and every group is held as (C, G, R, B*B)
     (channels, blocks in the group, references, pixels of a block), so the 2-D transform is one
-    GEMM with a (B*B, B*B) matrix and the 1-D Haar transform log2(G) add / subtract butterflies.
+    GEMM with a (B*B, B*B) matrix; along the group axis each group gets the orthonormal Haar
+    transform of its own size as a (G, G) matrix (:func:`_haar_stack`, zero beyond its size),
+    one batched product for the whole chunk: no group size is read back to the host, at the
+    cost of transforming G blocks per group (issue 42).
     """
     n, c, hh, ww = noisy.shape
     dev = noisy.device
@@ -421,8 +427,6 @@ def _stage(
     offs = (ar_b[:, None] * ww + ar_b[None, :]).reshape(-1)  # (B*B,) pixel offsets in a block
     var = (sig * sig).view(c, 1, 1, 1)
     thr = (p.lam * sig).view(c, 1, 1, 1) * cstd  # (C, 1, 1, B*B) hard thresholds
-    g_max = 1 << (p.n_group.bit_length() - 1)
-    hscale = {1 << j: _haar_scale(1 << j, dev).view(1, -1, 1, 1) for j in range(g_max.bit_length())}
 
     # (C or 2C, N*H*W): noisy channels, then pilot channels (stage 2) so both gather at once.
     src = noisy if pilot is None else torch.cat([noisy, pilot], 1)
@@ -435,26 +439,38 @@ def _stage(
     for img, start in itertools.product(range(n), range(0, ry_all.numel(), chunk)):
         ry_c, rx_c = ry_all[start : start + chunk], rx_all[start : start + chunk]
         n_c = torch.full_like(ry_c, img)
-        py, px, gsize = _match(guide, sq, n_c, ry_c, rx_c, p, b)
-        base = n_c[:, None] * (hh * ww) + py * ww + px  # (R, K) flat block origins
-        bpos = n_c[:, None] * (ny * nx) + py * nx + px  # (R, K) flat origins in the wpos grid
-        for gs in torch.unique(gsize).tolist():
-            sel = (gsize == gs).nonzero().squeeze(1)
-            rs = sel.numel()
-            idx = (base[sel, :gs].T[:, :, None] + offs).reshape(-1)  # (G*R*B*B,)
-            hs = hscale[gs]
-            # 2-D transform of every block (one GEMM), then orthonormal Haar along the group axis
-            spec = _haar_fwd(flat.index_select(1, idx).view(-1, gs, rs, bb) @ t_fwd).mul_(hs)
-            if pilot is None:
-                spec, w = _hard_threshold(spec, thr, var)
-            else:
-                spec, w = _wiener(spec, var, p.mu2)
-            wk = w.view(c, 1, rs, 1) * kaiser  # (C, 1, R, B*B)
-            # inverse Haar, inverse 2-D transform, weight * Kaiser window
-            est = (_haar_inv(spec.mul_(hs)).view(c, gs, rs, bb) @ t_inv).mul_(wk)
-            num.index_add_(1, idx, est.view(c, -1))
-            wpos.index_add_(1, bpos[sel, :gs].T.reshape(-1), w.repeat(1, gs))
+        py, px, level = _match(guide, sq, n_c, ry_c, rx_c, p, b)
+        g = 1 << (py.shape[1].bit_length() - 1)  # the largest possible group size
+        rs = py.shape[0]
+        base = n_c[:, None] * (hh * ww) + py[:, :g] * ww + px[:, :g]  # (R, G) flat origins
+        bpos = n_c[:, None] * (ny * nx) + py[:, :g] * nx + px[:, :g]  # (R, G) in the wpos grid
+        # each group's own Haar transform (size 2^level, zero beyond it), picked on the device:
+        # no group size is read back to the host
+        haar = _haar_stack(g, dev).index_select(0, level)  # (R, G, G)
+        used = haar.abs().sum(1).gt(0).T  # (G, R): the blocks a group holds
+        idx = (base.T[:, :, None] + offs).reshape(-1)  # (G*R*B*B,)
+        # 2-D transform of every block (one GEMM), then the group's Haar along the group axis
+        spec = torch.einsum("rgh,chrb->cgrb", haar,
+                            flat.index_select(1, idx).view(-1, g, rs, bb) @ t_fwd)
+        if pilot is None:
+            spec, w = _hard_threshold(spec, thr, var)
+        else:
+            spec, w = _wiener(spec, var, p.mu2)
+        wk = w.view(c, 1, rs, 1) * kaiser  # (C, 1, R, B*B)
+        # inverse Haar (the transpose), inverse 2-D transform, weight * Kaiser window
+        est = (torch.einsum("rgh,cgrb->chrb", haar, spec) @ t_inv).mul_(wk)
+        num.index_add_(1, idx, est.reshape(c, -1))
+        wpos.index_add_(1, bpos.T.reshape(-1), (w[:, None, :] * used).reshape(c, -1))
     return _normalise(num, wpos, kaiser, (n, c, hh, ww), b)
+
+
+@functools.cache
+def _opponent(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The opponent colour matrix A, its inverse and the norms of its rows, float32 on
+    ``device`` (built in float64 on the host once per device)."""
+    a = torch.tensor(_OPP, dtype=torch.float64)
+    return tuple(t.to(device=device, dtype=torch.float32)  # type: ignore[return-value]
+                 for t in (a, torch.linalg.inv(a), a.norm(dim=1)))
 
 
 def bm3d_torch(
@@ -494,10 +510,9 @@ def bm3d_torch(
     with torch.no_grad():
         z = x.detach().to(torch.float32)
         if c == 3:
-            a = torch.tensor(_OPP, dtype=torch.float64)
-            a_inv = torch.linalg.inv(a).to(device=dev, dtype=torch.float32)
-            sig = (s * a.norm(dim=1)).to(device=dev, dtype=torch.float32)
-            z = torch.einsum("ij,njhw->nihw", a.to(device=dev, dtype=torch.float32), z)
+            a, a_inv, norms = _opponent(dev)
+            sig = norms * s
+            z = torch.einsum("ij,njhw->nihw", a, z)
         else:
             sig = torch.full((1,), s, device=dev, dtype=torch.float32)
         basic = _stage(z, None, sig, p1, chunk)

@@ -7,7 +7,8 @@ functions), ``network`` (DIP, DIP-TV and DeepRED: the Θ-step and ADMM) with ``n
 without a network), ``baselines`` (one-shot classical methods), ``factory`` (method name →
 algorithm), ``runner`` (the loop) with ``hooks`` (its jobs: log, NaN rollback, checkpoints,
 automatic stop, signals), ``grouping`` (many problems per step), ``stopping`` (the automatic
-stop), ``control`` (checkpoints, signals, deadlines), ``cost`` (the estimate before a run and
+stop), ``adam`` (torch's Adam kernel driven from tensors), ``captured`` (a step as a CUDA
+graph), ``control`` (checkpoints, signals, deadlines), ``cost`` (the estimate before a run and
 its refusals) with ``memory`` (the memory model) and ``timing`` (step and denoiser times,
 ``auto``'s precision), ``precision`` (``auto``'s rule).
 """

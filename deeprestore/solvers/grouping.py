@@ -53,7 +53,7 @@ class GroupedRun(Protocol):
 class GroupMember(Protocol):
     """What a network algorithm exposes to a :class:`ProblemGroup`: its problem, settings,
     device, iteration and runs; joining and leaving a group; the pieces of a Θ-step a group computes
-    for it — the perturbed input of a run, the forward and backward passes in the member's
+    for it — the perturbed input of a run, the forward pass and the gradient in the member's
     precision, the runs' losses of a slice of the group's output, and the steps (with the
     member's own rules) from those losses."""
 
@@ -73,7 +73,8 @@ class GroupMember(Protocol):
     def forward_in_precision(self, forward: Callable[[torch.Tensor], torch.Tensor],
                              z: torch.Tensor) -> torch.Tensor: ...
 
-    def backward_in_precision(self, loss: torch.Tensor) -> None: ...
+    def gradient_in_precision(self, loss: torch.Tensor,
+                              params: list[torch.Tensor]) -> list[torch.Tensor]: ...
 
     def piece_losses(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 

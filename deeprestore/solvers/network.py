@@ -22,17 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.func import functional_call, grad_and_value
 
 from deeprestore.config.settings import Settings
 from deeprestore.denoisers import Denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution, network_arithmetic
 from deeprestore.solvers.base import Algorithm, Problem
-from deeprestore.solvers.captured import CapturedStep
 from deeprestore.solvers.grouping import ProblemGroup
 from deeprestore.solvers.network_run import NetworkRun, ThetaStep
 from deeprestore.solvers.schedule import DenoiserSchedule
 from deeprestore.solvers.side_by_side import RunWorkers
+from deeprestore.solvers.step_graph import RunStepper, functional_pass
 from deeprestore.solvers.updates import (
     dual_update,
     fixed_point_update,
@@ -84,8 +83,8 @@ class NetworkAlgorithm(Algorithm):
         self._rules_need_psnr = (settings.backtrack_drop > 0
                                  or (self.admm and settings.grow_step > 0))
         self._group: ProblemGroup | None = None
-        self._compiled: Callable[..., tuple[ThetaStep, torch.Tensor | None]] | None = None
-        self._graphs: dict[int, CapturedStep] = {}
+        #: how a run's iteration executes (``execution.step_graph``)
+        self._stepper = RunStepper(self)
         if execution.grouped and len(self.runs) > 1:
             ProblemGroup([self], execution)  # joins it
         if self._side_by_side():
@@ -118,12 +117,14 @@ class NetworkAlgorithm(Algorithm):
             return [self._theta_step(run) for run in self.runs]
         return self._workers.steps(self._theta_step)
 
-    def perturbed_input(self, run: NetworkRun) -> torch.Tensor:
-        """z, plus fresh N(0, sigma_noise²) from the run's own generator when asked for."""
-        z = run.z
-        if self.settings.sigma_noise > 0:
-            z = z + self.settings.sigma_noise * run.perturbation.next()
-        return z
+    def perturbed_input(self, run: NetworkRun, noise: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+        """z, plus ``sigma_noise`` times ``noise`` (default: the next N(0, 1) draw of the run's
+        stream) when asked for."""
+        if self.settings.sigma_noise <= 0:
+            return run.z
+        return run.z + self.settings.sigma_noise * (run.perturbation.next() if noise is None
+                                                    else noise)
 
     def forward_in_precision(self, forward: Callable[[torch.Tensor], torch.Tensor],
                         z: torch.Tensor) -> torch.Tensor:
@@ -135,12 +136,6 @@ class NetworkAlgorithm(Algorithm):
                     return forward(z).float()
             return forward(z)
 
-    def backward_in_precision(self, loss: torch.Tensor) -> None:
-        """Differentiate ``loss`` (a scalar) with respect to Θ, the network's convolutions in
-        the run's precision (:func:`~deeprestore.execution.network_arithmetic`)."""
-        with network_arithmetic(self.device, self.settings.precision):
-            loss.backward()
-
     def gradient_in_precision(self, loss: torch.Tensor,
                               params: list[torch.Tensor]) -> list[torch.Tensor]:
         """∂``loss``/∂``params`` (``loss`` a scalar), the network's convolutions in the run's
@@ -148,7 +143,7 @@ class NetworkAlgorithm(Algorithm):
         with network_arithmetic(self.device, self.settings.precision):
             return list(torch.autograd.grad(loss, params))
 
-    def _losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
+    def losses(self, out: torch.Tensor, x: torch.Tensor, u: torch.Tensor,
                 mu: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each image's Θ-loss of Algorithm 1 and the MSE of ``H T − y``: both shape (N,).
 
@@ -177,44 +172,17 @@ class NetworkAlgorithm(Algorithm):
     def _theta_step(self, run: NetworkRun, noise: torch.Tensor | None = None) -> ThetaStep:
         """One run's Θ-step: forward, loss, gradient, the reference rules, Adam (``noise``:
         z's perturbation, drawn from the run's stream when None)."""
-        z = run.z
-        if self.settings.sigma_noise > 0:
-            z = z + self.settings.sigma_noise * (run.perturbation.next() if noise is None
-                                                 else noise)
+        z = self.perturbed_input(run, noise)
         if self.execution.step_graph == "compile":
-            out, loss, data_mse, grads = self._functional_pass(run, z)
+            out, loss, data_mse, grads = functional_pass(self, run, z)
         else:
             out = self.forward_in_precision(run.forward, z)
-            losses, data_mse = self._losses(out, run.x, run.u, run.mu)
+            losses, data_mse = self.losses(out, run.x, run.u, run.mu)
             grads = self.gradient_in_precision(losses[0], run.params)
             out, loss, data_mse = out.detach(), losses[0].detach(), data_mse[0]
         step = self.ruled_step(run, out, loss, data_mse)
         run.adam_step(grads, None if step.kept is None else ~step.kept)
         return step
-
-    def _functional_pass(self, run: NetworkRun, z: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """The forward pass, loss and gradient as ``torch.func`` transforms of Θ (what
-        ``torch.compile(fullgraph=True)`` traces whole; ``torch.autograd.grad`` would break
-        the graph): (T_Θ(z), loss, MSE of H T − y, ∂loss/∂Θ), the same arithmetic as the eager
-        pass."""
-        names = [name for name, _ in run.net.named_parameters()]
-        buffers = dict(run.net.named_buffers())
-
-        def loss_of(params: list[torch.Tensor], state: dict[str, torch.Tensor]
-                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-            def forward(inputs: torch.Tensor) -> torch.Tensor:
-                return functional_call(run.net, (dict(zip(names, params, strict=True)), state),
-                                       (inputs,))
-
-            out = self.forward_in_precision(forward, z)
-            losses, data_mse = self._losses(out, run.x, run.u, run.mu)
-            return losses[0], (out.detach(), data_mse[0])
-
-        with network_arithmetic(self.device, self.settings.precision):
-            grads, (loss, (out, data_mse)) = grad_and_value(loss_of, has_aux=True)(
-                [param.detach() for param in run.params], buffers)
-        return out, loss.detach(), data_mse, list(grads)
 
     def ruled_step(self, run: NetworkRun, out: torch.Tensor, loss: torch.Tensor,
                    data_mse: torch.Tensor, params: list[torch.Tensor] | None = None
@@ -261,7 +229,7 @@ class NetworkAlgorithm(Algorithm):
         else:
             mu = torch.stack([torch.as_tensor(m, device=out.device) for m in mus]).float()
             mu = mu.reshape(-1, 1)
-        return self._losses(out, torch.cat([run.x for run in self.runs]),
+        return self.losses(out, torch.cat([run.x for run in self.runs]),
                             torch.cat([run.u for run in self.runs]), mu)
 
     def piece_steps(self, out: torch.Tensor, losses: torch.Tensor, data_mse: torch.Tensor,
@@ -341,36 +309,6 @@ class NetworkAlgorithm(Algorithm):
         loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         gap = (gaps[0] if len(gaps) == 1 else torch.stack(gaps).mean()) if gaps else None
         return loss, gap
-
-    def _stepper(self, run: NetworkRun, refresh: bool) -> tuple[ThetaStep, torch.Tensor | None]:
-        """:meth:`step_run` of ``run`` as ``execution.step_graph`` says: eager, compiled
-        whole (``torch.compile(fullgraph=True)``), or replayed from a captured CUDA graph."""
-        mode = self.execution.step_graph
-        if mode == "eager":
-            return self.step_run(run, None, refresh)
-        if mode == "compile":
-            if self._compiled is None:
-                self._compiled = torch.compile(self.step_run, fullgraph=True,
-                                               backend=self.execution.compile_backend)
-            return self._compiled(run, run.perturbation.next(), refresh)
-        return self._captured_step(run, refresh)
-
-    def _captured_step(self, run: NetworkRun,
-                       refresh: bool) -> tuple[ThetaStep, torch.Tensor | None]:
-        """:meth:`step_run` replayed from the run's CUDA graph (:class:`CapturedStep`); the
-        perturbation is drawn into the run's buffer before, outside the graph. J > 1 x-updates
-        call f inside the step: those runs stay eager."""
-        if self.device.type != "cuda" or self.settings.inner_steps > 1:
-            return self.step_run(run, None, refresh)
-        graph = self._graphs.get(id(run))
-        if graph is None:
-            buffer = run.perturbation.next()
-            graph = CapturedStep(lambda: self.step_run(run, buffer, refresh=False),
-                                 self.device)
-            self._graphs[id(run)] = graph
-        else:
-            run.perturbation.next()  # refills the buffer the graph reads
-        return graph()
 
     def network_output(self) -> torch.Tensor | None:
         outputs = [run.out for run in self.runs if run.out is not None]
