@@ -28,6 +28,9 @@
 #                    float32, one after the other vs one grouped network (2 + 5 rounds each):
 #                    s/round, peak memory of each way
 #                    (the file is rewritten after every row: a timeout keeps what finished)
+#   profile.txt      (c') bench/profile_step.py: DIP at 256², Table 1's network, float32, 20
+#                    profiled steps after 5, eager then as a captured CUDA graph: top ops by
+#                    host time, top kernels by device time, wall vs device-busy time (host gaps)
 #   denoisers.json   (d) bench/denoisers.py at 512²: nlm-torch, bm3d-torch on the GPU, then the
 #                    CPU nlm and bm3d (the latter only when importable); one row per denoiser,
 #                    written as it finishes, a failing one recorded with its error
@@ -42,8 +45,8 @@
 # Steps in order, and their limits in seconds on the GPU (variables below, each can be set from
 # the environment): wheels WHEELS_S=30 (bm3d, bm4d, PyWavelets, pypng from ./.whl into /tmp/site, only
 # when bm3d does not import), env ENV_S=25, suite SUITE_S=200 (SUITE_WORKERS=8 xdist workers),
-# methods METHODS_S=55, grouped GROUPED_S=65, denoisers DENOISERS_S=40, reproduce (what is left
-# of TOTAL_S=450 after FILES_S and DIGEST_S; its --budget-minutes that less REPRO_START_S=30;
+# methods METHODS_S=100, grouped GROUPED_S=75, profile PROFILE_S=40, denoisers DENOISERS_S=25,
+# reproduce (what is left of TOTAL_S=450 after FILES_S and DIGEST_S; its --budget-minutes that less REPRO_START_S=30;
 # skipped under MIN_REPRO_S=45, i.e. only when the steps before use nearly all their limits),
 # reproduce-files FILES_S=15 (the tar), then a digest of the results on stdout (DIGEST_S=15,
 # bench/preset_steps.py digest). Every limit is `timeout -k 5` (the suite: SIGINT, then KILL 10 s
@@ -84,6 +87,8 @@ if [ "$DRY" = 1 ]; then
     METHODS_S=${METHODS_S:-90}
     GROUPED_S=${GROUPED_S:-90}
     DENOISERS_S=${DENOISERS_S:-60}
+    PROFILE_S=${PROFILE_S:-60}
+    PROFILE_ARGS=(--size 32 --channels 8 --precision float32 --steps 2 --warmup 1 --top 8)
     SUITE_ARGS=(tests/test_operators.py::test_describe_is_json_serialisable)
     TINY=(--iters 2 --warmup 1 --precisions float32,bf16 --set net_channels=8)
     METHODS_ARGS=(--size 32 --methods dip,deepred --step-graphs eager,cuda-graph "${TINY[@]}")
@@ -103,6 +108,8 @@ else
     METHODS_S=${METHODS_S:-100}
     GROUPED_S=${GROUPED_S:-75}
     DENOISERS_S=${DENOISERS_S:-25}
+    PROFILE_S=${PROFILE_S:-40}
+    PROFILE_ARGS=(--size 256 --channels 128 --precision float32 --steps 20 --warmup 5 --top 12)
     SUITE_ARGS=(--ignore=tests/test_gpu_check.py tests)
     METHODS_ARGS=(--size 512 --methods deepred,dip --precisions float32,bf16,tf32
                   --step-graphs eager,cuda-graph --iters 30 --warmup 5)
@@ -256,6 +263,11 @@ step methods "$METHODS_S" "$PY" bench/preset_steps.py methods --device "$DEVICE"
     "${METHODS_ARGS[@]}" --json "$OUT/measure.json"
 step grouped "$GROUPED_S" "$PY" bench/preset_steps.py grouped --device "$DEVICE" \
     "${GROUPED_ARGS[@]}" --json "$OUT/measure.json"
+
+# --- (c') where a step's time goes: torch's profiler, eager and as a captured CUDA graph
+step profile "$PROFILE_S" --log="$OUT/profile.txt" bash -c \
+    'for graph in eager cuda-graph; do "$0" bench/profile_step.py --device "$1" \
+         --step-graph "$graph" "${@:2}" || exit; done' "$PY" "$DEVICE" "${PROFILE_ARGS[@]}"
 
 # --- (d) the denoisers: the torch ones on the device, then the CPU references
 denoisers=nlm-torch,bm3d-torch,${REFERENCE_DENOISERS/bm3d/}

@@ -132,13 +132,12 @@ def methods_part(args: argparse.Namespace, device: torch.device, preset: Any,
                             "iters": args.iters, "psnr_input": psnr(problem.y, clean),
                             "settings": {}, "rows": []}
     info = run_info(device, args)
-    cases = [(method, precision, graph) for method in args.methods.split(",")
-             for graph in args.step_graphs.split(",") for precision in args.precisions.split(",")]
-    base: dict[str, Any] | None = None
-    base_estimate: torch.Tensor | None = None
+    # precision first: a time limit keeps the float32 rows of every method and step graph
+    cases = [(method, precision, graph) for precision in args.precisions.split(",")
+             for method in args.methods.split(",") for graph in args.step_graphs.split(",")]
+    bases: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
     for method, precision, graph in cases:
-        if precision == "float32" and graph == args.step_graphs.split(",")[0]:
-            base, base_estimate = None, None
+        base, base_estimate = bases.get(method, (None, None))
         row: dict[str, Any] = {"method": method, "precision": precision, "size": args.size,
                                "step_graph": graph}
         print(f"methods: {method} {precision} {graph} ...", flush=True)
@@ -176,8 +175,9 @@ def methods_part(args: argparse.Namespace, device: torch.device, preset: Any,
             })
             algorithm.close()
             del algorithm, network
-            if base is None and precision == "float32":
+            if base is None and precision == "float32":  # the first step graph's
                 base, base_estimate = row, estimate
+                bases[method] = (row, estimate)
             if base is not None and base is not row:
                 row["d_psnr_vs_float32"] = delta(row["psnr"], base["psnr"])
                 row["d_psnr_network_vs_float32"] = delta(row["psnr_network"],
@@ -268,7 +268,8 @@ def _rows(path: Path, key: str | None = None) -> list[dict[str, Any]]:
 def digest(out: Path) -> None:
     """One line per result of bench/gpu_check.sh's folder ``out`` (its stdout's last lines)."""
     for r in _rows(out / "measure.json", "methods"):
-        print(f"methods {r['method']:8s} {r['precision']:8s} " + (r.get("error") or (
+        print(f"methods {r['method']:8s} {r['precision']:8s} "
+              f"{r.get('step_graph', 'eager'):10s} " + (r.get("error") or (
             f"{_num(r['s_per_it'], 4)} s/it  peak {_num(r['peak_mib'], 0)} MiB  PSNR "
             f"{_num(r['psnr'], 2)}  vs float32 {_num(r.get('d_psnr_vs_float32'))} dB")))
     for r in _rows(out / "measure.json", "grouped"):

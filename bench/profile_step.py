@@ -2,13 +2,18 @@
 
     python bench/profile_step.py [--size 256] [--precision bf16] [--steps 5] [--top 15]
                                  [--channels 128] [--layout auto|nchw|channels-last]
+                                 [--device cuda] [--method dip] [--step-graph eager]
+                                 [--warmup 2]
     python bench/profile_step.py --ablation [--size 256] [--steps 8] [--channels 128]
 
 Builds the ``bench/speed.py`` problem (astronaut, σ 25) and a DIP algorithm through
 :func:`deeprestore.solvers.factory.make_algorithm` (so the step is the engine's own: forward,
 loss, backward, fused Adam, EMA), warms it up for two steps, then profiles ``--steps`` steps
 and prints the operators with the most self CPU time (a Markdown table: op, calls per step,
-ms per step, share). ``--layout``: the CPU network's memory layout (``auto``: what the engine
+ms per step, share). On CUDA also the kernels with the most device time, and the host gaps:
+wall time per step minus the device's busy time (issue 42's "how much of the step waits for the
+host"); ``--step-graph cuda-graph`` profiles the replayed graph.
+``--layout``: the CPU network's memory layout (``auto``: what the engine
 picks for the precision). The profiler inflates the convolutions' share (oneDNN's
 instrumentation); compare wall times with ``--ablation``.
 
@@ -34,8 +39,8 @@ from torch.profiler import ProfilerActivity, profile
 import deeprestore.models.skip as skip
 from bench.speed import make_problem
 from deeprestore.config.settings import Settings
-from deeprestore.execution import Execution
-from deeprestore.solvers.base import Algorithm
+from deeprestore.execution import Execution, configure_backends
+from deeprestore.solvers.base import Algorithm, problem_to_device
 from deeprestore.solvers.factory import make_algorithm
 
 LAYOUTS = {"auto": None, "nchw": False, "channels-last": True}
@@ -94,34 +99,59 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=128)
     parser.add_argument("--layout", choices=tuple(LAYOUTS), default="auto")
     parser.add_argument("--ablation", action="store_true", help="see the module docstring")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (not --ablation)")
+    parser.add_argument("--method", default="dip", help="dip, dip-tv or deepred")
+    parser.add_argument("--step-graph", default="eager", help="Execution.step_graph")
+    parser.add_argument("--warmup", type=int, default=2, help="steps before profiling")
     args = parser.parse_args()
     if args.ablation:
         ablation(args.size, args.steps, args.channels)
         return
-    device = torch.device("cpu")
+    device = torch.device(args.device)
     problem = make_problem(args.size)
-    settings = Settings(method="dip", iterations=args.steps + 2, precision=args.precision,
-                        net_channels=args.channels)
-    execution = Execution(cpu_channels_last=LAYOUTS[args.layout])
-    algorithm = make_algorithm(problem, settings, device, execution=execution)
-    for _ in range(2):
+    settings = Settings(method=args.method, iterations=args.steps + args.warmup + 2,
+                        precision=args.precision, net_channels=args.channels)
+    execution = Execution(cpu_channels_last=LAYOUTS[args.layout], step_graph=args.step_graph)
+    configure_backends(device, args.precision)
+    algorithm = make_algorithm(problem_to_device(problem, device), settings, device,
+                               execution=execution)
+    for _ in range(args.warmup):  # cuDNN's autotuning, a graph's capture
         algorithm.update()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    if cuda:
+        torch.cuda.synchronize(device)
+    tic = time.perf_counter()
+    with profile(activities=activities) as prof:
         for _ in range(args.steps):
             algorithm.update()
+        if cuda:
+            torch.cuda.synchronize(device)
+    wall = (time.perf_counter() - tic) / args.steps
     algorithm.close()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
-    print(f"{args.size}², {args.precision}, layout {args.layout}, {torch.get_num_threads()} "
-          f"threads, torch {torch.__version__}: {total / args.steps / 1e3:.1f} ms of self CPU "
-          "time per step")
+    events = list(prof.key_averages())
+    print(f"{args.method} {args.size}², {args.precision}, step graph {args.step_graph}, "
+          f"layout {args.layout}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"{device}: {wall * 1e3:.2f} ms wall per step (profiled)")
+    _table(events, "self_cpu_time_total", "self CPU", args.steps, args.top)
+    if cuda:
+        busy = sum(e.self_device_time_total for e in events) / args.steps / 1e3
+        print(f"\ndevice busy {busy:.2f} ms per step; host gaps (wall - busy) "
+              f"{wall * 1e3 - busy:.2f} ms ({100 * (1 - busy / (wall * 1e3)):.0f} % idle)")
+        _table(events, "self_device_time_total", "self device", args.steps, args.top)
+
+
+def _table(events: list, key: str, label: str, steps: int, top: int) -> None:
+    """A Markdown table of the ``top`` events by ``key`` (a profiler time, µs)."""
+    ranked = sorted(events, key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in ranked) or 1.0
+    print(f"\n{label} time: {total / steps / 1e3:.2f} ms per step")
     print("| op | calls / step | ms / step | share |")
     print("|---|---:|---:|---:|")
-    for event in events[:args.top]:
-        print(f"| `{event.key}` | {event.count / args.steps:g} | "
-              f"{event.self_cpu_time_total / args.steps / 1e3:.1f} | "
-              f"{100 * event.self_cpu_time_total / total:.1f} % |")
-
+    for event in ranked[:top]:
+        value = getattr(event, key)
+        print(f"| `{event.key}` | {event.count / steps:g} | {value / steps / 1e3:.2f} | "
+              f"{100 * value / total:.1f} % |")
 
 if __name__ == "__main__":
     main()

@@ -17,10 +17,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.sh"
-STEPS = ("wheels", "env", "suite", "methods", "grouped", "denoisers", "reproduce",
+STEPS = ("wheels", "env", "suite", "methods", "grouped", "profile", "denoisers", "reproduce",
          "reproduce-files")
 BM3D = importlib.util.find_spec("bm3d") is not None
-FILES = ("steps.md", "info.txt", "suite.txt", "measure.json", "denoisers.json",
+FILES = ("steps.md", "info.txt", "suite.txt", "measure.json", "profile.txt", "denoisers.json",
          "reproduce.tar.gz", "log.txt")
 
 pytestmark = [
@@ -62,23 +62,26 @@ def test_dry_run_runs_every_step_and_writes_every_file(tmp_path: Path) -> None:
     assert "torch" in info and "bm3d" in info
     assert "1 passed" in (out / "suite.txt").read_text()
 
+    profile = (out / "profile.txt").read_text()
+    assert "step graph eager" in profile and "step graph cuda-graph" in profile
+    assert "| op | calls / step |" in profile
+
     measure = json.loads((out / "measure.json").read_text())
     assert measure["info"]["set"] == ["net_channels=8"]
     methods = measure["methods"]["rows"]
-    assert [(r["method"], r["step_graph"], r["precision"]) for r in methods] == [
-        (method, graph, precision) for method in ("dip", "deepred")
-        for graph in ("eager", "cuda-graph") for precision in ("float32", "bf16")]
+    assert [(r["precision"], r["method"], r["step_graph"]) for r in methods] == [
+        (precision, method, graph) for precision in ("float32", "bf16")
+        for method in ("dip", "deepred") for graph in ("eager", "cuda-graph")]
     for row in methods:
         assert "error" not in row, row
         assert row["s_per_it"] > 0 and row["net_channels"] == 8
     # a CUDA graph needs CUDA: on the CPU those rows run the eager step, same seed, same result
-    for eager, graph in zip(methods[0::4] + methods[1::4], methods[2::4] + methods[3::4],
-                            strict=True):
+    for eager, graph in zip(methods[0::2], methods[1::2], strict=True):
         assert graph["psnr"] == eager["psnr"]
     # the preset's own settings, without [everyday]: DIP's two runs, DeepRED's growth rule
     assert measure["methods"]["settings"]["dip"]["runs"] == 2
     assert measure["methods"]["settings"]["deepred"]["grow_step"] > 0
-    assert all("d_psnr_vs_float32" in row for i, row in enumerate(methods) if i % 4)
+    assert all("d_psnr_vs_float32" in row for row in methods[1:2] + methods[3:])
     grouped = measure["grouped"]["rows"]
     assert [(r["precision"], r["problems"]) for r in grouped] == [
         ("float32", 1), ("float32", 2), ("bf16", 1), ("bf16", 2)]
