@@ -13,6 +13,7 @@ from skimage import data
 from skimage.restoration import denoise_nl_means
 from tiny_problems import DEVICE
 
+import deeprestore.denoisers.nlm_torch as nlm_torch_module
 from deeprestore.denoisers.nlm_torch import _fast_exp, _reflect_index, nlm_torch
 
 SIGMAS = (3, 5, 15, 25)
@@ -201,3 +202,26 @@ def test_cuda_matches_cpu() -> None:
     out = nlm_torch(x.cuda(), 15)
     assert out.device.type == "cuda"
     torch.testing.assert_close(out.cpu(), nlm_torch(x, 15), rtol=0, atol=MAX_ABS_TOL)
+
+
+def test_on_a_gpu_the_chunk_follows_the_free_memory(monkeypatch) -> None:
+    """CUDA's free memory sets the chunk (no GPU here: the query is monkeypatched)."""
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * gib, 80 * gib))
+    assert nlm_torch_module.chunk_elements(torch.device("cpu")) == 1 << 20
+    big = nlm_torch_module.chunk_elements(torch.device("cuda"))
+    assert big == 10 * gib // 48 and big > 200 * (1 << 20)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gib // 64, 80 * gib))
+    assert nlm_torch_module.chunk_elements(torch.device("cuda")) == 1 << 20  # never below
+
+
+def test_the_chunk_changes_nothing_but_speed(monkeypatch) -> None:
+    """All shifts in one chunk (a GPU's) or a few at a time (a CPU's): the same image."""
+    x = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    small = nlm_torch(x, 25.0)
+    monkeypatch.setattr(nlm_torch_module, "chunk_elements", lambda device: 1 << 40)
+    whole = nlm_torch(x, 25.0)
+    monkeypatch.setattr(nlm_torch_module, "chunk_elements", lambda device: 1)
+    one_at_a_time = nlm_torch(x, 25.0)
+    torch.testing.assert_close(whole, small, rtol=0, atol=1e-12)
+    torch.testing.assert_close(one_at_a_time, small, rtol=0, atol=1e-12)

@@ -36,9 +36,26 @@ DISTANCE_CUTOFF = 5.0
 #: ``2^20 / ln 2`` and ``1023 * 2^20 - 60801``: scikit-image's ``fast_exp.h`` (Schraudolph 1999).
 _EXP_A = 1512775.3951951856938
 _EXP_BC = 1072632447
-#: Elements (images x pixels x shifts) processed at once; bounds the temporaries to ~4 MiB each
-#: (about 1 shift of a 512 x 512 x 3 image; whole windows of small images).
+#: Elements (images x pixels x shifts) processed at once on a CPU; bounds the temporaries to
+#: ~4 MiB each (about 1 shift of a 512 x 512 x 3 image; whole windows of small images), which
+#: stay in cache. On a GPU the chunk follows the free memory (:func:`chunk_elements`).
 _CHUNK_ELEMENTS = 1 << 20
+#: on a GPU, the share of the free device memory a call's temporaries may take
+_GPU_MEMORY_SHARE = 0.25
+#: bytes of temporaries per chunk element (shifted regions, differences, box sums in float64,
+#: weights: an upper bound read off the code)
+_BYTES_PER_ELEMENT = 48
+
+
+def chunk_elements(device: torch.device) -> int:
+    """Elements (images x pixels x shifts) one chunk of a call on ``device`` processes: the fixed
+    CPU size, or on CUDA what a quarter of the free memory holds (at least the CPU size): a
+    512² colour image then takes every shift of its window in one chunk, a few dozen kernel
+    launches instead of ~2 200 (issue 42)."""
+    if device.type != "cuda":
+        return _CHUNK_ELEMENTS
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(_CHUNK_ELEMENTS, int(free * _GPU_MEMORY_SHARE) // _BYTES_PER_ELEMENT)
 
 
 def _fast_exp(y: torch.Tensor) -> torch.Tensor:
@@ -259,7 +276,7 @@ def nlm_torch(
 
     shifts = [(dr, dc) for dr in range(0, d + 1) for dc in range(-d, d + 1) if dr > 0 or dc > 0]
     per_shift = n * c * win.reg_h * win.reg_w
-    chunk = max(1, min(len(shifts), _CHUNK_ELEMENTS // max(per_shift, 1)))
+    chunk = max(1, min(len(shifts), chunk_elements(x.device) // max(per_shift, 1)))
     for start in range(0, len(shifts), chunk):
         part = shifts[start : start + chunk]
         moved = torch.stack(
