@@ -121,7 +121,7 @@ def _loss_gradients(loss_terms: str, mu: float) -> tuple[torch.Tensor, torch.Ten
     gen = torch.Generator().manual_seed(3)
     out = _rand(gen, 1, 3, 32, 32).requires_grad_(True)
     x, u = _rand(gen, 1, 3, 32, 32), 0.1 * _rand(gen, 1, 3, 32, 32)
-    loss, _ = algorithm._losses(out, x, u, mu)
+    loss, _ = algorithm.losses(out, x, u, mu)
     (grad,) = torch.autograd.grad(loss.sum(), out)
     return loss.detach(), grad
 
@@ -145,7 +145,7 @@ def test_mean_form_values_are_the_authors_mse_terms() -> None:
     gen = torch.Generator().manual_seed(4)
     out, x = _rand(gen, 1, 3, 32, 32), _rand(gen, 1, 3, 32, 32)
     u = torch.zeros_like(x)
-    loss, data_mse = algorithm._losses(out, x, u, 0.06)
+    loss, data_mse = algorithm.losses(out, x, u, 0.06)
     mse = torch.nn.functional.mse_loss
     y_term = mse(problem.operator.forward(out), problem.y)
     assert loss.item() == pytest.approx(0.5 * (y_term + 0.06 * mse(out, x - u)).item(), rel=1e-5)
@@ -157,7 +157,7 @@ def test_both_forms_agree_when_h_keeps_the_size() -> None:
     gen = torch.Generator().manual_seed(5)
     out, x = _rand(gen, 1, 3, 16, 16), _rand(gen, 1, 3, 16, 16)
     u = torch.zeros_like(x)
-    values = [_algorithm(problem, loss_terms=form)._losses(out, x, u, 0.5)[0].item()
+    values = [_algorithm(problem, loss_terms=form).losses(out, x, u, 0.5)[0].item()
               for form in ("sum", "mean")]
     assert values[0] == pytest.approx(values[1], rel=1e-6)
 
