@@ -109,6 +109,13 @@ def idle_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def own_decision_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """Every test keeps ``--precision auto``'s decisions (deeprestore.solvers.decisions) in a
+    folder of its own: none reads the user's, or another test's."""
+    monkeypatch.setenv("DEEPRESTORE_CACHE_DIR", str(tmp_path_factory.mktemp("decisions")))
+
+
+@pytest.fixture(autouse=True)
 def auto_precision_keeps_float32(monkeypatch: pytest.MonkeyPatch,
                                  request: pytest.FixtureRequest) -> None:
     """``precision = "auto"`` (the restore commands' default) chooses float32 in every test:

@@ -257,3 +257,53 @@ def test_problems_stepped_together_run_in_the_first_ones_precision(tmp_path, mon
     assert [m.parameters["precision"] for m in manifests] == ["bf16", "bf16"]
     assert manifests[1].precision == manifests[0].precision
     assert manifests[0].grouped_with == 2
+
+
+# --- the decision kept per machine (issue 43) ------------------------------------------------
+
+
+@pytest.mark.cpu_only(reason="auto times the CPU's arithmetic; on CUDA it is float32")
+def test_a_rerun_beside_a_busy_process_keeps_the_first_choice(monkeypatch):
+    """The same command twice on one machine: the second time the machine is busier and bf16
+    measures under the threshold, yet the run keeps bf16 (decided once, kept), times only bf16
+    for its cost line, and records where the decision comes from."""
+    calls: list = []
+    settings = Settings(method="dip", iterations=2, precision="auto")
+    _fake_timings(monkeypatch, 1.6, calls)
+    first = restore(tiny_denoising_problem(size=32), settings)
+    _fake_timings(monkeypatch, 1.1, calls)  # a busy machine: alone this would choose float32
+    second = restore(tiny_denoising_problem(size=32), settings)
+    assert first.precision is not None and second.precision is not None
+    assert first.precision["used"] == second.precision["used"] == "bf16"
+    assert calls == [("float32", "bf16"), ("bf16",)]
+    assert first.precision["decided"].startswith("measured now, kept in ")
+    assert second.precision["decided"].startswith("kept since ")
+    assert second.precision["bf16_speedup"] == pytest.approx(1.6, rel=1e-3)
+
+
+@pytest.mark.cpu_only(reason="auto times the CPU's arithmetic; on CUDA it is float32")
+def test_another_network_is_decided_anew_and_a_bad_file_is_measured_over(monkeypatch, tmp_path):
+    calls: list = []
+    _fake_timings(monkeypatch, 1.6, calls)
+    restore(tiny_denoising_problem(size=32), Settings(method="dip", iterations=1,
+                                                      precision="auto"))
+    restore(tiny_denoising_problem(size=32), Settings(method="dip", iterations=1,
+                                                      precision="auto", net_channels=8))
+    assert calls == [("float32", "bf16")] * 2  # another network shape: another decision
+    monkeypatch.setenv("DEEPRESTORE_CACHE_DIR", str(tmp_path))
+    (tmp_path / "precision.json").write_text("{ not json")
+    again = restore(tiny_denoising_problem(size=32), Settings(method="dip", iterations=1,
+                                                              precision="auto"))
+    assert calls[-1] == ("float32", "bf16") and again.precision["used"] == "bf16"
+    kept = json.loads((tmp_path / "precision.json").read_text())
+    assert [entry["precision"] for entry in kept.values()] == ["bf16"]
+
+
+def test_an_unwritable_cache_leaves_the_decision_unkept(monkeypatch, tmp_path):
+    from deeprestore.solvers import decisions
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("DEEPRESTORE_CACHE_DIR", str(blocker / "below"))  # under a file
+    assert decisions.keep("kind", "bf16", {"float32": 1.0, "bf16": 0.5}) is None
+    assert decisions.recall("kind") is None

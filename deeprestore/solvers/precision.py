@@ -45,6 +45,9 @@ class PrecisionChoice:
     step_seconds: dict[str, float] = field(default_factory=dict)
     timed_on: int | None = None
     reason: str = ""
+    #: where a measured choice comes from: "measured now, kept in PATH" or "kept since DATE
+    #: (PATH)" (:mod:`deeprestore.solvers.decisions`); empty when nothing was measured
+    decided: str = ""
 
     @property
     def bf16_speedup(self) -> float | None:
@@ -58,11 +61,12 @@ class PrecisionChoice:
         """``bf16, measured 2.1× float32's speed`` / ``float32 (bf16 measured 1.1×, under
         1.25×)`` / ``float32 (this CPU has no bf16 arithmetic)``: for the cost line."""
         speedup = self.bf16_speedup
+        kept = ", this machine's kept choice" if self.decided.startswith("kept") else ""
         if speedup is not None and self.precision == "bf16":
-            return f"bf16, measured {speedup:.2g}× float32's speed"
+            return f"bf16, measured {speedup:.2g}× float32's speed{kept}"
         if speedup is not None:
             return (f"float32 (bf16 measured {speedup:.2g}× its speed, under "
-                    f"{BF16_MIN_SPEEDUP:g}×)")
+                    f"{BF16_MIN_SPEEDUP:g}×{kept})")
         return f"{self.precision} ({self.reason})" if self.reason else self.precision
 
     def record(self) -> dict[str, Any]:
@@ -71,7 +75,8 @@ class PrecisionChoice:
         return {"used": self.precision, "requested": self.requested,
                 "step_seconds": {k: round(v, 6) for k, v in self.step_seconds.items()},
                 "bf16_speedup": None if speedup is None else round(speedup, 3),
-                "timed_on": self.timed_on, "reason": self.reason or None}
+                "timed_on": self.timed_on, "reason": self.reason or None,
+                "decided": self.decided or None}
 
 
 def candidates(settings: Settings, device: torch.device) -> tuple[str, ...] | PrecisionChoice:

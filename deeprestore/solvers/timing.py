@@ -20,6 +20,7 @@ from deeprestore.config.settings import Settings
 from deeprestore.denoisers import get_denoiser
 from deeprestore.execution import DEFAULT_EXECUTION, Execution
 from deeprestore.physics.operators import Identity
+from deeprestore.solvers import decisions
 from deeprestore.solvers.base import Problem
 from deeprestore.solvers.factory import make_algorithm
 from deeprestore.solvers.memory import state_bytes
@@ -147,8 +148,20 @@ def _choose_precision(timed: Problem, scale: float, settings: Settings, device: 
     options = candidates(settings, device)
     if isinstance(options, PrecisionChoice):
         return options, None, 0
+    timed_on = None if scale == 1.0 else max(timed.size)
+    kind = decisions.step_kind(settings, device, max(timed.size))
+    kept = decisions.recall(kind)
+    if kept is not None:  # decided on this machine before: time the chosen precision only
+        precision = kept["precision"]
+        seconds, state = step_seconds(timed, settings, device, execution,
+                                      (precision,))[precision]
+        choice = PrecisionChoice(precision, AUTO, dict(kept.get("step_seconds", {})), timed_on,
+                                 decided=f"kept since {kept.get('at')} "
+                                         f"({decisions.cache_dir() / decisions.FILE_NAME})")
+        return choice, seconds * scale, state
     measured = step_seconds(timed, settings, device, execution, options)
-    choice = decide({p: seconds * scale for p, (seconds, _) in measured.items()},
-                    None if scale == 1.0 else max(timed.size))
+    choice = decide({p: seconds * scale for p, (seconds, _) in measured.items()}, timed_on)
+    where = decisions.keep(kind, choice.precision, choice.step_seconds)
+    choice = replace(choice, decided="measured now" + (f", kept in {where}" if where else ""))
     seconds, state = measured[choice.precision]
     return choice, seconds * scale, state
