@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from deeprestore.huge_pages import request_huge_pages
-from deeprestore.tasks.registry import DENOISE
+from deeprestore.tasks.registry import DENOISE, INPAINT
+
+#: the task whose preset a method runs with through a user's operator when no task is named
+#: (else denoising's). The denoising preset grows DeepRED's λ and µ by a rule of the authors'
+#: denoising code that assumes H = I: through a 3×3 blur and a 50 % mask DeepRED reached
+#: 19.5 dB with it and 30.5 with the inpainting preset's fixed λ, µ (DIP: 30.0 with its
+#: denoising rules, which read nothing of H; docs/extending.md)
+OPERATOR_TASKS = {"deepred": INPAINT, "red": INPAINT}
 
 if TYPE_CHECKING:
     from deeprestore.config.resolve import SettingsResolver
@@ -68,7 +75,7 @@ class Restoration:
 
 def restore(
     image: np.ndarray,
-    task: str = DENOISE.name,
+    task: str | None = None,
     method: str = "deepred",
     *,
     sigma: float | str | None = None,
@@ -95,8 +102,11 @@ def restore(
     image : ndarray
         The degraded image, H×W (grey) or H×W×C (C = 1, 3 or 4; alpha is kept), uint8, uint16
         or float in [0, 1]. For ``superres`` the low-resolution image.
-    task : str
-        ``denoise``, ``deblur``, ``superres`` or ``inpaint``.
+    task : str, optional
+        ``denoise`` (the default for an image), ``deblur``, ``superres`` or ``inpaint``. With
+        ``operator=`` it only picks the preset; when none is named DeepRED and RED take the
+        ``inpaint`` preset's rules, made for a general H, and DIP and DIP-TV the ``denoise``
+        preset's (:data:`OPERATOR_TASKS`).
     method : str
         ``deepred``, ``dip``, ``dip-tv``, ``red`` or one of the task's baselines (``nlm``,
         ``bm3d``, ``wiener``, ``bicubic``, ``biharmonic``).
@@ -165,6 +175,9 @@ def restore(
         from deeprestore.user_problem import as_denoiser
 
         own_denoiser, denoiser = as_denoiser(denoiser), "auto"
+    if task is None:  # denoising for an image; through an operator, rules made for any H
+        task = (OPERATOR_TASKS.get(method, DENOISE).name if operator is not None
+                else DENOISE.name)
     run = _Run(task=task, method=method, preset=preset, settings=settings, denoiser=denoiser,
                own_denoiser=own_denoiser, device=device, callback=callback, execution=execution)
     if operator is not None:
