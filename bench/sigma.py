@@ -1,11 +1,12 @@
 """How well does ``--sigma auto`` know σ? The estimator against scikit-image's wavelet one.
 
     python bench/sigma.py [--data ../shared/data] [--crop 128] [--sigmas 10,25,50] [--seed 1]
-    python bench/sigma.py --jpeg [--crop 256] [--formats png,95,85,75]
+    python bench/sigma.py --jpeg [--crop 256] [--formats png,95,85,75,85-444]
 
 Each cbm3d9 image (centre crop of ``--crop`` px, 0: whole) gets N(0, σ²) noise on the 0–255
 scale, clipped to [0, 1] and quantised to 8 bits as a PNG would be; prints a Markdown table of
-both estimates and their relative errors, and the worst error per σ.
+both estimates and their relative errors, and the worst error per σ. A format ``Q-444`` is a
+JPEG of quality Q without chroma subsampling.
 
 ``--jpeg``: each noisy crop is also saved as JPEG at each quality of ``--formats`` (Pillow,
 4:2:0) and read back; the target is then the residual noise std(decoded − clean), 0–255. Prints
@@ -52,9 +53,11 @@ def jpeg_table(data: Path, crop: int, sigmas: list[float], formats: list[str]) -
                 buffer = io.BytesIO()
                 if fmt == "png":
                     Image.fromarray(noisy.astype(np.uint8)).save(buffer, format="PNG")
-                else:
-                    Image.fromarray(noisy.astype(np.uint8)).save(buffer, format="JPEG",
-                                                                 quality=int(fmt))
+                else:  # QUALITY (4:2:0, Pillow's default) or QUALITY-444 (no subsampling)
+                    quality, _, chroma = fmt.partition("-")
+                    Image.fromarray(noisy.astype(np.uint8)).save(
+                        buffer, format="JPEG", quality=int(quality),
+                        subsampling=0 if chroma == "444" else 2)
                 decoded = iio.imread(buffer.getvalue()).astype(np.float64)
                 residual = float(np.std(decoded - clean))
                 values = {
