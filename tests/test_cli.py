@@ -199,3 +199,26 @@ def test_sigterm_outside_a_run_exits_143_with_one_line(run_cli, tiny_images, tmp
     assert result.code == 143
     assert result.err.strip() == "deeprestore: terminated"
     assert not (tmp_path / "out").exists()
+
+
+def test_help_texts_keep_their_brackets():
+    """Typer's help is rich markup: a literal ``[word]`` in an option's help (a preset's
+    ``[everyday]`` table) vanished as an unknown tag (issue 45, item 7). Every bracketed word
+    of every command's option help reaches the rendered ``--help``."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from deeprestore.cli.app import app
+
+    group = typer.main.get_command(app)
+    runner = CliRunner()
+    checked = 0
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        rendered = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"}).output
+        for param in command.params:
+            for word in re.findall(r"\[([a-z][a-z0-9_-]*)\]", getattr(param, "help", "") or ""):
+                assert f"[{word}]" in rendered, (name, param.name, word)
+                checked += 1
+    assert checked >= 4  # the restore commands' --preset at least

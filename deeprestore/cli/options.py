@@ -28,7 +28,7 @@ PresetOpt = Annotated[
     typer.Option(
         "--preset",
         help="Preset name (see `deeprestore presets`) or path to a TOML file. "
-        "Default: the task's Table 1 row, with its [everyday] table on top (denoise: a "
+        "Default: the task's Table 1 row, with its \\[everyday] table on top (denoise: a "
         "32-channel network, several times cheaper per step than the paper's 128 channels; "
         "--set net_channels=128 for the paper's; docs/photos.md).",
         show_default=False,
