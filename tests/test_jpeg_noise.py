@@ -264,8 +264,8 @@ def _jpeg_444(clean: np.ndarray, sigma: float, quality: int, seed: int) -> np.nd
 @pytest.mark.parametrize("sigma", [25, 50])
 def test_a_444_jpeg_reads_the_chroma_noise_it_keeps(sigma):
     """Without subsampling a JPEG keeps its chroma noise at full resolution: the luma alone
-    read 0.67–0.70 of the noise held (σ 25, scikit-image crops); the estimate now carries the
-    chroma bands' noise to RGB too."""
+    read 0.66–0.73 of the noise held (σ 25, scikit-image crops); each channel's own fine scale
+    reads it."""
     for k, name in enumerate(("astronaut", "chelsea", "coffee")):
         clean = _crop(getattr(data, name)(), 128).astype(np.float64)
         for quality in (95, 85, 75):

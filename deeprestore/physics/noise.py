@@ -156,32 +156,24 @@ def _mad_std(bands: list[np.ndarray]) -> float:
                  * _MAD_TO_STD)
 
 
-#: how much of each of Y, Cb, Cr's noise variance reaches the mean over R, G and B (the squares
-#: of JFIF's inverse colour transform, column by column, averaged over the three rows)
-_RGB_SHARE = (1.0, (0.344136**2 + 1.772**2) / 3, (1.402**2 + 0.714136**2) / 3)
-
-
 def compressed_noise_std(pixels: np.ndarray) -> float:
     """The noise a JPEG-compressed image still holds, ``std(decoded − clean)`` estimated, on
-    ``pixels``' scale. For each of the file's components (luma; for colour also Cb and Cr) the
-    robust (median absolute) std of its finest horizontal and of its finest vertical Haar band,
-    the smaller of the two; the components' variances are then carried to R, G and B through
-    JFIF's inverse transform. After 4:2:0 subsampling the chroma bands hold almost nothing and
-    this is the luma's std; a 4:4:4 file keeps its chroma noise at full resolution, which the
-    luma alone missed by a third (σ 25: 16 read for 22–24 held; issue 43). ``pixels``:
-    (H, W, 3) or (H, W, 1) float; large images are sampled in tiles."""
-    components = 3 if pixels.shape[2] >= 3 else 1
-    horizontal: list[list[np.ndarray]] = [[] for _ in range(components)]
-    vertical: list[list[np.ndarray]] = [[] for _ in range(components)]
-    for tile in _tiles(pixels):
-        parts = _luma_chroma(tile) if components == 3 else (tile[..., 0],)
-        for k, part in enumerate(parts):
-            h_band, v_band, _ = haar_details(part)
-            horizontal[k].append(h_band)
-            vertical[k].append(v_band)
-    variance = sum(share * min(_mad_std(h), _mad_std(v)) ** 2
-                   for share, h, v in zip(_RGB_SHARE, horizontal, vertical, strict=False))
-    return float(np.sqrt(variance))
+    ``pixels``' scale: for each channel the robust (median absolute) std of its finest
+    horizontal and of its finest vertical Haar band, the smaller of the two, then the root
+    mean square over the channels. After 4:2:0 subsampling the chroma is smooth and every
+    channel's fine scale holds the luma's noise; a 4:4:4 file keeps its chroma noise at full
+    resolution, which the luma alone read a third low (σ 25: 16 for 22–24 held; issue 43).
+    ``pixels``: (H, W, C) float; large images are sampled in tiles."""
+    variance = 0.0
+    tiles = _tiles(pixels)
+    for channel in range(pixels.shape[2]):
+        horizontal, vertical = [], []
+        for tile in tiles:
+            h_band, v_band, _ = haar_details(tile[..., channel])
+            horizontal.append(h_band)
+            vertical.append(v_band)
+        variance += min(_mad_std(horizontal), _mad_std(vertical)) ** 2
+    return float(np.sqrt(variance / pixels.shape[2]))
 
 
 def chroma_subsampling_score(pixels: np.ndarray) -> float:
