@@ -94,6 +94,12 @@ def delta(value: float | None, base: float | None) -> float | None:
     return None if value is None or base is None else value - base
 
 
+def failed(row: dict[str, Any], label: str, err: Exception) -> None:
+    """Record ``err`` in ``row`` and say so (the next row runs)."""
+    row["error"] = f"{type(err).__name__}: {err}"
+    print(f"{label}: {row['error']}", flush=True)
+
+
 def write_part(path: Path | None, key: str, value: Any, info: dict[str, Any]) -> None:
     """Replace ``key`` in the JSON at ``path`` (keeping the other parts), atomically."""
     if path is None:
@@ -187,8 +193,7 @@ def methods_part(args: argparse.Namespace, device: torch.device, preset: Any,
             print(f"methods: {method} {precision} {graph}: {seconds:.4f} s/it, peak "
                   f"{row['peak_mib']} MiB, PSNR {row['psnr']}", flush=True)
         except Exception as err:  # noqa: BLE001 - recorded; the next row runs
-            row["error"] = f"{type(err).__name__}: {err}"
-            print(f"methods: {method} {precision} {graph}: {row['error']}", flush=True)
+            failed(row, f"methods: {method} {precision} {graph}", err)
         part["rows"].append(row)
         write_part(args.json, "methods", part, info)
         free_memory(device)
@@ -244,8 +249,7 @@ def grouped_part(args: argparse.Namespace, device: torch.device, preset: Any,
                           f"{row['grouped_s_per_round']:.4f} s/round grouped, ratio "
                           f"{row['ratio']:.2f}, peak {row['peak_mib']} MiB", flush=True)
                 except Exception as err:  # noqa: BLE001 - recorded; the next row runs
-                    row["error"] = f"{type(err).__name__}: {err}"
-                    print(f"grouped: {precision} {size} {count}: {row['error']}", flush=True)
+                    failed(row, f"grouped: {precision} {size} {count}", err)
                 part["rows"].append(row)
                 write_part(args.json, "grouped", part, info)
                 with contextlib.suppress(NameError):
