@@ -4,6 +4,7 @@ files (PNG, JPEG at several qualities and chroma subsamplings), through the comm
     PYTHONPATH=. python bench/defaults.py sigma [--crop 128] [--sigmas 5,10,25,50]
         [--formats png,95,85,75,85-444] [--images NAME,...] [--json PATH]
     PYTHONPATH=. python bench/defaults.py table --json PATH     (the Markdown table again)
+    PYTHONPATH=. python bench/defaults.py estimates --json PATH (σ auto again on its JPEGs)
 
 ``sigma``: for every held-out image (:data:`HELD_OUT`; none of them is in cbm3d9, the set the
 estimator was tuned on), σ and format: the centre crop gets N(0, σ²) noise (0–255 scale,
@@ -14,6 +15,9 @@ types) and with ``--sigma S`` for S over a sweep of 0.5–2× the noise the file
 (std(decoded − clean)). Each case records the input's PSNR, σ auto's estimate, the PSNR of the
 auto run and of the best swept σ. The table: per format and σ, how many cases are within 0.5 dB
 of the best σ and how many fall below the input's PSNR.
+
+``estimates``: the same files made again for the JPEG rows of a ``sigma`` JSON and σ auto read
+with today's estimator: how far it moved from the recorded one (the BM3D runs are not redone).
 
 The JSON is rewritten after every case (a stopped run keeps what it measured).
 """
@@ -141,9 +145,31 @@ def table(rows: list[dict[str, Any]]) -> None:
           f"{np.median(gaps):.2f} | {gaps.max():.2f} |")
 
 
+def estimates_part(args: argparse.Namespace) -> None:
+    """The ``estimates`` part (module docstring)."""
+    from deeprestore.physics.noise import estimate_noise_sigma
+
+    rows = json.loads(args.json.read_text())["rows"]
+    images = list(dict.fromkeys(r["image"] for r in rows))
+    moved = []
+    with tempfile.TemporaryDirectory() as work:
+        for r in (r for r in rows if r["format"] != "png"):
+            clean = clean_crop(r["image"], args.data, r["crop"])
+            rng = np.random.default_rng(1000 * images.index(r["image"]) + int(r["sigma"]))
+            noisy = np.clip(np.round(clean + rng.normal(0, r["sigma"], clean.shape)), 0, 255)
+            decoded = save(noisy, r["format"], Path(work) / "noisy.jpg")
+            now = estimate_noise_sigma(decoded / 255, compressed=True)
+            moved.append((r["format"], now / r["estimate"] - 1))
+            print(f"{r['image']} σ {r['sigma']:g} {r['format']}: {r['estimate']:g} -> {now:.2f}")
+    for fmt in dict.fromkeys(f for f, _ in moved):
+        change = np.array([c for f, c in moved if f == fmt])
+        print(f"{fmt}: {len(change)} cases, change median {np.median(change):+.3f}, largest "
+              f"{change[np.argmax(np.abs(change))]:+.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("sigma", "table"))
+    parser.add_argument("part", choices=("sigma", "table", "estimates"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--crop", type=int, default=128)
     parser.add_argument("--sigmas", type=lambda t: [float(v) for v in t.split(",")],
@@ -155,6 +181,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "table":
         table(json.loads(args.json.read_text())["rows"])
+        return
+    if args.part == "estimates":
+        estimates_part(args)
         return
     sigma_part(args)
 
