@@ -32,3 +32,21 @@ def blur_and_mask(size: int) -> tuple[deeprestore.LinearOperator, np.ndarray, to
 def psnr(estimate: np.ndarray, clean: np.ndarray) -> float:
     """PSNR (dB) of two images in [0, 1] (the estimate clipped)."""
     return float(10 * np.log10(1 / np.mean((np.clip(estimate, 0, 1) - clean) ** 2)))
+
+
+def fourier_sampling(size: int) -> tuple[deeprestore.LinearOperator, np.ndarray, torch.Tensor]:
+    """(H, the clean crop (size, size), y (1, 2, size, size)): 25 % of the DFT of the centre
+    crop of scikit-image's camera, no noise — examples/fourier_sampling.py's case."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    from fourier_sampling import fourier_operator, sampling_mask
+
+    camera = data.camera() / 255.0
+    top = (camera.shape[0] - size) // 2
+    clean = camera[top:top + size, top:top + size]
+    x = torch.from_numpy(clean).float()[None, None]
+    operator = fourier_operator(sampling_mask(size, 0.25))
+    return operator, clean, operator.forward(x)
+
