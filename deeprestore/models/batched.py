@@ -100,8 +100,7 @@ class BatchedSkipNet(nn.Module):
         state = self.state_dict()
         for r, net in enumerate(nets, start=first):
             for name, tensor in net.state_dict(keep_vars=True).items():
-                source = state[name]
-                tensor.copy_(source if source.dim() == 0 else source.chunk(self.runs)[r])
+                tensor.copy_(state[name].chunk(self.runs)[r])
 
     @torch.no_grad()
     def copy_from(self, nets: Sequence[nn.Module], first: int = 0) -> None:
@@ -110,8 +109,4 @@ class BatchedSkipNet(nn.Module):
         state = self.state_dict(keep_vars=True)
         for r, net in enumerate(nets, start=first):
             for name, tensor in net.state_dict().items():
-                target = state[name]
-                if target.dim() == 0:
-                    target.copy_(tensor)
-                else:
-                    target.chunk(self.runs)[r].copy_(tensor)
+                state[name].chunk(self.runs)[r].copy_(tensor)

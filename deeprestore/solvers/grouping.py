@@ -158,9 +158,6 @@ class ProblemGroup:
         start = self._offsets[id(member)]
         return range(start, start + len(member.runs))
 
-    def _chunk(self, tensor: torch.Tensor, index: int) -> torch.Tensor:
-        return tensor.chunk(len(self.runs))[index]
-
     def run_parameters(self, index: int) -> list[torch.Tensor]:
         """Views of run ``index``'s parameters in the grouped network (its own nets' order)."""
         return self.views[index][:len(self.params)]
@@ -181,7 +178,8 @@ class ProblemGroup:
         for index, run in zip(indices, member.runs, strict=True):
             moments, squares = self._run_moments(index)
             optimizer = run.optimizer
-            own = [dict(run.net.named_parameters())[name] for name in self.names]
+            named = dict(run.net.named_parameters())
+            own = [named[name] for name in self.names]
             for param, moment, square in zip(own, moments, squares, strict=True):
                 state = optimizer.state[param]
                 state["step"] = self.steps[index].to(state["step"].device, copy=True)
@@ -197,7 +195,8 @@ class ProblemGroup:
         for index, run in zip(indices, member.runs, strict=True):
             moments, squares = self._run_moments(index)
             optimizer = run.optimizer
-            own = [dict(run.net.named_parameters())[name] for name in self.names]
+            named = dict(run.net.named_parameters())
+            own = [named[name] for name in self.names]
             states = [optimizer.state.get(param) for param in own]
             if states[0]:
                 self.steps[index].copy_(states[0]["step"])
